@@ -1,0 +1,216 @@
+"""Load a config file with overrides, without absl flag parsing (works in Colab and Jupyter).
+
+Config files are Python files with `get_config(arg=None) -> ml_collections.ConfigDict`; a variant
+is chosen as `path/to/config.py:variant`. The CLI and notebooks both come through `load_config`, so
+both get the same parsing and the same errors.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
+
+from gmf_jax.errors import ConfigError
+
+Overrides = Mapping[str, Any] | Iterable[str] | None
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The shared vocabulary every config starts from; config files change what they need.
+
+  Keys that only some components use are typed placeholders (None until set), so an override
+  from the command line is type-checked even where the default is None.
+  """
+  c = ml_collections.ConfigDict()
+  c.name = "run"  # names the run folder under runs/
+  c.seed = 0  # every random key of the run is derived from this
+  c.num_steps = 1000
+  c.num_epochs = config_dict.placeholder(int)  # if set, num_steps = num_epochs * steps/epoch
+  c.batch_size = 128
+  c.eval_batch_size = 500
+  c.steps_per_call = 100  # optimizer steps fused into one jitted call (lax.scan)
+  c.log_every_steps = 100  # train metrics are averaged over this many steps
+  c.eval_every_steps = 1000  # plus always at the end
+  c.progress_bar = True
+
+  c.model = ml_collections.ConfigDict({"name": "mlp_classifier"})
+  c.data = ml_collections.ConfigDict(
+      {
+          "name": "digits",
+          "on_device": "auto",  # 'auto' | 'yes' | 'no': keep the train split on the device
+          "max_device_bytes": 2**30,  # 'auto' keeps datasets up to this size on the device
+          "binarize": False,  # threshold pixel values at 0.5 (for Bernoulli likelihoods)
+      }
+  )
+  c.loss = ml_collections.ConfigDict({"name": "cross_entropy"})
+  c.optimizer = ml_collections.ConfigDict(
+      {
+          "name": "adam",
+          "learning_rate": 1e-3,  # peak value when a schedule is used
+          "weight_decay": 0.0,  # decoupled (adamw) or L2 added to the gradient (others)
+          "grad_clip_norm": config_dict.placeholder(float),  # clip by global norm if set
+          "momentum": config_dict.placeholder(float),  # sgd, rmsprop
+          "nesterov": False,  # sgd
+          "b1": 0.9,  # adam, adamw
+          "b2": 0.999,  # adam, adamw
+          "eps": 1e-8,
+          "decay": 0.9,  # rmsprop
+      }
+  )
+  c.schedule = ml_collections.ConfigDict(
+      {
+          "name": "constant",
+          "warmup_steps": 0,  # linear warmup from 0, for every schedule
+          "decay_steps": config_dict.placeholder(int),  # cosine: default num_steps - warmup
+          "end_value": 0.0,  # cosine: final learning rate as a fraction of the peak
+          "decay_rate": 0.1,  # exponential: factor per `transition_steps`; step: factor per boundary
+          "transition_steps": config_dict.placeholder(int),  # exponential
+          "boundaries": (),  # step: the steps at which the rate is multiplied by decay_rate
+      }
+  )
+  return c
+
+
+def load_config(path: str, overrides: Overrides = None) -> ml_collections.ConfigDict:
+  """Loads `path` (`file.py` or `file.py:variant`), locks it, and applies `overrides`.
+
+  Args:
+    path: a Python config file with `get_config(arg=None)`; `:variant` is passed as `arg`.
+    overrides: `{"optimizer.learning_rate": 1e-3}`, or CLI strings like
+      `["--config.optimizer.learning_rate=1e-3"]` (also `"optimizer.learning_rate=1e-3"`).
+
+  Returns:
+    The locked ConfigDict: a typo in a key now fails instead of adding a key.
+
+  Raises:
+    ConfigError: a missing file, a typo in a key, a value of the wrong type.
+  """
+  file_path, arg = path, ""
+  if not os.path.isfile(path) and ":" in path:
+    file_path, _, arg = path.rpartition(":")
+  if not os.path.isfile(file_path):
+    raise ConfigError(f"config file {file_path!r} does not exist (cwd: {os.getcwd()}).")
+  module = _load_module(file_path)
+  get_config = getattr(module, "get_config", None)
+  if get_config is None:
+    raise ConfigError(f"config file {file_path!r} defines no get_config(arg=None) function.")
+  try:
+    config = get_config(arg) if arg else get_config()
+  except ConfigError:
+    raise
+  except (TypeError, ValueError, KeyError) as e:
+    raise ConfigError(f"config file {file_path!r} rejected variant {arg!r}: {e}") from e
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f"get_config() in {file_path!r} must return an ml_collections.ConfigDict.")
+  config.lock()
+  apply_overrides(config, overrides)
+  return config
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Overrides) -> None:
+  """Applies overrides in place; strings are parsed by the type of the field they replace."""
+  if overrides is None:
+    return
+  items = overrides.items() if isinstance(overrides, Mapping) else _parse_cli(overrides)
+  for key, value in items:
+    set_value(config, key, value)
+
+
+def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
+  """Sets dotted `key` to `value` (a string is parsed by the field's type); ConfigError if bad."""
+  *parents, leaf = key.split(".")
+  node = config
+  for i, part in enumerate(parents):
+    node = _child(node, part, ".".join(parents[: i + 1]), key)
+  if not isinstance(node, ml_collections.ConfigDict):
+    raise ConfigError(f"override {key!r}: {'.'.join(parents)!r} is a value, not a section.")
+  if leaf not in node:
+    raise ConfigError(_unknown_key(node, leaf, key))
+  field_type = node.get_type(leaf)
+  if isinstance(value, str) and field_type is not str:
+    value = _parse_value(value, field_type, key)
+  if isinstance(value, list):
+    value = tuple(value)
+  try:
+    setattr(node, leaf, value)
+  except TypeError as e:
+    raise ConfigError(
+        f"override {key}={value!r}: expected a value of type {field_type.__name__}."
+    ) from e
+
+
+def _child(node, part, path, full_key):
+  if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+    raise ConfigError(_unknown_key(node, part, full_key, section=path))
+  return node[part]
+
+
+def _unknown_key(node, part, full_key, section=None) -> str:
+  keys = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+  close = difflib.get_close_matches(part, keys, n=1)
+  hint = f" Did you mean {full_key.rsplit(part, 1)[0] + close[0]!r}?" if close else ""
+  return (
+      f"unknown config key {full_key!r}.{hint} Keys here: {', '.join(keys)}. "
+      "(The config is locked: a new key must be added in the config file.)"
+  )
+
+
+def _parse_value(text: str, field_type: type, key: str) -> Any:
+  stripped = text.strip()
+  if stripped.lower() == "none":
+    return None
+  try:
+    if field_type is bool:
+      lowered = stripped.lower()
+      if lowered in ("true", "1", "yes", "y", "on"):
+        return True
+      if lowered in ("false", "0", "no", "n", "off"):
+        return False
+      raise ValueError(text)
+    if field_type is int:
+      number = float(stripped) if any(ch in stripped for ch in ".eE") else int(stripped)
+      if isinstance(number, float) and not number.is_integer():
+        raise ValueError(text)
+      return int(number)
+    if field_type is float:
+      return float(stripped)
+    if field_type in (tuple, list):
+      parsed = ast.literal_eval(stripped) if stripped else ()
+      if isinstance(parsed, (int, float, str)):
+        parsed = (parsed,)
+      if not isinstance(parsed, (tuple, list)):
+        raise ValueError(text)
+      return tuple(parsed)
+    if field_type is type(None):
+      return ast.literal_eval(stripped)
+  except (ValueError, SyntaxError):
+    raise ConfigError(
+        f"override {key}={text!r}: cannot read {text!r} as {field_type.__name__}."
+    ) from None
+  raise ConfigError(f"override {key}={text!r}: a {field_type.__name__} cannot be set from text.")
+
+
+def _parse_cli(args: Iterable[str]):
+  for arg in args:
+    text = arg[len("--config.") :] if arg.startswith("--config.") else arg
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+      raise ConfigError(f"override {arg!r} must look like --config.key=value.")
+    yield key, value
+
+
+def _load_module(file_path: str):
+  spec = importlib.util.spec_from_file_location("gmf_jax_config", os.path.abspath(file_path))
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:  # a broken config file: name it, keep the cause
+    raise ConfigError(f"config file {file_path!r} failed to load: {type(e).__name__}: {e}") from e
+  return module

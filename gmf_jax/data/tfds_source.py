@@ -1,0 +1,93 @@
+"""Any prepared tfds dataset, read with `tfds.data_source` (random access, no TensorFlow)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from gmf_jax.data.dataset import Dataset
+from gmf_jax.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsSplit:
+  """One split of a tfds data source, returning `{'x', 'y'}` batches by index."""
+
+  source: Any  # a tfds random-access data source
+  image_key: str
+  label_key: str | None
+  scale: float  # divide integer pixels by this
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def get(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    records = self.source.__getitems__([int(i) for i in indices])
+    x = np.stack([np.asarray(r[self.image_key]) for r in records]).astype(np.float32)
+    if self.scale != 1.0:
+      x /= self.scale
+    out = {"x": x}
+    if self.label_key is not None:
+      out["y"] = np.asarray([r[self.label_key] for r in records], dtype=np.int32)
+    else:
+      out["y"] = np.zeros(len(records), np.int32)
+    return out
+
+
+def load_tfds(name: str, data_dir: str | None = None, train_split: str = "train",
+              test_split: str = "test", image_key: str = "image",
+              label_key: str | None = "label") -> Dataset:
+  """Opens a tfds dataset prepared in `array_record` format under `data_dir`.
+
+  Integer images are scaled to [0, 1]. Nothing is downloaded: without a network a missing
+  dataset raises a ConfigError that says how to prepare it.
+  """
+  import tensorflow_datasets as tfds  # slow import; only when a tfds dataset is used
+
+  key = f"data.name='tfds:{name}'"
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise ConfigError(
+        f"{key}: tfds has no dataset {name!r}; see the tfds catalog for names."
+    ) from None
+  prepared = builder.is_prepared()
+  file_format = str(getattr(builder.info, "file_format", "")).rsplit(".", 1)[-1].lower()
+  if not prepared or file_format not in ("array_record", "parquet"):
+    where = builder.data_dir
+    problem = "is not prepared" if not prepared else f"is prepared as {file_format}"
+    raise ConfigError(
+        f"{key}: the dataset {problem} at {where}. With network access, prepare it once "
+        f"in array_record format: `pip install tensorflow && tfds build {name} "
+        f"--file_format=array_record` (add --data_dir=DIR and set data.data_dir=DIR to use "
+        "another folder)."
+    )
+  splits = set(builder.info.splits.keys())
+  for split_key, split in (("train_split", train_split), ("test_split", test_split)):
+    if split.split("[")[0] not in splits:
+      raise ConfigError(
+          f"data.{split_key}={split!r}: {name} has splits {sorted(splits)}."
+      )
+  features = builder.info.features
+  if image_key not in features:
+    raise ConfigError(f"data.image_key={image_key!r}: {name} has features {sorted(features)}.")
+  if label_key is not None and label_key not in features:
+    raise ConfigError(f"data.label_key={label_key!r}: {name} has features {sorted(features)}.")
+  image_feature = features[image_key]
+  example_shape = tuple(int(d) for d in image_feature.shape)
+  if any(d is None or d < 0 for d in example_shape):
+    raise ConfigError(f"{key}: feature {image_key!r} has variable shape {example_shape}.")
+  dtype = np.dtype(getattr(image_feature, "np_dtype", np.float32))
+  scale = float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
+  num_classes = None
+  if label_key is not None:
+    num_classes = getattr(features[label_key], "num_classes", None)
+  source = tfds.data_source(name, data_dir=data_dir, download=False)
+
+  def split(split_name):
+    return TfdsSplit(source[split_name], image_key, label_key, scale)
+
+  return Dataset(f"tfds:{name}", split(train_split), split(test_split), example_shape,
+                 num_classes=num_classes, kind="image" if len(example_shape) == 3 else "points")

@@ -1,0 +1,1 @@
+"""Diagnostics: jitted analyses of a network, run on a schedule (see the diagnostics issue)."""

@@ -1,0 +1,142 @@
+"""VAEs and a deterministic autoencoder.
+
+Contract (the `elbo` loss and the latent diagnostics rely on it):
+  VAE:          __call__(x, train=False) -> (recon, mean, logvar); encode(x) -> (mean, logvar);
+                decode(z) -> recon. `recon` has the shape of x: Bernoulli logits or Gaussian
+                means. The latent sample uses the 'sample' rng stream.
+  Autoencoder:  __call__(x, train=False) -> recon; encode(x) -> z; decode(z) -> recon.
+`data_shape` (one example's shape) is filled in from the dataset when the config leaves it out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gmf_jax.models.layers import MLP, activation
+
+
+def reparameterize(rng: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
+  """z = mean + sigma * eps, differentiable in mean and logvar."""
+  eps = jax.random.normal(rng, mean.shape, mean.dtype)
+  return mean + jnp.exp(0.5 * logvar) * eps
+
+
+class MLPVAE(nn.Module):
+  """A VAE with dense encoder and decoder and a diagonal Gaussian posterior."""
+
+  data_shape: tuple[int, ...]
+  latent_dim: int = 8
+  hidden: tuple[int, ...] = (256, 128)
+  activation: str = "relu"
+
+  def setup(self):
+    self.encoder = MLP(self.hidden, self.activation)
+    self.to_mean = nn.Dense(self.latent_dim)
+    self.to_logvar = nn.Dense(self.latent_dim)
+    self.decoder = MLP(tuple(reversed(self.hidden)), self.activation)
+    self.to_recon = nn.Dense(math.prod(self.data_shape))
+
+  def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    h = self.encoder(x.reshape((x.shape[0], -1)))  # (B, hidden[-1])
+    return self.to_mean(h), self.to_logvar(h)  # (B, L), (B, L)
+
+  def decode(self, z: jax.Array) -> jax.Array:
+    out = self.to_recon(self.decoder(z))  # (B, prod(data_shape))
+    return out.reshape((z.shape[0], *self.data_shape))
+
+  def __call__(self, x: jax.Array, train: bool = False):
+    mean, logvar = self.encode(x)
+    z = reparameterize(self.make_rng("sample"), mean, logvar)
+    return self.decode(z), mean, logvar
+
+
+class ConvEncoder(nn.Module):
+  features: tuple[int, ...]
+  activation: str
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    act = activation(self.activation)
+    for i, width in enumerate(self.features):
+      x = act(nn.Conv(width, (3, 3), strides=(2, 2), name=f"conv_{i}")(x))  # halves H, W
+    return x.reshape((x.shape[0], -1))
+
+
+class ConvDecoder(nn.Module):
+  data_shape: tuple[int, ...]
+  features: tuple[int, ...]
+  activation: str
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    act = activation(self.activation)
+    height, width, channels = self.data_shape
+    factor = 2 ** len(self.features)
+    if height % factor or width % factor:
+      raise ValueError(
+          f"ConvVAE with {len(self.features)} stride-2 layers needs H and W divisible by "
+          f"{factor}; data_shape is {self.data_shape}. Use fewer model.features."
+      )
+    h0, w0 = height // factor, width // factor
+    x = act(nn.Dense(h0 * w0 * self.features[-1], name="project")(z))
+    x = x.reshape((z.shape[0], h0, w0, self.features[-1]))  # (B, H/f, W/f, C_last)
+    for i, feat in enumerate(reversed(self.features)):
+      x = act(nn.ConvTranspose(feat, (3, 3), strides=(2, 2), name=f"deconv_{i}")(x))
+    return nn.Conv(channels, (3, 3), name="to_recon")(x)  # (B, H, W, C)
+
+
+class ConvVAE(nn.Module):
+  """A VAE with strided-conv encoder and transposed-conv decoder, for images (H, W, C)."""
+
+  data_shape: tuple[int, ...]
+  latent_dim: int = 8
+  features: tuple[int, ...] = (32, 64)
+  activation: str = "relu"
+
+  def setup(self):
+    if len(self.data_shape) != 3:
+      raise ValueError(f"ConvVAE needs image data (H, W, C); data_shape is {self.data_shape}.")
+    self.encoder = ConvEncoder(self.features, self.activation)
+    self.to_mean = nn.Dense(self.latent_dim)
+    self.to_logvar = nn.Dense(self.latent_dim)
+    self.decoder = ConvDecoder(tuple(self.data_shape), self.features, self.activation)
+
+  def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    h = self.encoder(x)
+    return self.to_mean(h), self.to_logvar(h)
+
+  def decode(self, z: jax.Array) -> jax.Array:
+    return self.decoder(z)
+
+  def __call__(self, x: jax.Array, train: bool = False):
+    mean, logvar = self.encode(x)
+    z = reparameterize(self.make_rng("sample"), mean, logvar)
+    return self.decode(z), mean, logvar
+
+
+class Autoencoder(nn.Module):
+  """A deterministic autoencoder with dense encoder and decoder."""
+
+  data_shape: tuple[int, ...]
+  latent_dim: int = 8
+  hidden: tuple[int, ...] = (256, 128)
+  activation: str = "relu"
+
+  def setup(self):
+    self.encoder = MLP(self.hidden, self.activation)
+    self.to_latent = nn.Dense(self.latent_dim)
+    self.decoder = MLP(tuple(reversed(self.hidden)), self.activation)
+    self.to_recon = nn.Dense(math.prod(self.data_shape))
+
+  def encode(self, x: jax.Array) -> jax.Array:
+    return self.to_latent(self.encoder(x.reshape((x.shape[0], -1))))  # (B, L)
+
+  def decode(self, z: jax.Array) -> jax.Array:
+    return self.to_recon(self.decoder(z)).reshape((z.shape[0], *self.data_shape))
+
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    return self.decode(self.encode(x))

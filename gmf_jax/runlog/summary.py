@@ -1,0 +1,52 @@
+"""`summary.json`: the final and best value of each metric, and facts about the run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+HIGHER_IS_BETTER = ("accuracy",)
+
+
+def higher_is_better(name: str) -> bool:
+  return name.rsplit("/", 1)[-1] in HIGHER_IS_BETTER
+
+
+class Summary:
+  """Tracks each metric's final and best value; `save` writes it atomically."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self.metrics: dict[str, dict[str, float | int]] = {}
+    self.info: dict[str, Any] = {}
+
+  def update(self, step: int, scalars: Mapping[str, float]) -> None:
+    for name, value in scalars.items():
+      value = float(value)
+      entry = self.metrics.setdefault(name, {})
+      entry["final"], entry["final_step"] = value, int(step)
+      if not math.isfinite(value):
+        continue
+      best = entry.get("best")
+      better = best is None or (value > best if higher_is_better(name) else value < best)
+      if better:
+        entry["best"], entry["best_step"] = value, int(step)
+
+  def final(self) -> dict[str, float]:
+    return {name: entry["final"] for name, entry in self.metrics.items()}
+
+  def save(self) -> None:
+    data = {**self.info, "metrics": self.metrics}
+    tmp = f"{self.path}.tmp"
+    with open(tmp, "w") as f:
+      json.dump(data, f, indent=2, sort_keys=True, default=_jsonable)
+    os.replace(tmp, self.path)
+
+
+def _jsonable(value):
+  if hasattr(value, "tolist"):
+    return value.tolist()
+  return str(value)

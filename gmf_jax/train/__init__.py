@@ -1,0 +1,1 @@
+"""Training: the pure step and chunk, the optimizers, losses, and the outer loop."""

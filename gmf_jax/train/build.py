@@ -1,0 +1,132 @@
+"""Config -> objects, once, at the edge. Every check on user input happens here, before the
+run directory exists and before any compute."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax.training.train_state import TrainState
+
+from gmf_jax.config import default_config
+from gmf_jax.data import Dataset, make_dataset
+from gmf_jax.errors import ConfigError
+from gmf_jax.models import make_model
+from gmf_jax.train.losses import make_loss
+from gmf_jax.train.optim import make_optimizer, make_schedule
+from gmf_jax.train.step import RunKeys
+
+POSITIVE_INTS = ("batch_size", "eval_batch_size", "steps_per_call", "log_every_steps",
+                 "eval_every_steps")
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """Everything a run needs, resolved from the config."""
+
+  config: ml_collections.ConfigDict
+  dataset: Dataset
+  model: nn.Module
+  loss: Any  # see gmf_jax.train.losses
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  num_steps: int
+  steps_per_epoch: int
+  on_device: bool  # the train split is kept on the device and batched in the jitted chunk
+
+
+def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
+  """Builds data, model, loss, optimizer and schedule, checking the config as it goes.
+
+  Raises:
+    ConfigError: on the first bad key or value, naming it.
+  """
+  _check_scalars(config)
+  dataset = make_dataset(config.data)
+  num_train = len(dataset.train)
+  if config.batch_size > num_train:
+    raise ConfigError(
+        f"batch_size={config.batch_size} is larger than the training set of "
+        f"{config.data.name!r} ({num_train} examples); set --config.batch_size<={num_train}."
+    )
+  steps_per_epoch = num_train // config.batch_size
+  num_steps = config.num_steps
+  if config.num_epochs is not None:
+    if config.num_epochs <= 0:
+      raise ConfigError(f"num_epochs={config.num_epochs} must be > 0 (or None to use num_steps).")
+    num_steps = config.num_epochs * steps_per_epoch
+  model = make_model(config.model, dataset)
+  loss = make_loss(config.loss)
+  _check_model_fits_loss(model, loss, dataset, config)
+  defaults = default_config()
+  schedule = make_schedule(config.schedule, config.optimizer.learning_rate, num_steps,
+                           defaults.schedule)
+  tx = make_optimizer(config.optimizer, schedule, defaults.optimizer)
+  return Experiment(config, dataset, model, loss, tx, schedule, num_steps, steps_per_epoch,
+                    on_device=_keep_on_device(config.data, dataset))
+
+
+def init_state(exp: Experiment, keys: RunKeys) -> TrainState:
+  """The initial train state: parameters from `keys.init`, optimizer state from `exp.tx`."""
+  x = jnp.zeros((1, *exp.dataset.example_shape), jnp.float32)
+  params_key, sample_key, dropout_key = jax.random.split(keys.init, 3)
+  variables = exp.model.init(
+      {"params": params_key, "sample": sample_key, "dropout": dropout_key}, x, train=False
+  )
+  return TrainState.create(apply_fn=exp.model.apply, params=variables["params"], tx=exp.tx)
+
+
+def _check_scalars(config) -> None:
+  if not isinstance(config.seed, int) or config.seed < 0:
+    raise ConfigError(f"seed={config.seed!r} must be an integer >= 0.")
+  if config.num_epochs is None and config.num_steps <= 0:
+    raise ConfigError(f"num_steps={config.num_steps} must be > 0.")
+  for key in POSITIVE_INTS:
+    if config[key] <= 0:
+      raise ConfigError(f"{key}={config[key]} must be > 0.")
+  if config.data.on_device not in ("auto", "yes", "no"):
+    raise ConfigError(f"data.on_device={config.data.on_device!r} must be 'auto', 'yes' or 'no'.")
+
+
+def _check_model_fits_loss(model, loss, dataset: Dataset, config) -> None:
+  """Traces init and apply abstractly (no compute) and checks the output against the loss."""
+  x = jax.ShapeDtypeStruct((2, *dataset.example_shape), jnp.float32)
+  rngs = {k: jax.random.PRNGKey(0) for k in ("params", "sample", "dropout")}
+  name = config.model.name
+  try:
+    variables = jax.eval_shape(lambda x: model.init(rngs, x, train=False), x)
+    output = jax.eval_shape(lambda v, x: model.apply(v, x, train=True, rngs=rngs), variables, x)
+  except ConfigError:
+    raise
+  except Exception as e:  # the model cannot run on this data: say which and why
+    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise ConfigError(
+        f"model.name={name!r} cannot run on data {dataset.name!r} with inputs of shape "
+        f"{dataset.example_shape}: {message}"
+    ) from e
+  if set(variables) - {"params"}:
+    raise ConfigError(
+        f"model.name={name!r} has variable collections {sorted(set(variables) - {'params'})}; "
+        "only 'params' is supported (use LayerNorm/GroupNorm instead of BatchNorm)."
+    )
+  problem = loss.check_output(output, dataset.example_shape, dataset.num_classes)
+  if problem:
+    raise ConfigError(f"loss.name={config.loss.name!r} {problem}; model.name={name!r} does not.")
+
+
+def _keep_on_device(data_config, dataset: Dataset) -> bool:
+  if data_config.on_device != "auto":
+    return data_config.on_device == "yes"
+  nbytes = len(dataset.train) * (math.prod(dataset.example_shape) * 4 + 4)
+  return nbytes <= data_config.max_device_bytes
+
+
+def parameter_count(params) -> int:
+  return int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))

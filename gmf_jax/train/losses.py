@@ -1,0 +1,157 @@
+"""Losses. Each is a small frozen dataclass; its fields come from `config.loss`.
+
+Contract: `loss(params, apply_fn, batch, rng, train) -> (scalar loss, {name: scalar})` for
+training, and `loss.per_example(params, apply_fn, batch, rng) -> {name: (B,)}` for evaluation,
+so the evaluator can average exactly over a test set of any size. `check_output` says, before
+training, whether a model's output fits the loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gmf_jax.errors import ConfigError
+from gmf_jax.registry import checked_kwargs, resolve
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+def _rngs(rng: jax.Array) -> dict[str, jax.Array]:
+  sample, dropout = jax.random.split(rng)
+  return {"sample": sample, "dropout": dropout}
+
+
+def _sum_over_example(values: jax.Array) -> jax.Array:
+  return values.reshape((values.shape[0], -1)).sum(-1)  # (B,)
+
+
+def _neg_log_likelihood(likelihood: str, recon: jax.Array, x: jax.Array, sigma: float):
+  """-log p(x | recon) per example, in nats. (B, ...) -> (B,)"""
+  if likelihood == "bernoulli":  # recon holds logits
+    return _sum_over_example(optax.sigmoid_binary_cross_entropy(recon, x))
+  sq = jnp.square((x - recon) / sigma)
+  return _sum_over_example(0.5 * sq + math.log(sigma) + 0.5 * math.log(2 * math.pi))
+
+
+def _check_likelihood(likelihood: str) -> None:
+  if likelihood not in LIKELIHOODS:
+    raise ConfigError(f"loss.likelihood={likelihood!r} is unknown; valid: {', '.join(LIKELIHOODS)}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossEntropy:
+  """Softmax cross-entropy for classifiers; reports accuracy."""
+
+  label_smoothing: float = 0.0
+
+  def _per_example(self, logits, labels):
+    num_classes = logits.shape[-1]
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), self.label_smoothing)
+    loss = optax.softmax_cross_entropy(logits, targets)  # (B,)
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)  # (B,)
+    return {"loss": loss, "accuracy": correct}
+
+  def __call__(self, params, apply_fn, batch, rng, train=True):
+    logits = apply_fn({"params": params}, batch["x"], train=train, rngs=_rngs(rng))
+    per = self._per_example(logits, batch["y"])
+    loss = per["loss"].mean()
+    return loss, {"accuracy": per["accuracy"].mean()}
+
+  def per_example(self, params, apply_fn, batch, rng):
+    logits = apply_fn({"params": params}, batch["x"], train=False, rngs=_rngs(rng))
+    return self._per_example(logits, batch["y"])
+
+  def check_output(self, output, example_shape, num_classes) -> str | None:
+    if not hasattr(output, "shape") or output.ndim != 2:
+      return "expects __call__(x, train) to return logits of shape (B, num_classes)"
+    if num_classes is not None and output.shape[-1] != num_classes:
+      return f"got {output.shape[-1]} logits for {num_classes} classes"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ELBO:
+  """The negative evidence lower bound of a VAE, in nats per example.
+
+  Training minimises recon + beta * KL (beta-VAE); evaluation reports `nelbo` with beta = 1,
+  so it is a bound on -log p(x) whatever beta was trained with.
+  """
+
+  beta: float = 1.0
+  likelihood: str = "bernoulli"  # 'bernoulli' (decoder gives logits) or 'gaussian' (means)
+  obs_sigma: float = 0.1  # the Gaussian likelihood's fixed standard deviation
+
+  def __post_init__(self):
+    _check_likelihood(self.likelihood)
+
+  def _terms(self, params, apply_fn, batch, rng, train):
+    recon, mean, logvar = apply_fn({"params": params}, batch["x"], train=train, rngs=_rngs(rng))
+    nll = _neg_log_likelihood(self.likelihood, recon, batch["x"], self.obs_sigma)  # (B,)
+    kl = 0.5 * jnp.sum(jnp.exp(logvar) + jnp.square(mean) - 1.0 - logvar, axis=-1)  # (B,)
+    return nll, kl
+
+  def __call__(self, params, apply_fn, batch, rng, train=True):
+    nll, kl = self._terms(params, apply_fn, batch, rng, train)
+    loss = jnp.mean(nll + self.beta * kl)
+    return loss, {"nelbo": jnp.mean(nll + kl), "recon": nll.mean(), "kl": kl.mean()}
+
+  def per_example(self, params, apply_fn, batch, rng):
+    nll, kl = self._terms(params, apply_fn, batch, rng, False)
+    return {"nelbo": nll + kl, "recon": nll, "kl": kl, "loss": nll + self.beta * kl}
+
+  def check_output(self, output, example_shape, num_classes) -> str | None:
+    ok = isinstance(output, tuple) and len(output) == 3
+    if not ok or tuple(output[0].shape[1:]) != tuple(example_shape):
+      return (
+          "expects __call__(x, train) to return (recon with the shape of x, mean, logvar), "
+          "using the 'sample' rng stream"
+      )
+    if output[1].shape != output[2].shape:
+      return f"mean {output[1].shape} and logvar {output[2].shape} differ in shape"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Reconstruction:
+  """-log p(x | decode(encode(x))) for a deterministic autoencoder, in nats per example."""
+
+  likelihood: str = "bernoulli"
+  obs_sigma: float = 0.1
+
+  def __post_init__(self):
+    _check_likelihood(self.likelihood)
+
+  def per_example(self, params, apply_fn, batch, rng):
+    recon = apply_fn({"params": params}, batch["x"], train=False, rngs=_rngs(rng))
+    nll = _neg_log_likelihood(self.likelihood, recon, batch["x"], self.obs_sigma)
+    return {"loss": nll, "mse": _sum_over_example(jnp.square(self._mean(recon) - batch["x"]))}
+
+  def _mean(self, recon):
+    return jax.nn.sigmoid(recon) if self.likelihood == "bernoulli" else recon
+
+  def __call__(self, params, apply_fn, batch, rng, train=True):
+    recon = apply_fn({"params": params}, batch["x"], train=train, rngs=_rngs(rng))
+    nll = _neg_log_likelihood(self.likelihood, recon, batch["x"], self.obs_sigma)
+    return nll.mean(), {}
+
+  def check_output(self, output, example_shape, num_classes) -> str | None:
+    if not hasattr(output, "shape") or tuple(output.shape[1:]) != tuple(example_shape):
+      return "expects __call__(x, train) to return a reconstruction with the shape of x"
+    return None
+
+
+LOSSES = {"cross_entropy": CrossEntropy, "elbo": ELBO, "reconstruction": Reconstruction}
+
+
+def make_loss(loss_config: Mapping[str, Any]):
+  """Builds `loss_config.name` with the other keys as its fields."""
+  loss_config = dict(loss_config)
+  cls = resolve(loss_config.pop("name"), LOSSES, key="loss.name")
+  return cls(**checked_kwargs(cls, loss_config, key="loss"))

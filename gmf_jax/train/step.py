@@ -1,0 +1,121 @@
+"""The pure core: one train step, a `lax.scan` chunk of steps, and evaluation.
+
+Everything here is a pure function of arrays, so a later layer can `jax.vmap` the chunk over
+seeds (a leading axis on `state` and `keys`) or `jit` it with shardings.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training.train_state import TrainState
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+class RunKeys(NamedTuple):
+  """The run's random keys, each derived from the seed; per-step keys fold in the step."""
+
+  init: jax.Array
+  train: jax.Array
+  data: jax.Array
+  eval: jax.Array
+
+
+def make_keys(seed: int) -> RunKeys:
+  root = jax.random.PRNGKey(seed)
+  return RunKeys(*(jax.random.fold_in(root, i) for i in range(4)))
+
+
+def train_step(state: TrainState, batch: Batch, rng: jax.Array, loss_fn) -> tuple[TrainState, Metrics]:
+  """One optimizer step. `loss_fn(params, apply_fn, batch, rng, train)` -> (loss, metrics)."""
+  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params, state.apply_fn, batch, rng, True
+  )
+  grad_norm = optax.global_norm(grads)
+  state = state.apply_gradients(grads=grads)
+  metrics = {"loss": loss, **aux, "grad_norm": grad_norm}
+  # One flag per step; the host reads it once per chunk (no host sync in the loop).
+  metrics["finite"] = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  return state, metrics
+
+
+def epoch_permutation(data_key: jax.Array, epoch: jax.Array, num_examples: int) -> jax.Array:
+  """The order of the training examples in `epoch`: a function of the seed and epoch only."""
+  return jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
+
+
+def train_chunk_on_device(state: TrainState, keys: RunKeys, data: Batch, *, loss_fn,
+                          batch_size: int, num_steps: int) -> tuple[TrainState, Metrics]:
+  """`num_steps` steps over a dataset held on the device, fused with `lax.scan`.
+
+  Batches are drawn without replacement from a per-epoch permutation; the last incomplete
+  batch of an epoch is dropped. Batch order and step keys depend only on `state.step`, so
+  chunk sizes and restarts do not change the result.
+
+  Returns:
+    The new state and per-step metrics stacked along a leading axis of length num_steps.
+  """
+  num_examples = jax.tree_util.tree_leaves(data)[0].shape[0]
+  steps_per_epoch = num_examples // batch_size
+
+  def body(carry, _):
+    state, perm = carry
+    step = state.step
+    epoch, position = step // steps_per_epoch, step % steps_per_epoch
+    perm = jax.lax.cond(
+        position == 0,
+        lambda: epoch_permutation(keys.data, epoch, num_examples),
+        lambda: perm,
+    )
+    idx = jax.lax.dynamic_slice_in_dim(perm, position * batch_size, batch_size)  # (B,)
+    batch = jax.tree_util.tree_map(lambda a: jnp.take(a, idx, axis=0), data)
+    state, metrics = train_step(state, batch, jax.random.fold_in(keys.train, step), loss_fn)
+    return (state, perm), metrics
+
+  perm = epoch_permutation(keys.data, state.step // steps_per_epoch, num_examples)
+  (state, _), metrics = jax.lax.scan(body, (state, perm), length=num_steps)
+  return state, metrics
+
+
+def train_chunk_on_batches(state: TrainState, keys: RunKeys, batches: Batch, *,
+                           loss_fn) -> tuple[TrainState, Metrics]:
+  """Steps over batches streamed from the host, stacked as (num_steps, B, ...)."""
+
+  def body(state, batch):
+    return train_step(state, batch, jax.random.fold_in(keys.train, state.step), loss_fn)
+
+  return jax.lax.scan(body, state, batches)
+
+
+def evaluate(params: Any, apply_fn, keys: RunKeys, data: Batch, mask: jax.Array, *,
+             per_example_fn, batch_size: int) -> Metrics:
+  """Means of per-example metrics over a padded split: data (N_pad, ...), mask (N_pad,).
+
+  The same keys are used at every evaluation, so evaluations differ only by the parameters.
+  """
+  num_batches = mask.shape[0] // batch_size
+  batched = jax.tree_util.tree_map(
+      lambda a: a.reshape((num_batches, batch_size, *a.shape[1:])), data
+  )
+  masks = mask.reshape((num_batches, batch_size))
+
+  def body(totals, inputs):
+    i, batch, m = inputs
+    per = per_example_fn(params, apply_fn, batch, jax.random.fold_in(keys.eval, i))
+    sums = {k: jnp.sum(jnp.where(m, v, 0.0)) for k, v in per.items()}
+    return jax.tree_util.tree_map(jnp.add, totals, sums), None
+
+  shapes = jax.eval_shape(
+      functools.partial(per_example_fn, params, apply_fn),
+      jax.tree_util.tree_map(lambda a: a[0], batched), keys.eval,
+  )
+  zeros = {k: jnp.zeros((), jnp.float32) for k in shapes}
+  totals, _ = jax.lax.scan(body, zeros, (jnp.arange(num_batches), batched, masks))
+  count = jnp.sum(mask)
+  return {k: v / count for k, v in totals.items()}
