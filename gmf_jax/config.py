@@ -70,7 +70,7 @@ def default_config() -> ml_collections.ConfigDict:
           "warmup_steps": 0,  # linear warmup from 0, for every schedule
           "decay_steps": config_dict.placeholder(int),  # cosine: default num_steps - warmup
           "end_value": 0.0,  # cosine: final learning rate as a fraction of the peak
-          "decay_rate": 0.1,  # exponential: factor per `transition_steps`; step: factor per boundary
+          "decay_rate": 0.1,  # exponential: factor per transition_steps; step: per boundary
           "transition_steps": config_dict.placeholder(int),  # exponential
           "boundaries": (),  # step: the steps at which the rate is multiplied by decay_rate
       }

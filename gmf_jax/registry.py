@@ -63,7 +63,9 @@ def import_object(spec: str, *, key: str) -> Any:
   try:
     return getattr(module, attr)
   except AttributeError:
-    raise ConfigError(f"{key}={spec!r}: module {module_name!r} has no attribute {attr!r}.") from None
+    raise ConfigError(
+        f"{key}={spec!r}: module {module_name!r} has no attribute {attr!r}."
+    ) from None
 
 
 def _import_file(path: str, *, key: str):

@@ -35,14 +35,13 @@ def make_dataset(data_config: Mapping[str, Any]) -> Dataset:
   name = data_config["name"]
   kwargs = {k: v for k, v in data_config.items() if k not in PIPELINE_KEYS}
   if isinstance(name, str) and name.startswith("tfds:"):
-    loader, kwargs = load_tfds, {"name": name[len("tfds:") :], **kwargs}
-    kwargs = {k: v for k, v in kwargs.items() if v is not None or k != "data_dir"}
+    kwargs = checked_kwargs(load_tfds, kwargs, key="data")
+    dataset = load_tfds(name[len("tfds:") :], **kwargs)
   else:
     loader = resolve(name, {**DATASETS, "tfds:<name>": None}, key="data.name")
     if loader is None:
       raise ConfigError("data.name='tfds:<name>' needs a real name, e.g. 'tfds:mnist'.")
-  kwargs = checked_kwargs(loader, kwargs, key="data")
-  dataset = loader(**kwargs)
+    dataset = loader(**checked_kwargs(loader, kwargs, key="data"))
   if not isinstance(dataset, Dataset):
     raise ConfigError(f"data.name={name!r} returned {type(dataset).__name__}, not a Dataset.")
   if data_config.get("binarize"):

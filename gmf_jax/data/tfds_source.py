@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 from typing import Any
 
 import numpy as np
@@ -24,7 +26,11 @@ class TfdsSplit:
     return len(self.source)
 
   def get(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-    records = self.source.__getitems__([int(i) for i in indices])
+    keys = [int(i) for i in indices]
+    try:
+      records = self.source.__getitems__(keys)  # one batched read
+    except TypeError:  # tfds.testing.mock_data's source has no working __getitems__
+      records = [self.source[k] for k in keys]
     x = np.stack([np.asarray(r[self.image_key]) for r in records]).astype(np.float32)
     if self.scale != 1.0:
       x /= self.scale
@@ -34,6 +40,17 @@ class TfdsSplit:
     else:
       out["y"] = np.zeros(len(records), np.int32)
     return out
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_logger.setLevel(level)
 
 
 def load_tfds(name: str, data_dir: str | None = None, train_split: str = "train",
@@ -47,29 +64,30 @@ def load_tfds(name: str, data_dir: str | None = None, train_split: str = "train"
   import tensorflow_datasets as tfds  # slow import; only when a tfds dataset is used
 
   key = f"data.name='tfds:{name}'"
-  try:
-    builder = tfds.builder(name, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError:
-    raise ConfigError(
-        f"{key}: tfds has no dataset {name!r}; see the tfds catalog for names."
-    ) from None
-  prepared = builder.is_prepared()
-  file_format = str(getattr(builder.info, "file_format", "")).rsplit(".", 1)[-1].lower()
-  if not prepared or file_format not in ("array_record", "parquet"):
-    where = builder.data_dir
-    problem = "is not prepared" if not prepared else f"is prepared as {file_format}"
-    raise ConfigError(
-        f"{key}: the dataset {problem} at {where}. With network access, prepare it once "
-        f"in array_record format: `pip install tensorflow && tfds build {name} "
-        f"--file_format=array_record` (add --data_dir=DIR and set data.data_dir=DIR to use "
-        "another folder)."
-    )
-  splits = set(builder.info.splits.keys())
-  for split_key, split in (("train_split", train_split), ("test_split", test_split)):
-    if split.split("[")[0] not in splits:
+  with _quiet_absl():  # probing an unprepared folder logs warnings we replace with advice
+    try:
+      builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
       raise ConfigError(
-          f"data.{split_key}={split!r}: {name} has splits {sorted(splits)}."
-      )
+          f"{key}: tfds has no dataset {name!r}; see the tfds catalog for names."
+      ) from None
+    prepared = builder.is_prepared()
+    if prepared:  # name a wrong split before reading anything
+      splits = sorted(builder.info.splits.keys())
+      for split_key, split in (("train_split", train_split), ("test_split", test_split)):
+        if split.split("[")[0] not in splits:
+          raise ConfigError(f"data.{split_key}={split!r}: {name} has splits {splits}.")
+    try:
+      sources = {split: tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+                 for split in (train_split, test_split)}
+    except Exception as e:  # noqa: BLE001 - replaced by advice on how to prepare the data
+      problem = "is not prepared" if not prepared else f"cannot be read ({type(e).__name__}: {e})"
+      raise ConfigError(
+          f"{key}: the dataset {problem} at {builder.data_dir}. With network access, prepare "
+          f"it once in array_record format: `pip install tensorflow && tfds build {name} "
+          f"--file_format=array_record` (add --data_dir=DIR and set data.data_dir=DIR to use "
+          "another folder)."
+      ) from e
   features = builder.info.features
   if image_key not in features:
     raise ConfigError(f"data.image_key={image_key!r}: {name} has features {sorted(features)}.")
@@ -84,10 +102,9 @@ def load_tfds(name: str, data_dir: str | None = None, train_split: str = "train"
   num_classes = None
   if label_key is not None:
     num_classes = getattr(features[label_key], "num_classes", None)
-  source = tfds.data_source(name, data_dir=data_dir, download=False)
 
   def split(split_name):
-    return TfdsSplit(source[split_name], image_key, label_key, scale)
+    return TfdsSplit(sources[split_name], image_key, label_key, scale)
 
   return Dataset(f"tfds:{name}", split(train_split), split(test_split), example_shape,
                  num_classes=num_classes, kind="image" if len(example_shape) == 3 else "points")

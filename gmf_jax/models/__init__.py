@@ -10,7 +10,7 @@ import flax.linen as nn
 
 from gmf_jax.data.dataset import Dataset
 from gmf_jax.errors import ConfigError
-from gmf_jax.models.autoencoders import Autoencoder, ConvVAE, MLPVAE
+from gmf_jax.models.autoencoders import MLPVAE, Autoencoder, ConvVAE
 from gmf_jax.models.classifiers import CNNClassifier, MLPClassifier
 from gmf_jax.registry import checked_kwargs, resolve
 
@@ -49,4 +49,12 @@ def make_model(model_config: Mapping[str, Any], dataset: Dataset) -> nn.Module:
     raise ConfigError(f"model.name={name!r}: {e}. Set it as model.<field> in the config.") from e
 
 
-__all__ = ["MODELS", "make_model"]
+__all__ = [
+    "MLPVAE",
+    "MODELS",
+    "Autoencoder",
+    "CNNClassifier",
+    "ConvVAE",
+    "MLPClassifier",
+    "make_model",
+]

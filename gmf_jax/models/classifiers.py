@@ -5,7 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from gmf_jax.models.layers import MLP, activation
+from gmf_jax.models.layers import activation
 
 
 class MLPClassifier(nn.Module):

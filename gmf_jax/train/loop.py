@@ -49,7 +49,9 @@ class TrainResult:
   workdir: str
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = None) -> TrainResult:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str | None = None
+) -> TrainResult:
   """Trains the model the config describes and writes the run to `workdir`.
 
   Args:

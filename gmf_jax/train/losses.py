@@ -42,7 +42,8 @@ def _neg_log_likelihood(likelihood: str, recon: jax.Array, x: jax.Array, sigma: 
 
 def _check_likelihood(likelihood: str) -> None:
   if likelihood not in LIKELIHOODS:
-    raise ConfigError(f"loss.likelihood={likelihood!r} is unknown; valid: {', '.join(LIKELIHOODS)}.")
+    valid = ", ".join(LIKELIHOODS)
+    raise ConfigError(f"loss.likelihood={likelihood!r} is unknown; valid: {valid}.")
 
 
 @dataclasses.dataclass(frozen=True)

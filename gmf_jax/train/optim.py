@@ -93,7 +93,8 @@ def make_schedule(schedule_config: Mapping[str, Any], peak: float, num_steps: in
     raise ConfigError("schedule.name='warmup_cosine' needs schedule.warmup_steps > 0.")
   if fn in (cosine,) and cfg.get("decay_steps") is None:
     cfg["decay_steps"] = num_steps - warmup
-  kwargs = _used_kwargs(fn, cfg, defaults, section="schedule", name=name, skip=("peak", "num_steps"))
+  kwargs = _used_kwargs(fn, cfg, defaults, section="schedule", name=name,
+                        skip=("peak", "num_steps"))
   main = fn(peak, num_steps, **kwargs)
   if warmup == 0:
     return main

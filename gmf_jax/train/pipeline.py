@@ -25,7 +25,9 @@ def padded_eval_data(split: Split, batch_size: int) -> tuple[dict[str, jax.Array
   n = len(split)
   batch_size = min(batch_size, n)
   pad = (-n) % batch_size
-  padded = {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in arrays.items()}
+  padded = {
+      k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in arrays.items()
+  }
   mask = np.concatenate([np.ones(n, bool), np.zeros(pad, bool)])
   return jax.device_put(padded), jax.device_put(mask)
 

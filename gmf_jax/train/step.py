@@ -32,12 +32,14 @@ def make_keys(seed: int) -> RunKeys:
   return RunKeys(*(jax.random.fold_in(root, i) for i in range(4)))
 
 
-def train_step(state: TrainState, batch: Batch, rng: jax.Array, loss_fn) -> tuple[TrainState, Metrics]:
+def train_step(
+    state: TrainState, batch: Batch, rng: jax.Array, loss_fn
+) -> tuple[TrainState, Metrics]:
   """One optimizer step. `loss_fn(params, apply_fn, batch, rng, train)` -> (loss, metrics)."""
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params, state.apply_fn, batch, rng, True
   )
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)
   state = state.apply_gradients(grads=grads)
   metrics = {"loss": loss, **aux, "grad_norm": grad_norm}
   # One flag per step; the host reads it once per chunk (no host sync in the loop).

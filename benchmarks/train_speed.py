@@ -1,0 +1,314 @@
+"""Training speed: a naive loop, a hand-written `lax.scan` loop and gmf_jax, in one process.
+
+The same MLP classifier and the same VAE (both on the built-in 8x8 digits) are trained three ways:
+
+  naive    batches sliced on the host with numpy each step, a jitted train step, and
+           `float(loss)` each step (one host sync per step).
+  scan     the train split on the device; `lax.scan` runs CHUNK steps per jitted call with the
+           state donated; batches gathered on the device from a per-epoch permutation.
+  gmf_jax  `gmf_jax.train_and_evaluate` with a matching config; its `summary.json` reports
+           steady-state steps/s (chunks after the first, compiling one).
+
+All three are timed the same way: the first CHUNK steps (compilation) are left out, then
+`steps - CHUNK` steps are timed, blocking on the results at the end. Each measurement is repeated,
+alternating the methods, and the median is reported.
+
+    python benchmarks/train_speed.py [--steps N] [--vae-steps N] [--repeats R] [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import gmf_jax
+from gmf_jax.data import load_digits
+from gmf_jax.models import MLPVAE, MLPClassifier
+
+CHUNK = 500  # steps per jitted call for scan and gmf_jax; also the warm-up length
+BATCH = 64
+SEED = 0
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+Params = Any
+Batch = dict[str, jax.Array]
+LossFn = Callable[[Params, Batch, jax.Array], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """One model to train: the same model, loss, optimizer and data for every method."""
+
+  name: str
+  model: nn.Module
+  loss: LossFn  # (params, batch, rng) -> scalar
+  tx: optax.GradientTransformation
+  data: dict[str, np.ndarray]  # the train split, leading example axis
+  config_path: str  # the gmf_jax config file that describes the same run
+  overrides: dict[str, Any]  # makes the gmf_jax config match the hand-written loops
+  min_vs_scan: float  # acceptance: gmf_jax steps/s >= this times scan's
+  min_vs_naive: float | None  # acceptance: gmf_jax steps/s >= this times naive's, if set
+
+  def init(self) -> tuple[Params, optax.OptState]:
+    """The same initial parameters and optimizer state for the naive and scan loops."""
+    key = jax.random.PRNGKey(SEED)
+    rngs = {"params": key, "sample": jax.random.fold_in(key, 1)}
+    params = self.model.init(rngs, jnp.asarray(self.data["x"][:1]))["params"]
+    return params, self.tx.init(params)
+
+
+def mlp_task() -> Task:
+  """MLP classifier, softmax cross-entropy, SGD with momentum 0.9 at a constant 0.05."""
+  model = MLPClassifier(num_classes=10, hidden=(64,))
+
+  def loss(params: Params, batch: Batch, rng: jax.Array) -> jax.Array:
+    del rng  # no dropout, no sampling
+    logits = model.apply({"params": params}, batch["x"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+
+  train = load_digits().train.arrays
+  overrides = {
+      "optimizer.name": "sgd", "optimizer.learning_rate": 0.05, "optimizer.momentum": 0.9,
+      "optimizer.nesterov": False, "optimizer.weight_decay": 0.0, "schedule.name": "constant",
+      "schedule.warmup_steps": 0, "model.hidden": (64,), "model.dropout_rate": 0.0,
+      "loss.label_smoothing": 0.0,
+  }
+  return Task("mlp", model, loss, optax.sgd(0.05, momentum=0.9), dict(train), "configs/mlp.py",
+              overrides, min_vs_scan=0.9, min_vs_naive=2.5)
+
+
+def vae_task() -> Task:
+  """MLP VAE on binarized digits, Bernoulli negative ELBO, Adam at a constant 1e-3."""
+  model = MLPVAE(data_shape=(8, 8, 1), latent_dim=8, hidden=(256, 128))
+
+  def loss(params: Params, batch: Batch, rng: jax.Array) -> jax.Array:
+    x = batch["x"]
+    logits, mean, logvar = model.apply({"params": params}, x, rngs={"sample": rng})
+    nll = optax.sigmoid_binary_cross_entropy(logits, x).reshape((x.shape[0], -1)).sum(-1)
+    kl = 0.5 * jnp.sum(jnp.exp(logvar) + jnp.square(mean) - 1.0 - logvar, axis=-1)
+    return jnp.mean(nll + kl)
+
+  train = load_digits().train.arrays
+  data = {"x": (train["x"] > 0.5).astype(np.float32), "y": train["y"]}
+  overrides = {
+      "data.binarize": True, "model.latent_dim": 8, "model.hidden": (256, 128),
+      "loss.beta": 1.0, "loss.likelihood": "bernoulli", "optimizer.name": "adam",
+      "optimizer.learning_rate": 1e-3, "schedule.name": "constant", "schedule.warmup_steps": 0,
+      "schedule.end_value": 0.0,
+  }
+  return Task("vae", model, loss, optax.adam(1e-3), data, "configs/vae.py", overrides,
+              min_vs_scan=0.9, min_vs_naive=None)
+
+
+# --- naive: host batches, a jitted step, a host sync every step ------------------------------
+
+
+def host_batches(data: dict[str, np.ndarray], seed: int) -> Iterator[dict[str, np.ndarray]]:
+  """Batches sliced with numpy from a fresh random permutation each epoch (drop the remainder)."""
+  rng = np.random.default_rng(seed)
+  n = len(data["x"])
+  while True:
+    perm = rng.permutation(n)
+    for i in range(n // BATCH):
+      idx = perm[i * BATCH : (i + 1) * BATCH]
+      yield {k: v[idx] for k, v in data.items()}
+
+
+def time_naive(task: Task, steps: int) -> float:
+  """Steps/s of the naive loop over `steps - CHUNK` steps, after CHUNK warm-up steps."""
+  tx, loss_fn = task.tx, task.loss
+
+  @jax.jit
+  def train_step(params, opt_state, batch, key):
+    key, rng = jax.random.split(key)
+    loss, grads = jax.value_and_grad(loss_fn)(params, batch, rng)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, key, loss
+
+  params, opt_state = task.init()
+  key = jax.random.PRNGKey(SEED + 1)
+  batches = host_batches(task.data, SEED)
+  losses = []
+  t0 = time.perf_counter()
+  for step in range(steps):
+    if step == CHUNK:
+      t0 = time.perf_counter()
+    params, opt_state, key, loss = train_step(params, opt_state, next(batches), key)
+    losses.append(float(loss))  # the host sync every step
+  jax.block_until_ready(params)
+  return (steps - CHUNK) / (time.perf_counter() - t0)
+
+
+# --- scan: data on the device, CHUNK steps fused per jitted call ----------------------------
+
+
+def make_scan_chunk(task: Task) -> Callable:
+  """A jitted `(carry, data, keys) -> (carry, losses)` running CHUNK steps; carry is donated.
+
+  carry = (params, opt_state, step, perm); the permutation is redrawn at each epoch start.
+  """
+  tx, loss_fn = task.tx, task.loss
+  num_examples = len(task.data["x"])
+  steps_per_epoch = num_examples // BATCH
+
+  def chunk(carry, data: Batch, data_key: jax.Array, train_key: jax.Array):
+    def body(carry, _):
+      params, opt_state, step, perm = carry
+      epoch, position = step // steps_per_epoch, step % steps_per_epoch
+      perm = jax.lax.cond(
+          position == 0,
+          lambda: jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples),
+          lambda: perm,
+      )
+      idx = jax.lax.dynamic_slice_in_dim(perm, position * BATCH, BATCH)
+      batch = {k: jnp.take(v, idx, axis=0) for k, v in data.items()}
+      loss, grads = jax.value_and_grad(loss_fn)(params, batch, jax.random.fold_in(train_key, step))
+      updates, opt_state = tx.update(grads, opt_state, params)
+      params = optax.apply_updates(params, updates)
+      return (params, opt_state, step + 1, perm), loss
+
+    return jax.lax.scan(body, carry, length=CHUNK)
+
+  return jax.jit(chunk, donate_argnums=0)
+
+
+def time_scan(task: Task, steps: int) -> float:
+  """Steps/s of the scan loop over `steps - CHUNK` steps, after one warm-up (compiling) call."""
+  chunk = make_scan_chunk(task)
+  params, opt_state = task.init()
+  data = jax.device_put(task.data)
+  data_key, train_key = jax.random.split(jax.random.PRNGKey(SEED + 1))
+  carry = (params, opt_state, jnp.zeros((), jnp.int32), jnp.arange(len(task.data["x"])))
+  carry, losses = chunk(carry, data, data_key, train_key)
+  jax.block_until_ready((carry, losses))
+  t0 = time.perf_counter()
+  for _ in range(steps // CHUNK - 1):
+    carry, losses = chunk(carry, data, data_key, train_key)
+  jax.block_until_ready((carry, losses))
+  return (steps // CHUNK - 1) * CHUNK / (time.perf_counter() - t0)
+
+
+# --- gmf_jax ---------------------------------------------------------------------------------
+
+
+def time_gmf(task: Task, steps: int) -> float:
+  """The steady-state steps/s that `train_and_evaluate` writes to summary.json."""
+  overrides = {
+      **task.overrides, "seed": SEED, "num_steps": steps, "batch_size": BATCH,
+      "steps_per_call": CHUNK, "log_every_steps": 100, "eval_every_steps": steps,
+      "progress_bar": False, "data.on_device": "yes",
+  }
+  config = gmf_jax.load_config(os.path.join(REPO, task.config_path), overrides)
+  with tempfile.TemporaryDirectory(prefix=f"train_speed_{task.name}_") as workdir:
+    gmf_jax.train_and_evaluate(config, workdir=workdir)
+    with open(os.path.join(workdir, "summary.json")) as f:
+      return float(json.load(f)["steps_per_sec"])
+
+
+# --- driver ----------------------------------------------------------------------------------
+
+METHODS: dict[str, Callable[[Task, int], float]] = {
+    "naive": time_naive, "scan": time_scan, "gmf_jax": time_gmf,
+}
+
+
+def measure(task: Task, steps: int, repeats: int) -> dict[str, float]:
+  """Median steps/s of each method; the order of methods rotates between repeats."""
+  names = list(METHODS)
+  rates: dict[str, list[float]] = {name: [] for name in names}
+  for r in range(repeats):
+    for name in names[r % len(names):] + names[: r % len(names)]:
+      rate = METHODS[name](task, steps)
+      rates[name].append(rate)
+      print(f"  {task.name} {name:8s} repeat {r + 1}/{repeats}: {rate:9.0f} steps/s", flush=True)
+  return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def machine_info() -> str:
+  cpu = platform.processor() or platform.machine()
+  return (f"jax {jax.__version__} ({jax.default_backend()}, {jax.devices()[0].device_kind}), "
+          f"flax {_version('flax')}, optax {optax.__version__}, python {platform.python_version()}, "
+          f"{os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}")
+
+
+def _version(package: str) -> str:
+  from importlib.metadata import version
+
+  return version(package)
+
+
+def report(results: dict[str, dict[str, float]], tasks: list[Task]) -> bool:
+  """Prints the table and the acceptance lines; returns whether every threshold holds."""
+  print()
+  print(f"| {'model':5s} | {'method':8s} | {'steps/s':>9s} | {'vs scan':>7s} | {'vs naive':>8s} |")
+  print(f"|{'-' * 7}|{'-' * 10}|{'-' * 11}|{'-' * 9}|{'-' * 10}|")
+  for task in tasks:
+    rates = results[task.name]
+    for name, rate in rates.items():
+      print(f"| {task.name:5s} | {name:8s} | {rate:9.0f} | {rate / rates['scan']:6.2f}x "
+            f"| {rate / rates['naive']:7.2f}x |")
+  print()
+  ok = True
+  for task in tasks:
+    rates = results[task.name]
+    checks = [("scan", task.min_vs_scan), ("naive", task.min_vs_naive)]
+    for base, minimum in checks:
+      if minimum is None:
+        continue
+      ratio = rates["gmf_jax"] / rates[base]
+      passed = ratio >= minimum
+      ok &= passed
+      print(f"{'PASS' if passed else 'FAIL'}: {task.name} gmf_jax / {base} = {ratio:.2f}x "
+            f"(need >= {minimum}x)")
+  return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--steps", type=int, default=20_000, help="MLP steps per measurement")
+  parser.add_argument("--vae-steps", type=int, default=5_000, help="VAE steps per measurement")
+  parser.add_argument("--repeats", type=int, default=3, help="measurements per method (median)")
+  parser.add_argument("--models", default="mlp,vae", help="comma-separated: mlp, vae")
+  parser.add_argument("--check", action="store_true", help="exit 1 if a threshold fails")
+  args = parser.parse_args(argv)
+  for flag in ("steps", "vae_steps"):
+    if getattr(args, flag) < 2 * CHUNK or getattr(args, flag) % CHUNK:
+      parser.error(f"--{flag.replace('_', '-')} must be a multiple of {CHUNK}, at least {2 * CHUNK}")
+
+  logging.getLogger("gmf_jax").addHandler(logging.NullHandler())  # keep its run log quiet
+  logging.getLogger("gmf_jax").setLevel(logging.WARNING)
+  print(machine_info())
+  print(f"batch {BATCH}, {CHUNK} steps per call; timed: steps - {CHUNK} after a {CHUNK}-step "
+        f"warm-up; median of {args.repeats}")
+  builders = {"mlp": mlp_task, "vae": vae_task}
+  names = [m for m in args.models.split(",") if m]
+  if not names or set(names) - set(builders):
+    parser.error(f"--models must name some of {', '.join(builders)}; got {args.models!r}")
+  tasks = [builders[name]() for name in names]
+  steps = {"mlp": args.steps, "vae": args.vae_steps}
+  results = {}
+  for task in tasks:
+    print(f"{task.name}: {steps[task.name]} steps per measurement", flush=True)
+    results[task.name] = measure(task, steps[task.name], args.repeats)
+  ok = report(results, tasks)
+  return 1 if args.check and not ok else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
