@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -122,6 +123,7 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, writer: CsvWriter,
   ))
 
   window = MetricWindow()
+  lr_fn = jax.jit(jax.vmap(exp.schedule))  # one call per chunk for all its log steps
   progress = Progress(exp.num_steps, enabled=config.progress_bar)
   step = int(state.step)
   timing = ChunkTimer()
@@ -138,14 +140,16 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, writer: CsvWriter,
       metrics = jax.device_get(metrics)  # the one host sync per chunk
       timing.stop(n)
       _check_finite(metrics, step)
-      for i in range(n):
-        s = step + i + 1
-        window.add({k: v[i] for k, v in metrics.items() if k != "finite"})
-        if s % config.log_every_steps == 0 or s == exp.num_steps:
-          scalars = {f"train/{k}": v for k, v in window.mean().items()}
-          scalars["train/learning_rate"] = float(exp.schedule(s - 1))
-          writer.write(s, scalars)
-          summary.update(s, scalars)
+      del metrics["finite"]
+      log_steps = [s for s in range(step + 1, step + n + 1)
+                   if s % config.log_every_steps == 0 or s == exp.num_steps]
+      learning_rates = np.asarray(lr_fn(np.asarray(log_steps) - 1)) if log_steps else []
+      for s, means, lr in zip(log_steps, window.add(metrics, step, log_steps), learning_rates,
+                              strict=True):
+        scalars = {f"train/{k}": v for k, v in means.items()}
+        scalars["train/learning_rate"] = float(lr)  # the rate used by step s
+        writer.write(s, scalars)
+        summary.update(s, scalars)
       step += n
       progress.update(n, loss=float(metrics["loss"][-1]))
       if step % config.eval_every_steps == 0 or step == exp.num_steps:
@@ -183,20 +187,32 @@ def _check_finite(metrics: dict[str, np.ndarray], start: int) -> None:
 
 
 class MetricWindow:
-  """Sums per-step metrics between two log steps."""
+  """Averages per-step metrics over the steps between two log steps, across chunks.
+
+  Sums are exact (`math.fsum`), so the logged means do not depend on how steps were chunked.
+  """
 
   def __init__(self):
-    self._sums: dict[str, float] = {}
-    self._count = 0
+    self._parts: list[dict[str, np.ndarray]] = []
 
-  def add(self, scalars: dict[str, Any]) -> None:
-    for k, v in scalars.items():
-      self._sums[k] = self._sums.get(k, 0.0) + float(v)
-    self._count += 1
+  def add(self, metrics: dict[str, np.ndarray], start: int, log_steps: list[int]):
+    """Takes a chunk's per-step metrics (steps start+1 .. start+n); yields the mean of each
+    window that closes at one of `log_steps`."""
+    begin = 0
+    for s in log_steps:
+      end = s - start
+      self._parts.append({k: v[begin:end] for k, v in metrics.items()})
+      yield self._close()
+      begin = end
+    if begin < len(next(iter(metrics.values()))):
+      self._parts.append({k: v[begin:] for k, v in metrics.items()})
 
-  def mean(self) -> dict[str, float]:
-    out = {k: v / self._count for k, v in self._sums.items()}
-    self._sums, self._count = {}, 0
+  def _close(self) -> dict[str, float]:
+    parts, self._parts = self._parts, []
+    out = {}
+    for k in parts[0]:
+      values = np.concatenate([p[k] for p in parts])
+      out[k] = math.fsum(values.tolist()) / len(values)
     return out
 
 

@@ -7,6 +7,7 @@ seeds (a leading axis on `state` and `keys`) or `jit` it with shardings.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -45,6 +46,14 @@ def train_step(
   # One flag per step; the host reads it once per chunk (no host sync in the loop).
   metrics["finite"] = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   return state, metrics
+
+
+StepFn = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]
+
+
+def make_train_step(loss_fn) -> StepFn:
+  """`train_step` with the loss bound: `(state, batch, rng) -> (state, metrics)`, pure."""
+  return functools.partial(train_step, loss_fn=loss_fn)
 
 
 def epoch_permutation(data_key: jax.Array, epoch: jax.Array, num_examples: int) -> jax.Array:
