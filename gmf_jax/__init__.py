@@ -11,12 +11,14 @@ From a notebook:
 from gmf_jax.config import default_config, load_config
 from gmf_jax.errors import ConfigError
 from gmf_jax.train.loop import NonFiniteError, TrainResult, train_and_evaluate
+from gmf_jax.train.preemption import Preempted
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
     "NonFiniteError",
+    "Preempted",
     "TrainResult",
     "default_config",
     "load_config",

@@ -39,6 +39,32 @@ def default_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 100  # train metrics are averaged over this many steps
   c.eval_every_steps = 1000  # plus always at the end
   c.progress_bar = True
+  # What to do when the loss or gradient norm is NaN/Inf: 'stop' (status failed, checkpoints
+  # intact) or 'skip' the update (optax.apply_if_finite) and stop after too many in a row.
+  c.on_nonfinite = "stop"
+  c.max_consecutive_nonfinite = 10
+
+  c.checkpoint = ml_collections.ConfigDict(
+      {
+          "every_steps": 5000,  # also at the end and on preemption; 0: only those
+          "max_to_keep": 3,  # latest checkpoints kept
+          "best_metric": "eval/loss",  # the best step by this eval metric is kept too
+          "best_mode": "auto",  # 'min' | 'max' | 'auto' (max for accuracies, else min)
+          "async_save": True,  # write in the background while training goes on
+      }
+  )
+  c.wandb = ml_collections.ConfigDict(
+      {
+          "mode": "offline",  # 'offline' | 'online' | 'disabled'; WANDB_MODE overrides it
+          "project": "gmf_jax",
+          "entity": config_dict.placeholder(str),
+          "group": config_dict.placeholder(str),
+          "name": config_dict.placeholder(str),  # default: the run folder's name
+          "tags": (),
+          "notes": config_dict.placeholder(str),
+          "init_timeout": 30.0,  # seconds to reach the server before falling back to offline
+      }
+  )
 
   c.model = ml_collections.ConfigDict({"name": "mlp_classifier"})
   c.data = ml_collections.ConfigDict(
@@ -111,6 +137,9 @@ def load_config(path: str, overrides: Overrides = None) -> ml_collections.Config
     raise ConfigError(f"get_config() in {file_path!r} must return an ml_collections.ConfigDict.")
   config.lock()
   apply_overrides(config, overrides)
+  # Remembered beside the config (not a key: it does not change the run), so the run folder
+  # can keep a copy of the file.
+  object.__setattr__(config, "_gmf_config_file", os.path.abspath(file_path))
   return config
 
 

@@ -50,13 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     path, overrides, workdir = parse_args(argv)
     config = load_config(path, overrides)
     # Imported after parsing, so a typo fails before the slow imports.
-    from gmf_jax.train.loop import NonFiniteError, train_and_evaluate
+    from gmf_jax.train.loop import NonFiniteError, Preempted, train_and_evaluate
 
     try:
       train_and_evaluate(config, workdir)
     except NonFiniteError as e:
       print(f"error: {e}", file=sys.stderr)
       return 1
+    except Preempted as e:
+      print(f"preempted: {e}", file=sys.stderr)
+      return e.exit_code
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -10,6 +10,11 @@ import sys
 import numpy as np
 import pytest
 
+# wandb is off unless a test turns it on (tests of wandb set WANDB_MODE=offline themselves);
+# a real offline run costs about a second per run.
+os.environ["WANDB_MODE"] = "disabled"
+os.environ["WANDB_SILENT"] = "true"
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 

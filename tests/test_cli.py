@@ -89,6 +89,6 @@ def test_existing_run_is_not_overwritten(tmp_path):
   workdir.mkdir()
   (workdir / "metrics.csv").write_text("step,name,value,wall_time\n1,train/loss,0.5,0\n")
   proc = run_cli(f"--config={VAE}:smoke", f"--workdir={workdir}", cwd=tmp_path)
-  assert proc.returncode == 2 and "already holds a run" in proc.stderr
+  assert proc.returncode == 2 and "not a gmf_jax run" in proc.stderr
   assert (workdir / "metrics.csv").read_text().endswith("1,train/loss,0.5,0\n")
   assert sorted(os.listdir(workdir)) == ["metrics.csv"]

@@ -93,7 +93,9 @@ def test_non_finite_loss_stops_with_the_step(tmp_path):
   with pytest.raises(NonFiniteError, match=r"non-finite .* at step \d+"):
     _train(tmp_path, "nan", num_steps=40, **{"optimizer.learning_rate": 1e30})
   summary = json.loads((tmp_path / "nan" / "summary.json").read_text())
-  assert summary["status"] == "failed" and "non-finite" in summary["error"]
+  metadata = json.loads((tmp_path / "nan" / "metadata.json").read_text())
+  assert summary["status"] == metadata["status"] == "failed"
+  assert "non-finite" in metadata["error"]
 
 
 def test_vae_learns(tmp_path):

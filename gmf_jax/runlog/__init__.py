@@ -1,7 +1,8 @@
-"""The run directory: where a run's config, metrics and summary are written."""
+"""The run folder: config, metadata, metrics, summary, checkpoints, plots and wandb."""
 
+from gmf_jax.runlog.record import RunFolder, open_run_folder
 from gmf_jax.runlog.summary import Summary
-from gmf_jax.runlog.workdir import new_run_dir, prepare_workdir
-from gmf_jax.runlog.writers import CsvWriter
+from gmf_jax.runlog.workdir import new_run_dir
+from gmf_jax.runlog.writers import CsvWriter, MultiWriter
 
-__all__ = ["CsvWriter", "Summary", "new_run_dir", "prepare_workdir"]
+__all__ = ["CsvWriter", "MultiWriter", "RunFolder", "Summary", "new_run_dir", "open_run_folder"]

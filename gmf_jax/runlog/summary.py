@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Mapping
 from typing import Any
+
+from gmf_jax.runlog.files import write_json
 
 HIGHER_IS_BETTER = ("accuracy",)
 
@@ -35,18 +35,18 @@ class Summary:
       if better:
         entry["best"], entry["best_step"] = value, int(step)
 
+  write = update  # so the summary is one of the loop's writers
+
   def final(self) -> dict[str, float]:
     return {name: entry["final"] for name, entry in self.metrics.items()}
 
   def save(self) -> None:
-    data = {**self.info, "metrics": self.metrics}
-    tmp = f"{self.path}.tmp"
-    with open(tmp, "w") as f:
-      json.dump(data, f, indent=2, sort_keys=True, default=_jsonable)
-    os.replace(tmp, self.path)
+    write_json(self.path, {**self.info, "metrics": self.metrics})
 
-
-def _jsonable(value):
-  if hasattr(value, "tolist"):
-    return value.tolist()
-  return str(value)
+  def is_best(self, name: str, value: float, mode: str = "auto") -> bool:
+    """Whether `value` would improve on the best `name` so far (before `update`)."""
+    if not math.isfinite(value):
+      return False
+    best = self.metrics.get(name, {}).get("best")
+    higher = higher_is_better(name) if mode == "auto" else mode == "max"
+    return best is None or (value > best if higher else value < best)

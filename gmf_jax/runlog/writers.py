@@ -41,3 +41,14 @@ class CsvWriter:
 def _format(value: float) -> str:
   value = float(value)
   return repr(value) if math.isfinite(value) else str(value)  # repr round-trips exactly
+
+
+class MultiWriter:
+  """Forwards each write to several writers, in order."""
+
+  def __init__(self, writers):
+    self.writers = [w for w in writers if w is not None]
+
+  def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    for writer in self.writers:
+      writer.write(step, scalars)

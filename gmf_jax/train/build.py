@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any
 
 import flax.linen as nn
@@ -40,6 +41,7 @@ class Experiment:
   num_steps: int
   steps_per_epoch: int
   on_device: bool  # the train split is kept on the device and batched in the jitted chunk
+  eval_metrics: tuple[str, ...]  # names written as eval/<name>
 
 
 def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
@@ -64,13 +66,17 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     num_steps = config.num_epochs * steps_per_epoch
   model = make_model(config.model, dataset)
   loss = make_loss(config.loss)
-  _check_model_fits_loss(model, loss, dataset, config)
+  eval_metrics = _check_model_fits_loss(model, loss, dataset, config)
+  _check_checkpoint(config.checkpoint, eval_metrics)
+  _check_wandb(config.wandb)
   defaults = default_config()
   schedule = make_schedule(config.schedule, config.optimizer.learning_rate, num_steps,
                            defaults.schedule)
   tx = make_optimizer(config.optimizer, schedule, defaults.optimizer)
+  if config.on_nonfinite == "skip":  # a NaN/Inf step leaves params and optimizer state alone
+    tx = optax.apply_if_finite(tx, max_consecutive_errors=config.max_consecutive_nonfinite)
   return Experiment(config, dataset, model, loss, tx, schedule, num_steps, steps_per_epoch,
-                    on_device=_keep_on_device(config.data, dataset))
+                    on_device=_keep_on_device(config.data, dataset), eval_metrics=eval_metrics)
 
 
 def init_state(exp: Experiment, keys: RunKeys) -> TrainState:
@@ -93,10 +99,42 @@ def _check_scalars(config) -> None:
       raise ConfigError(f"{key}={config[key]} must be > 0.")
   if config.data.on_device not in ("auto", "yes", "no"):
     raise ConfigError(f"data.on_device={config.data.on_device!r} must be 'auto', 'yes' or 'no'.")
+  if config.on_nonfinite not in ("stop", "skip"):
+    raise ConfigError(f"on_nonfinite={config.on_nonfinite!r} must be 'stop' or 'skip'.")
+  if config.max_consecutive_nonfinite < 1:
+    raise ConfigError(
+        f"max_consecutive_nonfinite={config.max_consecutive_nonfinite} must be >= 1.")
 
 
-def _check_model_fits_loss(model, loss, dataset: Dataset, config) -> None:
-  """Traces init and apply abstractly (no compute) and checks the output against the loss."""
+def _check_checkpoint(ckpt, eval_metrics: tuple[str, ...]) -> None:
+  if ckpt.every_steps < 0:
+    raise ConfigError(f"checkpoint.every_steps={ckpt.every_steps} must be >= 0 (0: at the end).")
+  if ckpt.max_to_keep < 1:
+    raise ConfigError(f"checkpoint.max_to_keep={ckpt.max_to_keep} must be >= 1.")
+  if ckpt.best_mode not in ("auto", "min", "max"):
+    raise ConfigError(f"checkpoint.best_mode={ckpt.best_mode!r} must be 'auto', 'min' or 'max'.")
+  names = [f"eval/{m}" for m in eval_metrics]
+  if ckpt.best_metric and ckpt.best_metric not in names:
+    raise ConfigError(
+        f"checkpoint.best_metric={ckpt.best_metric!r} is not an eval metric of this loss; "
+        f"choose from {', '.join(names)} (or '' to keep no best checkpoint)."
+    )
+
+
+def _check_wandb(wandb_config) -> None:
+  from gmf_jax.runlog.wandb_writer import MODES, wandb_mode
+
+  mode = wandb_mode(wandb_config.mode)
+  if mode not in MODES:
+    source = "WANDB_MODE" if os.environ.get("WANDB_MODE") else "wandb.mode"
+    raise ConfigError(f"{source}={mode!r} must be one of {', '.join(MODES)}.")
+
+def _check_model_fits_loss(model, loss, dataset: Dataset, config) -> tuple[str, ...]:
+  """Traces init and apply abstractly (no compute) and checks the output against the loss.
+
+  Returns:
+    The names of the loss's eval metrics.
+  """
   x = jax.ShapeDtypeStruct((2, *dataset.example_shape), jnp.float32)
   rngs = {k: jax.random.PRNGKey(0) for k in ("params", "sample", "dropout")}
   name = config.model.name
@@ -119,6 +157,11 @@ def _check_model_fits_loss(model, loss, dataset: Dataset, config) -> None:
   problem = loss.check_output(output, dataset.example_shape, dataset.num_classes)
   if problem:
     raise ConfigError(f"loss.name={config.loss.name!r} {problem}; model.name={name!r} does not.")
+  batch = {"x": x, "y": jax.ShapeDtypeStruct((2,), jnp.int32)}
+  per_example = jax.eval_shape(
+      lambda v, b: loss.per_example(v["params"], model.apply, b, rngs["sample"]), variables, batch
+  )
+  return tuple(per_example)
 
 
 def _keep_on_device(data_config, dataset: Dataset) -> bool:

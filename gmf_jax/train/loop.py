@@ -1,14 +1,14 @@
 """`train_and_evaluate`: the outer loop, read top to bottom.
 
-Run a jitted chunk of steps; fetch its metrics once; write them; evaluate when due. The chunk
-ends at every evaluation step and at the end, so those see the exact parameters of that step.
+Run a jitted chunk of steps; fetch its metrics once; write them; evaluate, checkpoint and stop
+when due. A chunk ends at every evaluation and checkpoint step and at the end, so those see the
+exact state of that step.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import math
 import os
@@ -22,9 +22,15 @@ import numpy as np
 from flax.training.train_state import TrainState
 
 from gmf_jax.errors import ConfigError
-from gmf_jax.runlog import CsvWriter, Summary, new_run_dir, prepare_workdir
+from gmf_jax.runlog import CsvWriter, MultiWriter, RunFolder, Summary, new_run_dir, open_run_folder
+from gmf_jax.runlog.checkpoint import Checkpointer
+from gmf_jax.runlog.plots import plot_metrics
+from gmf_jax.runlog.resume import summary_from_rows, trim_metrics
+from gmf_jax.runlog.wandb_writer import WandbWriter
 from gmf_jax.train import pipeline
 from gmf_jax.train.build import Experiment, build_experiment, init_state, parameter_count
+from gmf_jax.train.metering import ChunkTimer, MetricWindow
+from gmf_jax.train.preemption import Preempted, PreemptionGuard
 from gmf_jax.train.progress import Progress
 from gmf_jax.train.step import (
     RunKeys,
@@ -51,208 +57,281 @@ class TrainResult:
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str | None = None
+    config: ml_collections.ConfigDict, workdir: str | None = None, *,
+    config_file: str | None = None,
 ) -> TrainResult:
-  """Trains the model the config describes and writes the run to `workdir`.
+  """Trains the model the config describes and records the run in `workdir`.
+
+  A `workdir` that already holds this run resumes it from its latest checkpoint (bitwise the
+  same result as never stopping); a completed run is not trained again.
 
   Args:
     config: from `gmf_jax.load_config` (or a config file's `get_config()`).
     workdir: the run's folder; default `runs/<config.name>-<time>-<id>`.
+    config_file: the config's source file, copied into the run; `load_config` remembers it.
 
   Returns:
     The final train state, the final metrics and the run folder.
 
   Raises:
     ConfigError: bad input, found before anything is written or computed.
-    NonFiniteError: the loss or gradient norm became NaN or Inf.
+    NonFiniteError: the loss or gradient norm became NaN or Inf (status 'failed').
+    Preempted: SIGTERM or Ctrl-C; a checkpoint was saved (status 'preempted').
   """
   _ensure_console_logging()
   exp = build_experiment(config)  # every check on the input happens here
-  workdir = prepare_workdir(workdir or new_run_dir(config.name))
-  log.info("run directory: %s", workdir)
-  log.info("config:\n%s", format_config(config, exp))
-  _write_json(os.path.join(workdir, "config.json"), resolved_config(config, exp))
+  resolved = resolved_config(config, exp)
+  config_file = config_file or getattr(config, "_gmf_config_file", None)
+  folder = open_run_folder(workdir or new_run_dir(config.name), resolved, config_file)
+  log.info("run directory: %s%s", folder.path, " (resuming)" if folder.resumed else "")
+  log.info("config:\n%s", format_config(resolved))
 
   keys = make_keys(config.seed)
   state = init_state(exp, keys)
-  summary = Summary(os.path.join(workdir, "summary.json"))
+  checkpointer = Checkpointer(folder.path, config.checkpoint.max_to_keep,
+                              config.checkpoint.async_save)
+  window = MetricWindow()
+  start_step = 0
+  if folder.resumed:
+    restored = checkpointer.restore_latest(like=state)
+    if restored is not None:
+      start_step, state, meta = restored
+      window.load_state_dict(meta.get("window", {}))
+  rows = trim_metrics(folder.file("metrics.csv"), start_step)
+  summary = Summary(folder.file("summary.json"))
+  summary_from_rows(summary, rows)
   summary.info.update(
-      status="running", seed=config.seed, num_steps=exp.num_steps,
-      num_params=parameter_count(state.params), dataset=exp.dataset.name,
-      num_train=len(exp.dataset.train), num_test=len(exp.dataset.test),
-      data_on_device=exp.on_device, platform=jax.default_backend(),
+      seed=config.seed, num_steps=exp.num_steps, num_params=parameter_count(state.params),
+      dataset=exp.dataset.name, num_train=len(exp.dataset.train),
+      num_test=len(exp.dataset.test), data_on_device=exp.on_device,
+      platform=jax.default_backend(),
   )
-  writer = CsvWriter(os.path.join(workdir, "metrics.csv"))
+  if folder.resumed:
+    _log_resume(folder, start_step, exp)
+
+  csv_writer = CsvWriter(folder.file("metrics.csv"))
+  wandb_writer = None
+  status, error, exit_code = "failed", None, 1
   try:
-    state = _train(exp, state, keys, writer, summary)
-    summary.info["status"] = "completed"
+    if start_step < exp.num_steps:
+      wandb_writer = WandbWriter.open(config.wandb, folder.path, resolved,
+                                      folder.metadata.get("wandb_run_id"))
+      if wandb_writer is not None:
+        folder.metadata["wandb_run_id"] = wandb_writer.run_id
+      writer = MultiWriter([csv_writer, summary, wandb_writer])
+      with PreemptionGuard() as guard:
+        state = _train(exp, state, keys, start_step, writer, summary, window, checkpointer,
+                       guard)
+    status, exit_code = "completed", 0
+  except Preempted as e:
+    status, error, exit_code = "preempted", str(e), e.exit_code
+    raise
   except BaseException as e:
-    summary.info["status"] = "failed"
-    summary.info["error"] = f"{type(e).__name__}: {e}"
+    error = f"{type(e).__name__}: {e}"
     raise
   finally:
-    writer.close()
+    checkpointer.close()  # waits for background saves: the last checkpoint is complete
+    csv_writer.close()
+    summary.info["status"] = status
     summary.save()
+    if start_step < exp.num_steps:
+      _finish_plots(folder, wandb_writer, summary)
+    if wandb_writer is not None:
+      wandb_writer.close(exit_code)
+    folder.set_status(status, error=error)
   final = summary.final()
   log.info("final: %s", _format_scalars({k: v for k, v in final.items() if k.startswith("eval/")}))
   if "eval/nelbo" in final:
     log.info("test-set negative ELBO: %.3f nats per example", final["eval/nelbo"])
-  return TrainResult(state=state, metrics=final, workdir=workdir)
+  return TrainResult(state=state, metrics=final, workdir=folder.path)
 
 
-def _train(exp: Experiment, state: TrainState, keys: RunKeys, writer: CsvWriter,
-           summary: Summary) -> TrainState:
+def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer: MultiWriter,
+           summary: Summary, window: MetricWindow, checkpointer: Checkpointer,
+           guard: PreemptionGuard) -> TrainState:
   config = exp.config
-  if exp.on_device:
-    train_data = pipeline.to_device(exp.dataset.train)
-    chunk_fn = jax.jit(
-        functools.partial(train_chunk_on_device, loss_fn=exp.loss, batch_size=config.batch_size),
-        static_argnames="num_steps", donate_argnums=0,
-    )
-    run_chunk = lambda state, start, n: chunk_fn(state, keys, train_data, num_steps=n)
-    host = None
-  else:
-    host = pipeline.HostBatches(exp.dataset.train, config.batch_size, keys.data)
-    batch_fn = jax.jit(functools.partial(train_chunk_on_batches, loss_fn=exp.loss),
-                       donate_argnums=0)
-    run_chunk = lambda state, start, n: batch_fn(state, keys, host.get(start, n))
+  run_chunk, prefetch, close_feed = _make_feed(exp, keys)
   eval_data, eval_mask = pipeline.padded_eval_data(exp.dataset.test, config.eval_batch_size)
   eval_fn = jax.jit(functools.partial(
       evaluate, apply_fn=exp.model.apply, per_example_fn=exp.loss.per_example,
       batch_size=min(config.eval_batch_size, len(exp.dataset.test)),
   ))
-
-  window = MetricWindow()
   lr_fn = jax.jit(jax.vmap(exp.schedule))  # one call per chunk for all its log steps
-  progress = Progress(exp.num_steps, enabled=config.progress_bar)
-  step = int(state.step)
-  timing = ChunkTimer()
+  boundaries = _Boundaries(exp)
+  nonfinite = _NonFiniteCheck(config.on_nonfinite, config.max_consecutive_nonfinite)
+  progress = Progress(exp.num_steps, enabled=config.progress_bar, initial=step)
+  timer = ChunkTimer()
+  loop_start = time.perf_counter()
   try:
     while step < exp.num_steps:
-      n = _chunk_length(step, exp.num_steps, config.steps_per_call, config.eval_every_steps)
-      if host is not None:
-        nxt = step + n
-        if nxt < exp.num_steps:  # read the next chunk while this one computes
-          host.prefetch(nxt, _chunk_length(nxt, exp.num_steps, config.steps_per_call,
-                                           config.eval_every_steps))
-      timing.start()
+      n = boundaries.chunk_length(step)
+      if step + n < exp.num_steps:  # read the next chunk's batches while this one computes
+        prefetch(step + n, boundaries.chunk_length(step + n))
+      timer.start()
       state, metrics = run_chunk(state, step, n)
       metrics = jax.device_get(metrics)  # the one host sync per chunk
-      timing.stop(n)
-      _check_finite(metrics, step)
-      del metrics["finite"]
-      log_steps = [s for s in range(step + 1, step + n + 1)
-                   if s % config.log_every_steps == 0 or s == exp.num_steps]
+      timer.stop(n)
+      failure = nonfinite.check(metrics, step)
+      end = step + n if failure is None else failure.step
+      log_steps = [s for s in range(step + 1, end + 1) if boundaries.is_log_step(s)]
       learning_rates = np.asarray(lr_fn(np.asarray(log_steps) - 1)) if log_steps else []
       for s, means, lr in zip(log_steps, window.add(metrics, step, log_steps), learning_rates,
                               strict=True):
         scalars = {f"train/{k}": v for k, v in means.items()}
         scalars["train/learning_rate"] = float(lr)  # the rate used by step s
         writer.write(s, scalars)
-        summary.update(s, scalars)
-      step += n
+      if failure is not None:  # after logging up to it, before anything is saved
+        raise failure
+      step = end
       progress.update(n, loss=float(metrics["loss"][-1]))
-      if step % config.eval_every_steps == 0 or step == exp.num_steps:
-        scalars = {f"eval/{k}": float(v) for k, v in
-                   jax.device_get(eval_fn(state.params, keys=keys, data=eval_data,
-                                          mask=eval_mask)).items()}
+      if boundaries.is_eval_step(step):
+        scalars = {f"eval/{k}": float(v) for k, v in jax.device_get(
+            eval_fn(state.params, keys=keys, data=eval_data, mask=eval_mask)).items()}
+        best = config.checkpoint.best_metric
+        improved = best in scalars and summary.is_best(best, scalars[best],
+                                                       config.checkpoint.best_mode)
         writer.write(step, scalars)
-        summary.update(step, scalars)
+        summary.save()
         progress.message(f"step {step}: {_format_scalars(scalars)}")
+        if improved:
+          checkpointer.save(step, state, {"window": window.state_dict()}, best=True)
+      if boundaries.is_checkpoint_step(step) or guard.signum is not None:
+        checkpointer.save(step, state, {"window": window.state_dict()})
+      if guard.signum is not None:
+        raise Preempted(guard.signum, step)
   finally:
     progress.close()
-    if host is not None:
-      host.close()
-    summary.info.update(timing.as_dict())
+    close_feed()
+    summary.info.update(timer.as_dict(), loop_sec=time.perf_counter() - loop_start)
   return state
 
 
-def _chunk_length(step: int, num_steps: int, steps_per_call: int, eval_every: int) -> int:
-  """Steps until the next chunk boundary: steps_per_call, an eval step, or the end."""
-  next_eval = (step // eval_every + 1) * eval_every
-  return min(steps_per_call, next_eval - step, num_steps - step)
+def _make_feed(exp: Experiment, keys: RunKeys):
+  """`run_chunk(state, start, n)`, `prefetch(start, n)` and `close()` for the data's home."""
+  if exp.on_device:
+    train_data = pipeline.to_device(exp.dataset.train)
+    chunk_fn = jax.jit(
+        functools.partial(train_chunk_on_device, loss_fn=exp.loss,
+                          batch_size=exp.config.batch_size),
+        static_argnames="num_steps", donate_argnums=0,
+    )
+    run_chunk = lambda state, start, n: chunk_fn(state, keys, train_data, num_steps=n)
+    return run_chunk, lambda start, n: None, lambda: None
+  host = pipeline.HostBatches(exp.dataset.train, exp.config.batch_size, keys.data)
+  batch_fn = jax.jit(functools.partial(train_chunk_on_batches, loss_fn=exp.loss),
+                     donate_argnums=0)
+  run_chunk = lambda state, start, n: batch_fn(state, keys, host.get(start, n))
+  return run_chunk, host.prefetch, host.close
 
 
-def _check_finite(metrics: dict[str, np.ndarray], start: int) -> None:
-  finite = np.asarray(metrics["finite"])
-  if finite.all():
-    return
-  i = int(np.argmin(finite))
-  bad = [k for k in ("loss", "grad_norm") if not np.isfinite(metrics[k][i])]
-  raise NonFiniteError(
-      f"non-finite {' and '.join(bad)} at step {start + i + 1} "
-      f"(loss={metrics['loss'][i]}, grad_norm={metrics['grad_norm'][i]}); "
-      "lower optimizer.learning_rate or set optimizer.grad_clip_norm."
-  )
+class _Boundaries:
+  """Which steps log, evaluate and checkpoint, and so where chunks must end."""
+
+  def __init__(self, exp: Experiment):
+    c = exp.config
+    self.num_steps = exp.num_steps
+    self.steps_per_call = c.steps_per_call
+    self.log_every = c.log_every_steps
+    self.eval_every = c.eval_every_steps
+    self.ckpt_every = c.checkpoint.every_steps or None
+
+  def chunk_length(self, step: int) -> int:
+    ends = [step + self.steps_per_call, _next_multiple(step, self.eval_every), self.num_steps]
+    if self.ckpt_every:
+      ends.append(_next_multiple(step, self.ckpt_every))
+    return min(ends) - step
+
+  def is_log_step(self, step: int) -> bool:
+    return step % self.log_every == 0 or step == self.num_steps
+
+  def is_eval_step(self, step: int) -> bool:
+    return step % self.eval_every == 0 or step == self.num_steps
+
+  def is_checkpoint_step(self, step: int) -> bool:
+    return bool(self.ckpt_every and step % self.ckpt_every == 0) or step == self.num_steps
 
 
-class MetricWindow:
-  """Averages per-step metrics over the steps between two log steps, across chunks.
-
-  Sums are exact (`math.fsum`), so the logged means do not depend on how steps were chunked.
-  """
-
-  def __init__(self):
-    self._parts: list[dict[str, np.ndarray]] = []
-
-  def add(self, metrics: dict[str, np.ndarray], start: int, log_steps: list[int]):
-    """Takes a chunk's per-step metrics (steps start+1 .. start+n); yields the mean of each
-    window that closes at one of `log_steps`."""
-    begin = 0
-    for s in log_steps:
-      end = s - start
-      self._parts.append({k: v[begin:end] for k, v in metrics.items()})
-      yield self._close()
-      begin = end
-    if begin < len(next(iter(metrics.values()))):
-      self._parts.append({k: v[begin:] for k, v in metrics.items()})
-
-  def _close(self) -> dict[str, float]:
-    parts, self._parts = self._parts, []
-    out = {}
-    for k in parts[0]:
-      values = np.concatenate([p[k] for p in parts])
-      out[k] = math.fsum(values.tolist()) / len(values)
-    return out
+def _next_multiple(step: int, every: int) -> int:
+  return (step // every + 1) * every
 
 
-class ChunkTimer:
-  """Wall time of the chunks; steps/s leaves out the first chunk (it includes compilation)."""
+class _NonFiniteCheck:
+  """Reads the per-step finite flags of a chunk: stop at the first, or allow skipped steps."""
 
-  def __init__(self, clock=time.perf_counter):
-    self._clock = clock
-    self._t0 = None
-    self.first_chunk_sec = None
-    self.steady_sec = 0.0
-    self.steady_steps = 0
+  def __init__(self, mode: str, max_consecutive: int):
+    self.mode = mode
+    self.max_consecutive = max_consecutive
+    self.consecutive = 0
 
-  def start(self):
-    self._t0 = self._clock()
+  def check(self, metrics: dict[str, np.ndarray], start: int) -> NonFiniteError | None:
+    """Removes the `finite` flags from `metrics`; returns the error to raise, if any."""
+    finite = np.asarray(metrics.pop("finite"))
+    if self.mode == "skip":
+      metrics["skipped"] = (~finite).astype(np.float32)
+      for i, ok in enumerate(finite):
+        self.consecutive = 0 if ok else self.consecutive + 1
+        if self.consecutive > self.max_consecutive:
+          return self._error(metrics, start, i, f"{self.consecutive} steps in a row")
+      return None
+    if not finite.all():
+      return self._error(metrics, start, int(np.argmin(finite)), None)
+    return None
 
-  def stop(self, steps: int):
-    elapsed = self._clock() - self._t0
-    if self.first_chunk_sec is None:
-      self.first_chunk_sec = elapsed
-    else:
-      self.steady_sec += elapsed
-      self.steady_steps += steps
+  def _error(self, metrics, start, i, streak) -> NonFiniteError:
+    bad = [k for k in ("loss", "grad_norm") if not math.isfinite(float(metrics[k][i]))]
+    what = f" ({streak})" if streak else ""
+    error = NonFiniteError(
+        f"non-finite {' and '.join(bad)} at step {start + i + 1}{what} "
+        f"(loss={metrics['loss'][i]}, grad_norm={metrics['grad_norm'][i]}); the last "
+        "checkpoint holds finite values. Lower optimizer.learning_rate or set "
+        "optimizer.grad_clip_norm."
+    )
+    error.step = start + i + 1
+    return error
 
-  def as_dict(self) -> dict[str, float | None]:
-    rate = self.steady_steps / self.steady_sec if self.steady_sec > 0 else None
-    return {"first_chunk_sec": self.first_chunk_sec, "steps_per_sec": rate}
+
+def _log_resume(folder: RunFolder, start_step: int, exp: Experiment) -> None:
+  if start_step >= exp.num_steps:
+    log.info("run already completed at step %d; nothing to train (raise num_steps to extend it).",
+             start_step)
+  elif start_step:
+    log.info("resuming from the checkpoint at step %d of %d.", start_step, exp.num_steps)
+  else:
+    log.info("no usable checkpoint: restarting from step 0.")
+  saved = folder.saved_config["num_steps"]
+  if start_step and saved != exp.num_steps and exp.config.schedule.name in (
+      "cosine", "warmup_cosine", "exponential"):
+    log.warning("warning: the learning-rate schedule depends on num_steps (%d -> %d); the "
+                "extended run follows the new schedule from step %d.", saved, exp.num_steps,
+                start_step)
+
+
+def _finish_plots(folder: RunFolder, wandb_writer: WandbWriter | None, summary: Summary) -> None:
+  """Loss curves as PNG (and to wandb); a plotting error must not hide the run's own error."""
+  try:
+    paths = plot_metrics(folder.file("metrics.csv"), folder.file("plots"),
+                         title=os.path.basename(folder.path))
+    if wandb_writer is not None and paths:
+      step = max((m["final_step"] for m in summary.metrics.values()), default=0)
+      wandb_writer.write_images(step, {
+          f"plots/{os.path.splitext(os.path.basename(p))[0]}": p for p in paths})
+  except Exception as e:  # noqa: BLE001
+    log.warning("warning: could not write plots (%s: %s).", type(e).__name__, e)
 
 
 def resolved_config(config: ml_collections.ConfigDict, exp: Experiment) -> dict[str, Any]:
   """The config as a dict, with values derived at build time written in."""
+  import json
+
   data = json.loads(config.to_json_best_effort())
   data["num_steps"] = exp.num_steps
   return data
 
 
-def format_config(config: ml_collections.ConfigDict, exp: Experiment) -> str:
+def format_config(resolved: dict[str, Any]) -> str:
   """One line per section: `model: name=mlp_vae latent_dim=8 ...`."""
   flat, lines = [], []
-  for key, value in resolved_config(config, exp).items():
+  for key, value in resolved.items():
     if isinstance(value, dict):
       items = " ".join(f"{k}={v}" for k, v in value.items() if v is not None)
       lines.append(f"  {key}: {items}")
@@ -265,14 +344,12 @@ def _format_scalars(scalars: dict[str, float]) -> str:
   return " ".join(f"{k}={v:.4g}" for k, v in scalars.items())
 
 
-def _write_json(path: str, data: Any) -> None:
-  with open(path, "w") as f:
-    json.dump(data, f, indent=2, sort_keys=True)
-
-
 def _ensure_console_logging() -> None:
-  """Shows progress messages in a terminal or notebook unless logging is already set up."""
-  if not log.handlers and not logging.getLogger().handlers:
+  """Shows progress messages in a terminal or notebook, unless the user set up this logger.
+
+  (Libraries such as absl add handlers to the root logger, so its state says nothing.)
+  """
+  if not log.handlers:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(handler)
@@ -280,4 +357,4 @@ def _ensure_console_logging() -> None:
     log.propagate = False
 
 
-__all__ = ["ConfigError", "NonFiniteError", "TrainResult", "train_and_evaluate"]
+__all__ = ["ConfigError", "NonFiniteError", "Preempted", "TrainResult", "train_and_evaluate"]

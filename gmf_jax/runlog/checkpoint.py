@@ -1,0 +1,91 @@
+"""Orbax checkpoints of the train state, with the loop's own small state beside it.
+
+Two managers: `checkpoints/` keeps the latest `max_to_keep` steps (periodic, at the end, on
+preemption); `best_checkpoint/` keeps the single step with the best eval metric. A step whose
+save did not finish (a process killed mid-save) is never listed by orbax, and a step that fails
+to restore (truncated or corrupt files) is skipped with a warning for the one before it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger("gmf_jax")
+
+LATEST_DIR = "checkpoints"
+BEST_DIR = "best_checkpoint"
+
+
+class Checkpointer:
+  """Saves and restores `(state, meta)`: a pytree and a JSON-able dict, at a step."""
+
+  def __init__(self, workdir: str, max_to_keep: int, async_save: bool = True):
+    options = lambda keep: ocp.CheckpointManagerOptions(
+        max_to_keep=keep, enable_async_checkpointing=async_save, create=True
+    )
+    self.latest = ocp.CheckpointManager(os.path.join(workdir, LATEST_DIR),
+                                        options=options(max_to_keep))
+    self.best = ocp.CheckpointManager(os.path.join(workdir, BEST_DIR), options=options(1))
+
+  def save(self, step: int, state: Any, meta: dict[str, Any], *, best: bool = False) -> None:
+    """Starts an asynchronous save; returns once the arrays are copied off the device.
+
+    The state is first copied to host memory, so the caller may donate its buffers to the next
+    jitted call while the files are written in the background.
+    """
+    manager = self.best if best else self.latest
+    if step in manager.all_steps():
+      return
+    host_state = jax.device_get(state)
+    manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(host_state), meta=ocp.args.JsonSave(meta)))
+
+  def latest_step(self) -> int | None:
+    return self.latest.latest_step()
+
+  def restore_latest(self, like: Any) -> tuple[int, Any, dict[str, Any]] | None:
+    """Restores the newest step that reads back whole, trying older ones after a failure.
+
+    Args:
+      like: a state with the structure, shapes and dtypes to restore into.
+
+    Returns:
+      (step, state, meta), or None when there is no usable checkpoint.
+    """
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
+    for step in sorted(self.latest.all_steps(), reverse=True):
+      try:
+        restored = self.latest.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+      except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: fall back to the previous
+        moved = self._set_aside(step)
+        log.warning("warning: checkpoint at step %d cannot be restored (%s: %s); moved it to %s "
+                    "and trying the previous one.", step, type(e).__name__,
+                    (str(e).splitlines() or [""])[0][:200], moved)
+        continue
+      return step, restored.state, dict(restored.meta)
+    return None
+
+  def _set_aside(self, step: int) -> str:
+    """Renames an unreadable step's folder (kept for inspection), so the step can be saved anew."""
+    folder = os.path.join(str(self.latest.directory), str(step))
+    target = f"{folder}.unreadable-{int(time.time())}"
+    os.rename(folder, target)
+    self.latest.reload()
+    return target
+
+  def wait(self) -> None:
+    """Blocks until every started save is on disk; errors in the background surface here."""
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
+  def close(self) -> None:
+    self.wait()
+    self.latest.close()
+    self.best.close()

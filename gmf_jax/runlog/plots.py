@@ -1,0 +1,204 @@
+"""PNG plots of a run's `metrics.csv`: a grid of every metric, plus loss and learning rate alone.
+
+Figures are drawn on `matplotlib.figure.Figure` with the Agg canvas directly, so plotting never
+opens a display and never touches pyplot's global state (safe inside a training process).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
+
+# Splits drawn in this order and colour; any other prefix follows, in order of appearance.
+SPLITS = ("train", "eval")
+GRID_COLUMNS = 3
+# Fixed margins in inches instead of a layout engine: constrained/tight layout measure every
+# tick label once more and roughly double the drawing time.
+PANEL_SIZE = (4.6, 3.2)  # one grid cell, margins included
+SINGLE_SIZE = (6.4, 4.2)
+MARGINS = {"left": 0.8, "right": 0.2, "top": 0.4, "bottom": 0.55}
+SUPTITLE_HEIGHT = 0.35
+DPI = 110
+MARKER_MAX_POINTS = 30  # sparse curves (eval, a single point) get markers to stay visible
+LOG_DECADES = 2.0  # log y-axis when positive values span more than this many decades
+
+
+class Curve(NamedTuple):
+  """One metric's finite points, sorted by step."""
+
+  steps: np.ndarray
+  values: np.ndarray
+
+
+def read_metrics(metrics_csv: str) -> dict[str, Curve]:
+  """Reads a long-format `metrics.csv` (step,name,value,wall_time) into one curve per name.
+
+  Non-finite values and malformed rows are skipped. When a step repeats (a resumed run writes
+  again from its last checkpoint) the later row wins.
+
+  Returns:
+    Name -> curve, in order of each name's first appearance; names with no finite point are left
+    out.
+  """
+  raw: dict[str, tuple[list[float], list[float]]] = {}
+  with open(metrics_csv, newline="") as f:
+    for row in csv.DictReader(f):
+      try:
+        step, value = float(row["step"]), float(row["value"])
+      except (KeyError, TypeError, ValueError):
+        continue
+      if math.isfinite(step) and math.isfinite(value) and row["name"]:
+        steps, values = raw.setdefault(row["name"], ([], []))
+        steps.append(step)
+        values.append(value)
+  return {name: _last_per_step(steps, values) for name, (steps, values) in raw.items()}
+
+
+def _last_per_step(steps: list[float], values: list[float]) -> Curve:
+  steps_a, values_a = np.asarray(steps), np.asarray(values)
+  # np.unique keeps the first occurrence; reversing makes that the last row written.
+  uniq, first = np.unique(steps_a[::-1], return_index=True)
+  return Curve(uniq, values_a[::-1][first])
+
+
+def split_name(name: str) -> tuple[str, str]:
+  """`"train/loss"` -> `("train", "loss")`; a name without a prefix has split `""`."""
+  if "/" not in name:
+    return "", name
+  split, base = name.split("/", 1)
+  return split, base
+
+
+def group_by_base(series: Mapping[str, Curve]) -> dict[str, dict[str, Curve]]:
+  """Base metric -> {split -> curve}: `loss` first, the rest in order of appearance."""
+  groups: dict[str, dict[str, Curve]] = {}
+  for name, curve in series.items():
+    split, base = split_name(name)
+    groups.setdefault(base, {})[split] = curve
+  order = sorted(groups, key=lambda base: base != "loss")  # stable: keeps appearance order
+  return {base: _order_splits(groups[base]) for base in order}
+
+
+def _order_splits(curves: dict[str, Curve]) -> dict[str, Curve]:
+  rank = {split: i for i, split in enumerate(SPLITS)}
+  return dict(sorted(curves.items(), key=lambda item: rank.get(item[0], len(SPLITS))))
+
+
+def make_metrics_figure(series: Mapping[str, Curve], title: str | None = None) -> Figure | None:
+  """A grid with one panel per base metric (train and eval curves together).
+
+  Returns:
+    The figure, whose axes are exactly the panels, titled by base name; None with no data.
+  """
+  groups = group_by_base(series)
+  if not groups:
+    return None
+  ncols = min(GRID_COLUMNS, len(groups))
+  fig, axes = _figure_with_panels(len(groups), ncols, PANEL_SIZE, title)
+  for ax, (base, curves) in zip(axes, groups.items(), strict=True):
+    _draw_panel(ax, base, curves)
+  return fig
+
+
+def make_metric_figure(series: Mapping[str, Curve], base: str,
+                       title: str | None = None) -> Figure | None:
+  """One panel for `base` (e.g. `loss`) with every split that has it; None if none does."""
+  curves = group_by_base(series).get(base)
+  if not curves:
+    return None
+  fig, (ax,) = _figure_with_panels(1, 1, SINGLE_SIZE, None)
+  _draw_panel(ax, base, curves)
+  ax.set_ylabel(base)
+  if title:
+    ax.set_title(f"{title}: {base}")
+  return fig
+
+
+def plot_metrics(metrics_csv: str, out_dir: str, title: str | None = None) -> list[str]:
+  """Writes `metrics.png` (all metrics), `loss.png` and `learning_rate.png` into `out_dir`.
+
+  Args:
+    metrics_csv: a run's `metrics.csv`.
+    out_dir: where the PNGs go; created if missing.
+    title: shown on the figures; defaults to the run's folder name.
+
+  Returns:
+    The paths written: none for a file without finite values; a figure is skipped when its
+    metric is absent.
+  """
+  series = read_metrics(metrics_csv)
+  if not series:
+    return []
+  if title is None:
+    title = os.path.basename(os.path.dirname(os.path.abspath(metrics_csv)))
+  os.makedirs(out_dir, exist_ok=True)
+  figures = {
+      "metrics.png": make_metrics_figure(series, title),
+      "loss.png": make_metric_figure(series, "loss", title),
+      "learning_rate.png": make_metric_figure(series, "learning_rate", title),
+  }
+  written = []
+  for filename, fig in figures.items():
+    if fig is not None:
+      written.append(_save(fig, os.path.join(out_dir, filename)))
+  return written
+
+
+def _figure_with_panels(count: int, ncols: int, cell: tuple[float, float],
+                        title: str | None) -> tuple[Figure, list]:
+  """A figure with `count` axes laid out row by row in cells of `cell` inches (Agg canvas)."""
+  nrows = math.ceil(count / ncols)
+  top = SUPTITLE_HEIGHT if title else 0.0
+  width, height = cell[0] * ncols, cell[1] * nrows + top
+  fig = Figure(figsize=(width, height), dpi=DPI)
+  FigureCanvasAgg(fig)
+  if title:
+    fig.suptitle(title, y=1 - 0.1 / height, va="top")
+  axes_w = (cell[0] - MARGINS["left"] - MARGINS["right"]) / width
+  axes_h = (cell[1] - MARGINS["top"] - MARGINS["bottom"]) / height
+  axes = []
+  for i in range(count):
+    row, col = divmod(i, ncols)
+    x = (col * cell[0] + MARGINS["left"]) / width
+    y = ((nrows - 1 - row) * cell[1] + MARGINS["bottom"]) / height
+    axes.append(fig.add_axes((x, y, axes_w, axes_h)))
+  return fig, axes
+
+
+def _draw_panel(ax, base: str, curves: Mapping[str, Curve]) -> None:
+  for split, curve in curves.items():
+    color = f"C{SPLITS.index(split)}" if split in SPLITS else None
+    marker = "o" if len(curve.steps) <= MARKER_MAX_POINTS else None
+    ax.plot(curve.steps, curve.values, label=split or base, color=color, marker=marker,
+            markersize=3.5, linewidth=1.2)
+  ax.set_title(base)
+  ax.set_xlabel("step")
+  ax.grid(True, alpha=0.3)
+  if _wants_log(curves.values()):
+    ax.set_yscale("log")
+    # Minor ticks on a log axis are dozens of extra tick artists: most of the drawing time.
+    ax.yaxis.set_minor_locator(NullLocator())
+  ax.legend(fontsize="small")
+
+
+def _wants_log(curves) -> bool:
+  values = np.concatenate([curve.values for curve in curves])
+  if values.size == 0 or np.any(values <= 0):
+    return False
+  return bool(np.log10(values.max() / values.min()) > LOG_DECADES)
+
+
+def _save(fig: Figure, path: str) -> str:
+  # Written beside and renamed, so a viewer polling the folder never sees half a PNG.
+  tmp = f"{path}.tmp"
+  fig.savefig(tmp, format="png")
+  os.replace(tmp, path)
+  return path

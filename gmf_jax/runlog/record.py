@@ -1,0 +1,142 @@
+"""The run folder's self-description: config.json, config.py, metadata.json and git.diff.
+
+`open_run_folder` either starts a new run or, when the folder already holds one, checks that the
+config describes the same run (so it can be resumed) before anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import shutil
+from typing import Any
+
+import gmf_jax
+from gmf_jax.errors import ConfigError
+from gmf_jax.runlog import provenance
+from gmf_jax.runlog.files import read_json, write_json, write_text
+from gmf_jax.runlog.resume import check_same_run
+
+STATUSES = ("running", "completed", "failed", "preempted")
+
+
+@dataclasses.dataclass
+class RunFolder:
+  """A run's folder, and its metadata as written to `metadata.json`."""
+
+  path: str
+  metadata: dict[str, Any]
+  saved_config: dict[str, Any] | None  # the config.json found in the folder, when resuming
+
+  @property
+  def resumed(self) -> bool:
+    return self.saved_config is not None
+
+  def file(self, name: str) -> str:
+    return os.path.join(self.path, name)
+
+  @property
+  def completed(self) -> bool:
+    return self.metadata.get("status") == "completed"
+
+  def set_status(self, status: str, **fields: Any) -> None:
+    """Records the status (and e.g. the error) in metadata.json, atomically."""
+    assert status in STATUSES, status
+    self.metadata["status"] = status
+    if status != "running":
+      self.metadata["end_time"] = _now()
+    self.metadata.update(fields)
+    self.metadata["sessions"][-1].update(status=status, end_time=self.metadata.get("end_time"))
+    write_json(self.file("metadata.json"), self.metadata)
+
+
+def open_run_folder(workdir: str, config: dict[str, Any], config_file: str | None) -> RunFolder:
+  """Creates the run folder, or reopens one holding the same run, and writes its description.
+
+  Args:
+    workdir: the folder.
+    config: the resolved config as a dict (what config.json holds).
+    config_file: the config file it came from (copied as config.py), if known.
+
+  Raises:
+    ConfigError: the folder is not writable, holds something else, or holds a run with a
+      different config. Nothing in it is changed then.
+  """
+  path = os.path.abspath(workdir)
+  _check_writable(path)
+  saved_config = os.path.join(path, "config.json")
+  previous = read_json(saved_config) if os.path.exists(saved_config) else None
+  resumed = previous is not None
+  if resumed:
+    check_same_run(previous, config, path)
+    metadata = _read_metadata(path)
+  elif os.path.exists(os.path.join(path, "metrics.csv")):
+    raise ConfigError(
+        f"--workdir={path} holds a metrics.csv but no config.json: not a gmf_jax run. "
+        "Choose another folder. Nothing was changed."
+    )
+  else:
+    metadata = _new_metadata(config, config_file)
+  metadata.setdefault("sessions", []).append(
+      {"start_time": _now(), "command": provenance.command_line(), "status": "running"}
+  )
+  folder = RunFolder(path, metadata, previous)
+  write_json(saved_config, config)  # the resolved config (num_steps may have been extended)
+  if config_file and not resumed:
+    shutil.copyfile(config_file, folder.file("config.py"))
+  diff = (metadata.get("git") or {}).pop("diff", None)
+  if diff and not resumed:
+    write_text(folder.file("git.diff"), diff)
+  folder.set_status("running")
+  return folder
+
+
+def _new_metadata(config: dict[str, Any], config_file: str | None) -> dict[str, Any]:
+  code_dir = os.path.dirname(os.path.abspath(gmf_jax.__file__))
+  git = provenance.git_info(code_dir)
+  metadata = {
+      "seed": config.get("seed"),
+      "start_time": _now(),
+      "end_time": None,
+      "status": "running",
+      "command": provenance.command_line(),
+      "config_file": os.path.abspath(config_file) if config_file else None,
+      "versions": provenance.versions(),
+      "devices": provenance.devices(),
+      "host": provenance.host_info(),
+      "git": git,
+      "wandb_run_id": None,
+  }
+  if git.get("dirty"):
+    metadata["git"]["diff_file"] = "git.diff"
+  if config_file:
+    config_git = provenance.git_info(config_file)
+    if config_git.get("root") and config_git.get("root") != git.get("root"):
+      config_git.pop("diff", None)
+      metadata["config_git"] = config_git
+  return metadata
+
+
+def _read_metadata(path: str) -> dict[str, Any]:
+  try:
+    return read_json(os.path.join(path, "metadata.json"))
+  except (OSError, ValueError):  # lost or torn: start a fresh record, keep the run
+    return {"status": "running", "sessions": [], "wandb_run_id": None}
+
+
+def _check_writable(path: str) -> None:
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ConfigError(f"--workdir={path} is a file, not a folder.")
+  try:
+    os.makedirs(path, exist_ok=True)
+    probe = os.path.join(path, f".write-test-{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise ConfigError(f"--workdir={path} is not writable ({e.strerror or e}).") from e
+
+
+def _now() -> str:
+  return datetime.datetime.now().astimezone().isoformat(timespec="seconds")

@@ -1,0 +1,98 @@
+"""Resuming a run in its folder: is the config the same run, and trimming what came after
+the checkpoint so that `metrics.csv` has no duplicated or missing steps."""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Any
+
+from gmf_jax.errors import ConfigError
+from gmf_jax.runlog.summary import Summary
+from gmf_jax.runlog.writers import METRICS_COLUMNS
+
+# Keys that may differ between the saved config and the resuming one: they do not change what
+# was already computed. (num_steps may grow: the run is extended.)
+RESUMABLE_KEYS = (
+    "num_steps",
+    "num_epochs",
+    "progress_bar",
+    "checkpoint.every_steps",
+    "checkpoint.max_to_keep",
+    "checkpoint.async_save",
+    "wandb.mode",
+    "wandb.init_timeout",
+)
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+  """`key: saved -> now` for every key that differs and would change the run."""
+  flat_saved, flat_now = _flatten(saved), _flatten(current)
+  lines = []
+  for key in sorted(set(flat_saved) | set(flat_now)):
+    if key in RESUMABLE_KEYS:
+      continue
+    a, b = flat_saved.get(key, "<absent>"), flat_now.get(key, "<absent>")
+    if _normal(a) != _normal(b):
+      lines.append(f"{key}: {a!r} -> {b!r}")
+  return lines
+
+
+def check_same_run(saved: dict[str, Any], current: dict[str, Any], workdir: str) -> None:
+  """Raises ConfigError with the differences when the config would change the saved run."""
+  diff = config_differences(saved, current)
+  if diff:
+    raise ConfigError(
+        f"--workdir={workdir} holds a run with a different config; resuming would mix two "
+        f"runs. Differences (saved -> now): {'; '.join(diff)}. Use a new --workdir, or the "
+        "saved config (config.json). Nothing was changed."
+    )
+
+
+def trim_metrics(path: str, last_step: int) -> list[dict[str, str]]:
+  """Drops rows after `last_step` (and a torn last line) from metrics.csv, atomically.
+
+  Returns:
+    The rows kept.
+  """
+  if not os.path.exists(path):
+    return []
+  with open(path, newline="") as f:
+    rows = [r for r in csv.DictReader(f) if _complete(r) and int(r["step"]) <= last_step]
+  tmp = f"{path}.tmp"
+  with open(tmp, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=METRICS_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+  os.replace(tmp, path)
+  return rows
+
+
+def summary_from_rows(summary: Summary, rows: list[dict[str, str]]) -> None:
+  """Replays metric rows into a summary, so final/best values survive a restart."""
+  for row in rows:
+    summary.update(int(row["step"]), {row["name"]: float(row["value"])})
+
+
+def _complete(row: dict[str, str | None]) -> bool:
+  try:
+    int(row["step"])
+    float(row["value"])
+    float(row["wall_time"])
+  except (TypeError, ValueError, KeyError):
+    return False
+  return bool(row["name"])
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def _normal(value):
+  return tuple(value) if isinstance(value, list) else value

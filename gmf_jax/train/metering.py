@@ -1,0 +1,75 @@
+"""Host-side bookkeeping of a chunk's metrics: windows of steps, and timing."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+
+class MetricWindow:
+  """Averages per-step metrics over the steps between two log steps, across chunks.
+
+  Sums are exact (`math.fsum`), so the logged means do not depend on how steps were chunked.
+  The open part of a window is saved with each checkpoint (`state_dict`), so a resumed run
+  logs the same means as one that never stopped.
+  """
+
+  def __init__(self):
+    self._parts: list[dict[str, np.ndarray]] = []
+
+  def add(self, metrics: dict[str, np.ndarray], start: int, log_steps: list[int]):
+    """Takes a chunk's per-step metrics (steps start+1 .. start+n); yields the mean of each
+    window that closes at one of `log_steps`."""
+    begin = 0
+    for s in log_steps:
+      end = s - start
+      self._parts.append({k: v[begin:end] for k, v in metrics.items()})
+      yield self._close()
+      begin = end
+    if begin < len(next(iter(metrics.values()))):
+      self._parts.append({k: v[begin:] for k, v in metrics.items()})
+
+  def _close(self) -> dict[str, float]:
+    parts, self._parts = self._parts, []
+    out = {}
+    for k in parts[0]:
+      values = np.concatenate([p[k] for p in parts])
+      out[k] = math.fsum(values.tolist()) / len(values)
+    return out
+
+  def state_dict(self) -> dict[str, list[float]]:
+    if not self._parts:
+      return {}
+    return {k: np.concatenate([p[k] for p in self._parts]).tolist() for k in self._parts[0]}
+
+  def load_state_dict(self, state: dict[str, list[float]]) -> None:
+    self._parts = [{k: np.asarray(v) for k, v in state.items()}] if state else []
+
+
+class ChunkTimer:
+  """Wall time of the chunks; steps/s leaves out the first chunk (it includes compilation)."""
+
+  def __init__(self, clock=time.perf_counter):
+    self._clock = clock
+    self._t0 = 0.0
+    self.first_chunk_sec: float | None = None
+    self.steady_sec = 0.0
+    self.steady_steps = 0
+
+  def start(self) -> None:
+    self._t0 = self._clock()
+
+  def stop(self, steps: int) -> None:
+    elapsed = self._clock() - self._t0
+    if self.first_chunk_sec is None:
+      self.first_chunk_sec = elapsed
+    else:
+      self.steady_sec += elapsed
+      self.steady_steps += steps
+
+  def as_dict(self) -> dict[str, Any]:
+    rate = self.steady_steps / self.steady_sec if self.steady_sec > 0 else None
+    return {"first_chunk_sec": self.first_chunk_sec, "steps_per_sec": rate}
