@@ -139,7 +139,7 @@ def load_config(path: str, overrides: Overrides = None) -> ml_collections.Config
   apply_overrides(config, overrides)
   # Remembered beside the config (not a key: it does not change the run), so the run folder
   # can keep a copy of the file.
-  object.__setattr__(config, "_gmf_config_file", os.path.abspath(file_path))
+  object.__setattr__(config, "_gmf_config_source", (os.path.abspath(file_path), arg or None))
   return config
 
 

@@ -69,7 +69,9 @@ def test_run_folder_contents(tmp_path):
   meta = _json(run / "metadata.json")
   assert meta["status"] == "completed" and meta["seed"] == 0
   assert meta["start_time"] <= meta["end_time"]
+  assert meta["command"][1:3] == ["-m", "gmf_jax.main"]
   assert "--config.checkpoint.every_steps=20" in meta["command"]
+  assert meta["config_file"] == str(CONFIGS / "vae.py") and meta["config_variant"] == "smoke"
   for package in ("python", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy",
                   "gmf_jax"):
     assert meta["versions"][package], package
@@ -131,10 +133,11 @@ def _wait_for_rows(workdir, min_step, proc, timeout=120):
   raise TimeoutError(path)
 
 
-def _start(cwd, *args):
+def _start(cwd, *args, env=None):
   return subprocess.Popen(
       [sys.executable, "-m", "gmf_jax.main", f"--config={VAE}:smoke", *SHORT, *args],
       cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env={**os.environ, **(env or {})},
   )
 
 
@@ -156,19 +159,21 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, reference_run, attemp
   assert _rows(tmp_path / "run") == _rows(reference_run), seed
 
 
-def test_sigterm_saves_then_resume_equals_uninterrupted(tmp_path, reference_run):
-  proc = _start(tmp_path, "--workdir=run")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_saves_then_resume_equals_uninterrupted(tmp_path, reference_run, sig):
+  offline = {"WANDB_MODE": "offline"}
+  proc = _start(tmp_path, "--workdir=run", env=offline)
   _wait_for_rows(tmp_path / "run", 30, proc)
-  proc.send_signal(signal.SIGTERM)
+  proc.send_signal(sig)
   _, stderr = proc.communicate(timeout=120)
-  assert proc.returncode == 128 + signal.SIGTERM, stderr
-  assert "preempted: stopped by SIGTERM at step" in stderr
+  assert proc.returncode == 128 + sig, stderr
+  assert f"preempted: stopped by {sig.name} at step" in stderr
   meta = _json(tmp_path / "run" / "metadata.json")
   assert meta["status"] == "preempted"
   stopped_at = int(stderr.split("at step ")[1].split(";")[0])
   assert str(stopped_at) in os.listdir(tmp_path / "run" / "checkpoints")
   assert max(int(s) for s, _, _ in _rows(tmp_path / "run")) == stopped_at
-  resumed = run_cli(f"--config={VAE}:smoke", *SHORT, "--workdir=run", cwd=tmp_path)
+  resumed = run_cli(f"--config={VAE}:smoke", *SHORT, "--workdir=run", cwd=tmp_path, env=offline)
   assert resumed.returncode == 0, resumed.stderr
   assert f"resuming from the checkpoint at step {stopped_at}" in resumed.stdout
   assert tree_equal(_final_params(tmp_path / "run")[1], _final_params(reference_run)[1])
@@ -176,6 +181,11 @@ def test_sigterm_saves_then_resume_equals_uninterrupted(tmp_path, reference_run)
   meta = _json(tmp_path / "run" / "metadata.json")
   assert meta["status"] == "completed"
   assert [s["status"] for s in meta["sessions"]] == ["preempted", "completed"]
+  # The resumed session continues the same wandb run.
+  runs = [read_offline_run(p) for p in find_offline_runs(str(tmp_path / "run" / "wandb"))]
+  assert len(runs) == 2 and {r.run_id for r in runs} == {meta["wandb_run_id"]}
+  steps = [row["_step"] for r in runs for row in r.history if "train/loss" in row]
+  assert max(steps) == 120
 
 
 def _python_run(tmp_path, name, **overrides):
@@ -274,3 +284,17 @@ def test_bad_checkpoint_and_wandb_settings(tmp_path, monkeypatch):
   with pytest.raises(ConfigError, match="WANDB_MODE='sometimes'"):
     _python_run(tmp_path, "b")
   assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_unreachable_wandb_server_falls_back_to_offline(tmp_path):
+  env = {"WANDB_MODE": "online", "WANDB_BASE_URL": "http://127.0.0.1:9",
+         "WANDB_API_KEY": "0" * 40}
+  proc = run_cli(f"--config={VAE}:smoke", "--config.wandb.init_timeout=3", "--workdir=run",
+                 cwd=tmp_path, env=env)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.count("wandb cannot reach its server") == 1
+  paths = find_offline_runs(str(tmp_path / "run" / "wandb"))
+  (path,) = [p for p in paths if "offline-run-" in p]  # beside it: the failed online attempt
+  wandb_run = read_offline_run(path)
+  assert wandb_run.run_id == _json(tmp_path / "run" / "metadata.json")["wandb_run_id"]
+  assert any("train/loss" in row for row in wandb_run.history)

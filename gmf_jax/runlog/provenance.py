@@ -79,8 +79,17 @@ def host_info() -> dict[str, Any]:
 
 
 def command_line() -> list[str]:
-  """The command that started this process, interpreter first, so it can be pasted back."""
-  return [sys.executable, *sys.argv]
+  """The command that started this process, interpreter first, so it can be pasted back.
+
+  `python -m pkg.mod` shows up in sys.argv as the module's file path; it is written back as
+  `-m pkg.mod` when the module is known.
+  """
+  argv = list(sys.argv)
+  main = sys.modules.get("__main__")
+  spec = getattr(main, "__spec__", None)
+  if argv and spec is not None and spec.name and argv[0] == getattr(main, "__file__", None):
+    argv[0:1] = ["-m", spec.name]
+  return [sys.executable, *argv]
 
 
 def git_info(path: str) -> dict[str, Any]:

@@ -51,13 +51,15 @@ class RunFolder:
     write_json(self.file("metadata.json"), self.metadata)
 
 
-def open_run_folder(workdir: str, config: dict[str, Any], config_file: str | None) -> RunFolder:
+def open_run_folder(workdir: str, config: dict[str, Any], config_file: str | None,
+                    variant: str | None = None) -> RunFolder:
   """Creates the run folder, or reopens one holding the same run, and writes its description.
 
   Args:
     workdir: the folder.
     config: the resolved config as a dict (what config.json holds).
     config_file: the config file it came from (copied as config.py), if known.
+    variant: the `:variant` the config file was loaded with, if any.
 
   Raises:
     ConfigError: the folder is not writable, holds something else, or holds a run with a
@@ -77,7 +79,7 @@ def open_run_folder(workdir: str, config: dict[str, Any], config_file: str | Non
         "Choose another folder. Nothing was changed."
     )
   else:
-    metadata = _new_metadata(config, config_file)
+    metadata = _new_metadata(config, config_file, variant)
   metadata.setdefault("sessions", []).append(
       {"start_time": _now(), "command": provenance.command_line(), "status": "running"}
   )
@@ -92,7 +94,8 @@ def open_run_folder(workdir: str, config: dict[str, Any], config_file: str | Non
   return folder
 
 
-def _new_metadata(config: dict[str, Any], config_file: str | None) -> dict[str, Any]:
+def _new_metadata(config: dict[str, Any], config_file: str | None,
+                  variant: str | None) -> dict[str, Any]:
   code_dir = os.path.dirname(os.path.abspath(gmf_jax.__file__))
   git = provenance.git_info(code_dir)
   metadata = {
@@ -102,6 +105,7 @@ def _new_metadata(config: dict[str, Any], config_file: str | None) -> dict[str, 
       "status": "running",
       "command": provenance.command_line(),
       "config_file": os.path.abspath(config_file) if config_file else None,
+      "config_variant": variant,
       "versions": provenance.versions(),
       "devices": provenance.devices(),
       "host": provenance.host_info(),

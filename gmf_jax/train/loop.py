@@ -81,8 +81,9 @@ def train_and_evaluate(
   _ensure_console_logging()
   exp = build_experiment(config)  # every check on the input happens here
   resolved = resolved_config(config, exp)
-  config_file = config_file or getattr(config, "_gmf_config_file", None)
-  folder = open_run_folder(workdir or new_run_dir(config.name), resolved, config_file)
+  source = getattr(config, "_gmf_config_source", (None, None))  # set by load_config
+  config_file, variant = (config_file, None) if config_file else source
+  folder = open_run_folder(workdir or new_run_dir(config.name), resolved, config_file, variant)
   log.info("run directory: %s%s", folder.path, " (resuming)" if folder.resumed else "")
   log.info("config:\n%s", format_config(resolved))
 
@@ -353,7 +354,8 @@ def _ensure_console_logging() -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    if log.level == logging.NOTSET:
+      log.setLevel(logging.INFO)
     log.propagate = False
 
 
