@@ -44,6 +44,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.on_nonfinite = "stop"
   c.max_consecutive_nonfinite = 10
 
+  # Diagnostics by name, e.g. c.diagnostics.jacobian = dict(every_steps=2000); see
+  # gmf_jax/diagnostics/__init__.py. They run on a fixed probe: the first probe_size test examples.
+  c.diagnostics = ml_collections.ConfigDict()
+  c.probe_size = 256
+
   c.checkpoint = ml_collections.ConfigDict(
       {
           "every_steps": 5000,  # also at the end and on preemption; 0: only those

@@ -26,10 +26,11 @@ def in_tmp(tmp_path, monkeypatch):
   return tmp_path
 
 
-def run_cli(*args: str, cwd, env=None, timeout=300) -> subprocess.CompletedProcess:
-  """Runs `python -m gmf_jax.main ARGS` in a fresh process, as a user would."""
+def run_cli(*args: str, cwd, env=None, timeout=300,
+            module="gmf_jax.main") -> subprocess.CompletedProcess:
+  """Runs `python -m gmf_jax.main ARGS` (or another module) in a fresh process, as a user would."""
   full_env = {**os.environ, **(env or {})}
-  return subprocess.run([sys.executable, "-m", "gmf_jax.main", *args], cwd=cwd, env=full_env,
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env,
                         capture_output=True, text=True, timeout=timeout)
 
 

@@ -34,7 +34,8 @@ def test_train_step_is_pure():
 def test_chunk_vmaps_over_seeds():
   exp = _experiment()
   data = pipeline.to_device(exp.dataset.train)
-  chunk = functools.partial(train_chunk_on_device, loss_fn=exp.loss, batch_size=32, num_steps=20)
+  chunk = functools.partial(train_chunk_on_device, loss_fn=exp.loss, batch_size=32, num_steps=20,
+                            num_active=np.int32(20))
   seeds = [0, 1, 2]
   keys = [make_keys(s) for s in seeds]
   states = [init_state(exp, k) for k in keys]
@@ -51,3 +52,17 @@ def test_chunk_vmaps_over_seeds():
                     jax.tree_util.tree_leaves(state_i.params), strict=True):
       np.testing.assert_allclose(a[i], b, rtol=1e-3, atol=1e-5)
   assert not np.allclose(ens_metrics["loss"][0], ens_metrics["loss"][1])
+
+
+def test_chunk_steps_only_the_active_slots():
+  exp = _experiment()
+  keys = make_keys(0)
+  data = pipeline.to_device(exp.dataset.train)
+  chunk = jax.jit(functools.partial(train_chunk_on_device, loss_fn=exp.loss, batch_size=32,
+                                    num_steps=10))
+  short, metrics = chunk(init_state(exp, keys), keys, data, np.int32(3))
+  assert int(short.step) == 3 and np.all(np.asarray(metrics["loss"][3:]) == 0)
+  full, _ = chunk(init_state(exp, keys), keys, data, np.int32(10))
+  resumed, _ = chunk(short, keys, data, np.int32(7))
+  assert int(resumed.step) == 10
+  assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, full.params, resumed.params))

@@ -46,6 +46,16 @@ class Checkpointer:
     manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(host_state), meta=ocp.args.JsonSave(meta)))
 
+  def steps(self) -> list[int]:
+    return sorted(self.latest.all_steps())
+
+  def restore(self, step: int, like: Any) -> tuple[Any, dict[str, Any]]:
+    """Restores one step into the structure of `like`; errors propagate."""
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
+    restored = self.latest.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    return restored.state, dict(restored.meta)
+
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
 

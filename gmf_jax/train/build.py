@@ -42,6 +42,7 @@ class Experiment:
   steps_per_epoch: int
   on_device: bool  # the train split is kept on the device and batched in the jitted chunk
   eval_metrics: tuple[str, ...]  # names written as eval/<name>
+  diagnostics: tuple = ()  # gmf_jax.diagnostics.ScheduledDiagnostic, built from the config
 
 
 def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
@@ -75,8 +76,13 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   tx = make_optimizer(config.optimizer, schedule, defaults.optimizer)
   if config.on_nonfinite == "skip":  # a NaN/Inf step leaves params and optimizer state alone
     tx = optax.apply_if_finite(tx, max_consecutive_errors=config.max_consecutive_nonfinite)
-  return Experiment(config, dataset, model, loss, tx, schedule, num_steps, steps_per_epoch,
-                    on_device=_keep_on_device(config.data, dataset), eval_metrics=eval_metrics)
+  exp = Experiment(config, dataset, model, loss, tx, schedule, num_steps, steps_per_epoch,
+                   on_device=_keep_on_device(config.data, dataset), eval_metrics=eval_metrics)
+  if config.probe_size < 1:
+    raise ConfigError(f"probe_size={config.probe_size} must be >= 1.")
+  from gmf_jax.diagnostics import make_diagnostics  # diagnostics build on the experiment
+
+  return dataclasses.replace(exp, diagnostics=tuple(make_diagnostics(config.diagnostics, exp)))
 
 
 def init_state(exp: Experiment, keys: RunKeys) -> TrainState:

@@ -7,6 +7,7 @@ exact state of that step.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import logging
@@ -21,6 +22,7 @@ import ml_collections
 import numpy as np
 from flax.training.train_state import TrainState
 
+from gmf_jax.diagnostics import runner
 from gmf_jax.errors import ConfigError
 from gmf_jax.runlog import CsvWriter, MultiWriter, RunFolder, Summary, new_run_dir, open_run_folder
 from gmf_jax.runlog.checkpoint import Checkpointer
@@ -122,7 +124,7 @@ def train_and_evaluate(
       writer = MultiWriter([csv_writer, summary, wandb_writer])
       with PreemptionGuard() as guard:
         state = _train(exp, state, keys, start_step, writer, summary, window, checkpointer,
-                       guard)
+                       guard, folder.path, wandb_writer)
     status, exit_code = "completed", 0
   except Preempted as e:
     status, error, exit_code = "preempted", str(e), e.exit_code
@@ -149,7 +151,7 @@ def train_and_evaluate(
 
 def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer: MultiWriter,
            summary: Summary, window: MetricWindow, checkpointer: Checkpointer,
-           guard: PreemptionGuard) -> TrainState:
+           guard: PreemptionGuard, folder_path: str, image_writer) -> TrainState:
   config = exp.config
   run_chunk, prefetch, close_feed = _make_feed(exp, keys)
   eval_data, eval_mask = pipeline.padded_eval_data(exp.dataset.test, config.eval_batch_size)
@@ -158,6 +160,7 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
       batch_size=min(config.eval_batch_size, len(exp.dataset.test)),
   ))
   lr_fn = jax.jit(jax.vmap(exp.schedule))  # one call per chunk for all its log steps
+  probe = runner.probe_batch(exp, config.probe_size) if exp.diagnostics else None
   boundaries = _Boundaries(exp)
   nonfinite = _NonFiniteCheck(config.on_nonfinite, config.max_consecutive_nonfinite)
   progress = Progress(exp.num_steps, enabled=config.progress_bar, initial=step)
@@ -170,7 +173,7 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
         prefetch(step + n, boundaries.chunk_length(step + n))
       timer.start()
       state, metrics = run_chunk(state, step, n)
-      metrics = jax.device_get(metrics)  # the one host sync per chunk
+      metrics = {k: v[:n] for k, v in jax.device_get(metrics).items()}  # one sync per chunk
       timer.stop(n)
       failure = nonfinite.check(metrics, step)
       end = step + n if failure is None else failure.step
@@ -196,6 +199,9 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
         progress.message(f"step {step}: {_format_scalars(scalars)}")
         if improved:
           checkpointer.save(step, state, {"window": window.state_dict()}, best=True)
+      if exp.diagnostics:
+        runner.run_due(list(exp.diagnostics), step, state, probe, keys.diag, folder_path,
+                       writer, image_writer)
       if boundaries.is_checkpoint_step(step) or guard.signum is not None:
         checkpointer.save(step, state, {"window": window.state_dict()})
       if guard.signum is not None:
@@ -208,20 +214,24 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
 
 
 def _make_feed(exp: Experiment, keys: RunKeys):
-  """`run_chunk(state, start, n)`, `prefetch(start, n)` and `close()` for the data's home."""
+  """`run_chunk(state, start, n)`, `prefetch(start, n)` and `close()` for the data's home.
+
+  Every chunk runs in one compiled program of `steps_per_call` slots, whatever its length.
+  """
+  slots = exp.config.steps_per_call
   if exp.on_device:
     train_data = pipeline.to_device(exp.dataset.train)
     chunk_fn = jax.jit(
         functools.partial(train_chunk_on_device, loss_fn=exp.loss,
-                          batch_size=exp.config.batch_size),
-        static_argnames="num_steps", donate_argnums=0,
+                          batch_size=exp.config.batch_size, num_steps=slots),
+        donate_argnums=0,
     )
-    run_chunk = lambda state, start, n: chunk_fn(state, keys, train_data, num_steps=n)
+    run_chunk = lambda state, start, n: chunk_fn(state, keys, train_data, np.int32(n))
     return run_chunk, lambda start, n: None, lambda: None
-  host = pipeline.HostBatches(exp.dataset.train, exp.config.batch_size, keys.data)
+  host = pipeline.HostBatches(exp.dataset.train, exp.config.batch_size, keys.data, slots)
   batch_fn = jax.jit(functools.partial(train_chunk_on_batches, loss_fn=exp.loss),
                      donate_argnums=0)
-  run_chunk = lambda state, start, n: batch_fn(state, keys, host.get(start, n))
+  run_chunk = lambda state, start, n: batch_fn(state, keys, host.get(start, n), np.int32(n))
   return run_chunk, host.prefetch, host.close
 
 
@@ -235,11 +245,13 @@ class _Boundaries:
     self.log_every = c.log_every_steps
     self.eval_every = c.eval_every_steps
     self.ckpt_every = c.checkpoint.every_steps or None
+    self.diag_steps = sorted(set().union(*(d.schedule.steps for d in exp.diagnostics)))
 
   def chunk_length(self, step: int) -> int:
     ends = [step + self.steps_per_call, _next_multiple(step, self.eval_every), self.num_steps]
     if self.ckpt_every:
       ends.append(_next_multiple(step, self.ckpt_every))
+    ends.extend(s for s in self.diag_steps[bisect.bisect_right(self.diag_steps, step):][:1])
     return min(ends) - step
 
   def is_log_step(self, step: int) -> bool:

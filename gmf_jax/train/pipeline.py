@@ -35,8 +35,9 @@ def padded_eval_data(split: Split, batch_size: int) -> tuple[dict[str, jax.Array
 class HostBatches:
   """Stacked batches for chunks of steps, read from the host with one chunk of prefetch."""
 
-  def __init__(self, split: Split, batch_size: int, data_key: jax.Array):
+  def __init__(self, split: Split, batch_size: int, data_key: jax.Array, slots: int):
     self.split = split
+    self.slots = slots  # batches are padded to this many steps (one compiled chunk)
     self.batch_size = batch_size
     self.steps_per_epoch = len(split) // batch_size
     self._data_key = data_key
@@ -60,7 +61,14 @@ class HostBatches:
       b = position * self.batch_size
       indices.append(self._permutation(epoch)[b : b + self.batch_size])
     flat = self.split.get(np.concatenate(indices))
-    return {k: v.reshape((num_steps, self.batch_size, *v.shape[1:])) for k, v in flat.items()}
+    pad = self.slots - num_steps
+    return {
+        k: np.concatenate([
+            v.reshape((num_steps, self.batch_size, *v.shape[1:])),
+            np.zeros((pad, self.batch_size, *v.shape[1:]), v.dtype),
+        ])
+        for k, v in flat.items()
+    }
 
   def prefetch(self, start: int, num_steps: int) -> None:
     """Starts reading the batches of steps [start, start + num_steps) in the background."""

@@ -26,11 +26,12 @@ class RunKeys(NamedTuple):
   train: jax.Array
   data: jax.Array
   eval: jax.Array
+  diag: jax.Array
 
 
 def make_keys(seed: int) -> RunKeys:
   root = jax.random.PRNGKey(seed)
-  return RunKeys(*(jax.random.fold_in(root, i) for i in range(4)))
+  return RunKeys(*(jax.random.fold_in(root, i) for i in range(5)))
 
 
 def train_step(
@@ -61,21 +62,42 @@ def epoch_permutation(data_key: jax.Array, epoch: jax.Array, num_examples: int) 
   return jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
 
 
-def train_chunk_on_device(state: TrainState, keys: RunKeys, data: Batch, *, loss_fn,
-                          batch_size: int, num_steps: int) -> tuple[TrainState, Metrics]:
-  """`num_steps` steps over a dataset held on the device, fused with `lax.scan`.
+def _masked_scan(step_fn, carry, xs, length: int, num_active: jax.Array):
+  """`lax.scan` of `step_fn` over `length` slots, stepping only the first `num_active`.
+
+  The chunk length is a traced value, so every chunk length shares one compiled program (chunks
+  end early at evaluation, checkpoint and diagnostic steps). Outputs of idle slots are zeros.
+  """
+
+  def body(carry, inputs):
+    i, x = inputs
+    out_shapes = jax.eval_shape(step_fn, carry, x)[1]
+
+    def idle(carry, x):
+      return carry, jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), out_shapes)
+
+    return jax.lax.cond(i < num_active, step_fn, idle, carry, x)
+
+  return jax.lax.scan(body, carry, (jnp.arange(length), xs))
+
+
+def train_chunk_on_device(state: TrainState, keys: RunKeys, data: Batch, num_active: jax.Array,
+                          *, loss_fn, batch_size: int, num_steps: int
+                          ) -> tuple[TrainState, Metrics]:
+  """Up to `num_steps` steps (the first `num_active`) over a dataset held on the device.
 
   Batches are drawn without replacement from a per-epoch permutation; the last incomplete
   batch of an epoch is dropped. Batch order and step keys depend only on `state.step`, so
   chunk sizes and restarts do not change the result.
 
   Returns:
-    The new state and per-step metrics stacked along a leading axis of length num_steps.
+    The new state and per-step metrics stacked along a leading axis of length num_steps
+    (only the first `num_active` rows are real).
   """
   num_examples = jax.tree_util.tree_leaves(data)[0].shape[0]
   steps_per_epoch = num_examples // batch_size
 
-  def body(carry, _):
+  def step_fn(carry, _):
     state, perm = carry
     step = state.step
     epoch, position = step // steps_per_epoch, step % steps_per_epoch
@@ -90,18 +112,20 @@ def train_chunk_on_device(state: TrainState, keys: RunKeys, data: Batch, *, loss
     return (state, perm), metrics
 
   perm = epoch_permutation(keys.data, state.step // steps_per_epoch, num_examples)
-  (state, _), metrics = jax.lax.scan(body, (state, perm), length=num_steps)
+  (state, _), metrics = _masked_scan(step_fn, (state, perm), None, num_steps, num_active)
   return state, metrics
 
 
-def train_chunk_on_batches(state: TrainState, keys: RunKeys, batches: Batch, *,
-                           loss_fn) -> tuple[TrainState, Metrics]:
-  """Steps over batches streamed from the host, stacked as (num_steps, B, ...)."""
+def train_chunk_on_batches(state: TrainState, keys: RunKeys, batches: Batch,
+                           num_active: jax.Array, *, loss_fn) -> tuple[TrainState, Metrics]:
+  """Steps over batches streamed from the host, stacked as (num_steps, B, ...); the first
+  `num_active` are real."""
 
-  def body(state, batch):
+  def step_fn(state, batch):
     return train_step(state, batch, jax.random.fold_in(keys.train, state.step), loss_fn)
 
-  return jax.lax.scan(body, state, batches)
+  length = jax.tree_util.tree_leaves(batches)[0].shape[0]
+  return _masked_scan(step_fn, state, batches, length, num_active)
 
 
 def evaluate(params: Any, apply_fn, keys: RunKeys, data: Batch, mask: jax.Array, *,

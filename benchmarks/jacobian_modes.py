@@ -1,0 +1,121 @@
+"""Per-example Jacobians: the mode `gmf_jax.diagnostics.linalg.jacobian` picks vs the other one.
+
+For the VAE of the default job (MLPVAE on 8x8x1 digits, latent 8, hidden (256, 128)) and an
+MNIST-size one (28x28x1, latent 16), times the per-example Jacobians of
+  decoder  z -> x      (tall: D_in < D_out, auto picks forward mode, the wrong one is reverse)
+  encoder  x -> mean   (wide: D_in > D_out, auto picks reverse mode, the wrong one is forward)
+on a probe batch of latents / images. Each is jitted with the parameters as an argument (as a
+diagnostic during training would be); compilation is excluded, then each call is timed
+(blocking on the result), alternating the two modes, and the median is reported.
+
+Acceptance: on the default job's decoder, auto is at least 10x faster than the wrong mode.
+
+    python benchmarks/jacobian_modes.py [--batch 256] [--repeats 15] [--inner 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gmf_jax.diagnostics.linalg import choose_mode, jacobian
+from gmf_jax.models import MLPVAE
+
+MIN_SPEEDUP = 10.0  # acceptance for the default job's decoder
+SEED = 0
+
+Variables = Any
+
+
+def jacobian_fn(model: MLPVAE, method: str, mode: str) -> Callable[[Variables, jax.Array],
+                                                                   jax.Array]:
+  """A jitted (variables, probes) -> (B, D_out, D_in) Jacobian of one of the model's maps."""
+
+  def run(variables: Variables, probes: jax.Array) -> jax.Array:
+    if method == "decode":
+      fn = lambda z: model.apply(variables, z[None], method="decode")[0]  # (L,) -> data_shape
+    else:
+      fn = lambda x: model.apply(variables, x[None], method="encode")[0][0]  # data -> (L,) mean
+    return jacobian(fn, probes, mode=mode)
+
+  return jax.jit(run)
+
+
+def median_ms(fn: Callable[[], jax.Array], inner: int) -> float:
+  """One timing: `inner` blocking calls, in ms per call."""
+  start = time.perf_counter()
+  for _ in range(inner):
+    jax.block_until_ready(fn())
+  return 1e3 * (time.perf_counter() - start) / inner
+
+
+def bench(name: str, model: MLPVAE, method: str, probes: jax.Array, variables: Variables,
+          repeats: int, inner: int) -> float:
+  """Times auto vs the wrong mode for one map; prints a row and returns the speedup."""
+  fns = {"auto": jacobian_fn(model, method, "auto")}
+  d_in = math.prod(probes.shape[1:])
+  d_out = model.latent_dim if method == "encode" else math.prod(model.data_shape)
+  auto = choose_mode(d_in, d_out)
+  wrong = "rev" if auto == "fwd" else "fwd"
+  fns["wrong"] = jacobian_fn(model, method, wrong)
+  results = {}
+  for key, fn in fns.items():  # compile, and check both modes give the same matrices
+    results[key] = np.asarray(jax.block_until_ready(fn(variables, probes)))
+  assert results["auto"].shape == (probes.shape[0], d_out, d_in), results["auto"].shape
+  err = np.max(np.abs(results["auto"] - results["wrong"])) / np.max(np.abs(results["auto"]))
+  times: dict[str, list[float]] = {"auto": [], "wrong": []}
+  for _ in range(repeats):
+    for key, fn in fns.items():  # alternate, so drift hits both alike
+      times[key].append(median_ms(lambda fn=fn: fn(variables, probes), inner))
+  t_auto, t_wrong = statistics.median(times["auto"]), statistics.median(times["wrong"])
+  ratio = t_wrong / t_auto
+  print(f"{name:<22} {method:<7} {d_in:>4} -> {d_out:<4} auto={auto:<3} {t_auto:9.3f} ms   "
+        f"wrong={wrong:<3} {t_wrong:9.3f} ms   wrong/auto {ratio:6.2f}x   "
+        f"max rel diff {err:.1e}")
+  return ratio
+
+
+def make_vae(data_shape: tuple[int, ...], latent_dim: int) -> tuple[MLPVAE, Variables]:
+  model = MLPVAE(data_shape=data_shape, latent_dim=latent_dim, hidden=(256, 128))
+  k, k2 = jax.random.split(jax.random.PRNGKey(SEED))
+  variables = model.init({"params": k, "sample": k2}, jnp.zeros((1, *data_shape)))
+  return model, variables
+
+
+def main(argv: list[str]) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batch", type=int, default=256, help="probe batch size")
+  parser.add_argument("--repeats", type=int, default=15, help="timings per mode (median)")
+  parser.add_argument("--inner", type=int, default=5, help="calls per timing")
+  args = parser.parse_args(argv)
+  print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({platform.processor() or '?'}, "
+        f"{jax.device_count()} device); batch {args.batch}, median of {args.repeats} x "
+        f"{args.inner} calls, compile excluded")
+  rng = np.random.default_rng(SEED)
+  ratios = {}
+  for name, data_shape, latent in [("default (8x8x1, L=8)", (8, 8, 1), 8),
+                                   ("mnist (28x28x1, L=16)", (28, 28, 1), 16)]:
+    model, variables = make_vae(data_shape, latent)
+    z = jnp.asarray(rng.normal(size=(args.batch, latent)), jnp.float32)  # (B, L)
+    x = jnp.asarray(rng.uniform(size=(args.batch, *data_shape)), jnp.float32)  # (B, *data)
+    ratios[name, "decode"] = bench(name, model, "decode", z, variables, args.repeats, args.inner)
+    ratios[name, "encode"] = bench(name, model, "encode", x, variables, args.repeats, args.inner)
+  ratio = ratios["default (8x8x1, L=8)", "decode"]
+  verdict = "PASS" if ratio >= MIN_SPEEDUP else "FAIL"
+  print(f"{verdict}: default-job decoder, auto (fwd) is {ratio:.2f}x faster than rev "
+        f"(acceptance >= {MIN_SPEEDUP:.0f}x)")
+  return 0 if verdict == "PASS" else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,127 @@
+"""Backfill: run diagnostics later on the saved checkpoints of a run.
+
+    python -m gmf_jax.diagnose --workdir=runs/<run> --diagnostics=jacobian,hessian [--steps=all]
+
+writes the same files and `diag/<name>/<key>` rows of metrics.csv as if the diagnostics had run
+during training at those steps (same probe, same random keys). `--steps` is `all` (every kept
+checkpoint, the default), `latest`, or a comma-separated list of steps. wandb is not touched: a
+wandb run cannot take rows at steps it has passed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import ml_collections
+
+from gmf_jax.errors import ConfigError
+from gmf_jax.runlog.files import read_json
+
+
+def diagnose(workdir: str, names: list[str] | None = None,
+             steps: str | list[int] = "all") -> dict[int, list[str]]:
+  """Runs diagnostics on a finished (or stopped) run's checkpoints.
+
+  Args:
+    workdir: the run folder.
+    names: diagnostics to run (the run's own config entries where it has them, else defaults);
+      None runs every diagnostic in the run's config.
+    steps: 'all', 'latest' or a list of checkpoint steps.
+
+  Returns:
+    The diagnostics run at each step.
+  """
+  from gmf_jax.diagnostics import DIAGNOSTICS, runner
+  from gmf_jax.runlog.checkpoint import Checkpointer
+  from gmf_jax.runlog.writers import CsvWriter
+  from gmf_jax.train.build import build_experiment, init_state
+  from gmf_jax.train.step import make_keys
+
+  config_path = os.path.join(workdir, "config.json")
+  if not os.path.exists(config_path):
+    raise ConfigError(f"--workdir={workdir} holds no config.json: not a gmf_jax run.")
+  saved = read_json(config_path)
+  entries = saved.get("diagnostics", {})
+  if names:
+    for name in names:
+      if name not in entries and name not in DIAGNOSTICS:
+        raise ConfigError(
+            f"--diagnostics: {name!r} is neither in this run's config nor built in; built-ins: "
+            f"{', '.join(sorted(DIAGNOSTICS))}.")
+    entries = {name: entries.get(name, {}) for name in names}
+  if not entries:
+    raise ConfigError("no diagnostics to run: pass --diagnostics=name,name "
+                      f"(built-ins: {', '.join(sorted(DIAGNOSTICS))}).")
+  saved["diagnostics"] = entries
+  config = ml_collections.ConfigDict(saved)
+  exp = build_experiment(config)
+  checkpointer = Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep,
+                              async_save=False)
+  try:
+    available = checkpointer.steps()
+    chosen = _choose_steps(steps, available, workdir)
+    keys = make_keys(config.seed)
+    like = init_state(exp, keys)
+    probe = runner.probe_batch(exp, config.probe_size)
+    writer = CsvWriter(os.path.join(workdir, "metrics.csv"))
+    done = {}
+    try:
+      for step in chosen:
+        state, _ = checkpointer.restore(step, like)
+        runner.run_due(list(exp.diagnostics), step, state, probe, keys.diag, workdir, writer,
+                       force=True)
+        done[step] = [d.name for d in exp.diagnostics]
+    finally:
+      writer.close()
+  finally:
+    checkpointer.close()
+  return done
+
+
+def _choose_steps(steps, available: list[int], workdir: str) -> list[int]:
+  if not available:
+    raise ConfigError(f"--workdir={workdir} has no checkpoints to run diagnostics on.")
+  if steps == "all":
+    return available
+  if steps == "latest":
+    return available[-1:]
+  missing = [s for s in steps if s not in available]
+  if missing:
+    raise ConfigError(f"--steps: no checkpoint at {missing}; saved steps: {available}.")
+  return list(steps)
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  workdir, names, steps = None, None, "all"
+  try:
+    for arg in argv:
+      key, _, value = arg.partition("=")
+      if key == "--workdir":
+        workdir = value
+      elif key == "--diagnostics":
+        names = [n for n in value.split(",") if n]
+      elif key == "--steps":
+        steps = value if value in ("all", "latest") else [int(s) for s in value.split(",")]
+      elif key in ("-h", "--help"):
+        print(__doc__)
+        return 0
+      else:
+        raise ConfigError(f"unknown argument {arg!r}; see --help.")
+    if not workdir:
+      raise ConfigError("--workdir=runs/<run> is required.")
+    done = diagnose(workdir, names, steps)
+  except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  except ValueError as e:
+    print(f"error: --steps: {e}", file=sys.stderr)
+    return 2
+  for step, ran in done.items():
+    print(f"step {step}: {', '.join(ran)}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,165 @@
+"""Diagnostics of generative models: reconstructions, prior samples, latent space, traversals."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gmf_jax.diagnostics import figures
+from gmf_jax.diagnostics.base import DiagnosticResult, to_host
+from gmf_jax.diagnostics.requirements import (
+    latent_dim,
+    require_images,
+    require_latent,
+)
+from gmf_jax.errors import ConfigError
+
+
+def _output_mean(exp):
+  """Decoder output -> the mean of p(x | z): sigmoid of Bernoulli logits, else as is."""
+  likelihood = getattr(exp.loss, "likelihood", "gaussian")
+  return jax.nn.sigmoid if likelihood == "bernoulli" else (lambda y: y)
+
+
+def _encode_mean(apply_fn, params, x, kind):
+  encoded = apply_fn({"params": params}, x, method="encode")
+  return encoded[0] if kind == "vae" else encoded  # (B, L)
+
+
+def make_reconstructions(exp, num: int = 16):
+  """Probe inputs beside their reconstructions decode(encode_mean(x)); scalar: mean squared
+  error per example (sum over pixels)."""
+  kind = require_latent(exp, "reconstructions")
+  mean_of = _output_mean(exp)
+
+  @jax.jit
+  def compute(params, x):
+    z = _encode_mean(exp.model.apply, params, x, kind)
+    recon = mean_of(exp.model.apply({"params": params}, z, method="decode"))  # like x
+    mse = jnp.sum(jnp.square(recon - x).reshape((x.shape[0], -1)), -1)  # (B,)
+    return recon, mse
+
+  def run(state, probe, rng):
+    x = probe["x"]
+    recon, mse = to_host(compute(state.params, x))
+    inputs = np.asarray(x[:num])
+    result = DiagnosticResult(scalars={"mse": float(mse.mean())},
+                              arrays={"inputs": inputs, "reconstructions": recon[:num]})
+    if exp.dataset.kind == "image":
+      result.figures["grid"] = figures.image_grid(
+          [np.asarray(x[:num]), recon[:num]], ["input", "reconstruction"], "reconstructions")
+    return result
+
+  return run
+
+
+def make_samples(exp, num: int = 16, temperature: float = 1.0):
+  """Decoded samples from the prior z ~ N(0, temperature^2 I), for VAEs."""
+  require_latent(exp, "samples", kinds=("vae",))
+  dim = latent_dim(exp)
+  mean_of = _output_mean(exp)
+
+  @jax.jit
+  def compute(params, rng):
+    z = temperature * jax.random.normal(rng, (num, dim))
+    return mean_of(exp.model.apply({"params": params}, z, method="decode"))
+
+  def run(state, probe, rng):
+    samples = to_host(compute(state.params, rng))
+    result = DiagnosticResult(arrays={"samples": samples})
+    if exp.dataset.kind == "image":
+      per_row = int(np.ceil(np.sqrt(num)))
+      rows = [samples[i:i + per_row] for i in range(0, num, per_row)]
+      result.figures["grid"] = figures.image_grid(rows, [""] * len(rows), "samples from the prior")
+    return result
+
+  return run
+
+
+def _pca(z: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Projection of z (N, L) on its top-k principal axes; also the axes and explained variance."""
+  centred = z - z.mean(0)
+  _, s, vt = np.linalg.svd(centred, full_matrices=False)
+  explained = s**2 / max(np.sum(s**2), 1e-12)
+  return centred @ vt[:k].T, vt[:k], explained[:k]
+
+
+def make_latent_space(exp):
+  """Encoder means of the probe set, scattered and coloured by label (PCA above 2-D).
+
+  Scalars: the mean posterior variance (VAEs), the number of active latent dimensions (variance
+  of the mean across the probe > 0.01, Burda et al. 2016) and the share of variance in the top 2
+  principal axes.
+  """
+  kind = require_latent(exp, "latent_space")
+
+  @jax.jit
+  def compute(params, x):
+    encoded = exp.model.apply({"params": params}, x, method="encode")
+    if kind == "vae":
+      return encoded[0], jnp.exp(encoded[1])
+    return encoded, jnp.zeros_like(encoded)
+
+  def run(state, probe, rng):
+    mean, var = to_host(compute(state.params, probe["x"]))  # (P, L) each
+    labels = np.asarray(probe["y"])
+    if mean.shape[1] <= 2:
+      coords, explained = mean, np.ones(1)
+    else:
+      coords, _, explained = _pca(mean)
+    active = int(np.sum(mean.var(0) > 0.01))
+    scalars = {"active_dims": float(active), "pca2_explained": float(explained[:2].sum())}
+    if kind == "vae":
+      scalars["mean_posterior_var"] = float(var.mean())
+    fig = figures.new_figure(4.6, 4.0)
+    ax = fig.add_subplot()
+    ys = coords[:, 1] if coords.shape[1] > 1 else np.zeros(len(coords))
+    points = ax.scatter(coords[:, 0], ys, c=labels, cmap="tab10", s=9, alpha=0.8)
+    fig.colorbar(points, ax=ax, label="label")
+    axis = "z" if mean.shape[1] <= 2 else "PC"
+    ax.set_xlabel(f"{axis}1")
+    ax.set_ylabel(f"{axis}2")
+    ax.set_title(f"latent means ({mean.shape[1]}-D)")
+    return DiagnosticResult(scalars=scalars, arrays={"means": mean, "variances": var,
+                                                     "labels": labels, "coords": coords},
+                            figures={"scatter": fig})
+
+  return run
+
+
+def make_latent_traversal(exp, num_dims: int = 8, num_values: int = 9, span: float = 3.0):
+  """Decodes z moving along one latent axis at a time from -span to +span, the others at 0.
+
+  The axes with the largest variance of the probe's encoder means come first.
+  """
+  kind = require_latent(exp, "latent_traversal")
+  require_images(exp, "latent_traversal")
+  dim = latent_dim(exp)
+  if num_dims < 1 or num_values < 2:
+    raise ConfigError("diagnostics.latent_traversal needs num_dims >= 1 and num_values >= 2.")
+  num_dims = min(num_dims, dim)
+  values = jnp.linspace(-span, span, num_values)
+  mean_of = _output_mean(exp)
+
+  @functools.partial(jax.jit, static_argnums=())
+  def compute(params, x):
+    z = _encode_mean(exp.model.apply, params, x, kind)  # (P, L)
+    order = jnp.argsort(-jnp.var(z, axis=0))[:num_dims]  # (K,)
+    base = jnp.zeros((num_dims, num_values, dim))
+    grid = base.at[jnp.arange(num_dims)[:, None], jnp.arange(num_values)[None, :],
+                   order[:, None]].set(values[None, :])  # (K, V, L)
+    images = mean_of(exp.model.apply({"params": params}, grid.reshape((-1, dim)),
+                                     method="decode"))
+    return order, images.reshape((num_dims, num_values, *images.shape[1:]))
+
+  def run(state, probe, rng):
+    order, images = to_host(compute(state.params, probe["x"]))
+    fig = figures.image_grid(list(images), [f"z{int(i)}" for i in order],
+                             f"latent traversals, {-span:g} to {span:g}")
+    return DiagnosticResult(arrays={"dims": order, "values": np.asarray(values),
+                                    "images": images}, figures={"grid": fig})
+
+  return run

@@ -1,0 +1,103 @@
+"""Jacobians of the network's maps and the curvature of the loss (see linalg.py for the math)."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from gmf_jax.diagnostics import figures, linalg
+from gmf_jax.diagnostics.base import DiagnosticResult, to_host
+from gmf_jax.diagnostics.requirements import latent_kind
+from gmf_jax.errors import ConfigError
+
+JACOBIAN_OF = ("auto", "decoder", "encoder", "model")
+
+
+def make_jacobian(exp, of: str = "auto", mode: str = "auto", num: int = 64):
+  """Per-example Jacobians of a map at the probe points, and their singular-value statistics.
+
+  Args:
+    of: 'decoder' (z -> x, at the encoder means of the probe), 'encoder' (x -> mean of z),
+      'model' (x -> the model's output, e.g. logits), or 'auto' (decoder when there is one).
+    mode: 'auto' picks forward mode for tall maps (input dim <= output dim), reverse otherwise;
+      'fwd' or 'rev' force one (for comparison).
+    num: how many probe examples.
+  """
+  kind = latent_kind(exp)
+  if of not in JACOBIAN_OF:
+    raise ConfigError(f"diagnostics.jacobian.of={of!r} must be one of {', '.join(JACOBIAN_OF)}.")
+  if of == "auto":
+    of = "decoder" if kind else "model"
+  if of in ("decoder", "encoder") and kind is None:
+    raise ConfigError(f"diagnostics.jacobian.of={of!r} needs a model with encode and decode; "
+                      f"model.name={exp.config.model.name!r} has none (use of='model').")
+  if mode not in ("auto", "fwd", "rev"):
+    raise ConfigError(f"diagnostics.jacobian.mode={mode!r} must be 'auto', 'fwd' or 'rev'.")
+  apply = exp.model.apply
+
+  def encode_mean(params, x):
+    encoded = apply({"params": params}, x, method="encode")
+    return encoded[0] if kind == "vae" else encoded
+
+  def single_map(params):
+    """The map for one example: (in_shape) -> (out_shape)."""
+    if of == "decoder":
+      return lambda z: apply({"params": params}, z[None], method="decode")[0]
+    if of == "encoder":
+      return lambda x: encode_mean(params, x[None])[0]
+    return lambda x: apply({"params": params}, x[None], train=False)[0]
+
+  @jax.jit
+  def compute(params, x):
+    points = encode_mean(params, x) if of == "decoder" else x  # (B, ...)
+    jac = linalg.jacobian(single_map(params), points, mode=mode)  # (B, M, N)
+    return linalg.singular_values(jac), linalg.jacobian_stats(jac)
+
+  def run(state, probe, rng):
+    sv, stats = to_host(compute(state.params, probe["x"][:num]))
+    scalars = {}
+    for key, values in stats.items():
+      finite = values[np.isfinite(values)]
+      scalars[f"mean_{key}"] = float(finite.mean()) if finite.size else float("nan")
+    fig = figures.new_figure(5.0, 3.6)
+    ax = fig.add_subplot()
+    idx = np.arange(1, sv.shape[1] + 1)
+    for row in sv[:32]:
+      ax.plot(idx, row, color="C0", alpha=0.15, linewidth=0.8)
+    ax.plot(idx, np.median(sv, 0), color="C1", linewidth=2, label="median")
+    ax.set_yscale("log")
+    ax.set_xlabel("index")
+    ax.set_ylabel("singular value")
+    ax.set_title(f"Jacobian spectrum of the {of}")
+    ax.legend(fontsize="small")
+    return DiagnosticResult(scalars=scalars, arrays={"singular_values": sv, **stats},
+                            figures={"spectrum": fig})
+
+  return run
+
+
+def make_hessian(exp, k: int = 3, num_iters: int = 30, trace_samples: int = 20,
+                 batch_size: int = 256):
+  """Sharpness of the training loss at the probe batch: the top-k Hessian eigenvalues (Lanczos on
+  Hessian-vector products, no dense Hessian) and the Hessian trace (Hutchinson), with the loss's
+  random draws (latent samples, dropout) fixed per call."""
+  if k < 1 or num_iters < k or trace_samples < 1:
+    raise ConfigError("diagnostics.hessian needs k >= 1, num_iters >= k and trace_samples >= 1.")
+
+  @jax.jit
+  def compute(params, batch, rng):
+    loss_rng, lanczos_rng, trace_rng = jax.random.split(rng, 3)
+    loss_fn = lambda p: exp.loss(p, exp.model.apply, batch, loss_rng, True)[0]
+    top = linalg.top_hessian_eigenvalues(loss_fn, params, lanczos_rng, k=k, num_iters=num_iters)
+    trace, stderr = linalg.hutchinson_trace(loss_fn, params, trace_rng, num_samples=trace_samples)
+    return top, trace, stderr
+
+  def run(state, probe, rng):
+    batch = {key: v[:batch_size] for key, v in probe.items()}
+    top, trace, stderr = to_host(compute(state.params, batch, rng))
+    scalars = {f"eigenvalue_{i + 1}": float(v) for i, v in enumerate(top)}
+    scalars.update(trace=float(trace), trace_stderr=float(stderr))
+    return DiagnosticResult(scalars=scalars, arrays={"top_eigenvalues": top,
+                                                     "trace": np.asarray([trace, stderr])})
+
+  return run

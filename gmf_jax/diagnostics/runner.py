@@ -1,0 +1,62 @@
+"""Running due diagnostics between jitted calls and writing what they return."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import zlib
+
+import jax
+import numpy as np
+
+from gmf_jax.diagnostics import ScheduledDiagnostic
+from gmf_jax.diagnostics.base import DiagnosticResult
+from gmf_jax.diagnostics.figures import save_png
+
+log = logging.getLogger("gmf_jax")
+
+DIAG_DIR = "diagnostics"
+
+
+def probe_batch(exp, size: int) -> dict[str, jax.Array]:
+  """The fixed probe: the first `size` examples of the test split, the same at every call."""
+  split = exp.dataset.test
+  return jax.device_put(dict(split.get(np.arange(min(size, len(split))))))
+
+
+def diagnostic_rng(diag_key: jax.Array, name: str, step: int) -> jax.Array:
+  """A key per (diagnostic, step), so a backfill reproduces what ran during training."""
+  return jax.random.fold_in(jax.random.fold_in(diag_key, zlib.crc32(name.encode()) & 0x7FFFFFFF),
+                            step)
+
+
+def run_due(diagnostics: list[ScheduledDiagnostic], step: int, state, probe, diag_key,
+            workdir: str, writer, image_writer=None, force: bool = False) -> None:
+  """Runs each diagnostic due at `step` (all of them with `force`) and writes its outputs."""
+  for diag in diagnostics:
+    if force or diag.schedule.due(step):
+      result = diag.run(state, probe, diagnostic_rng(diag_key, diag.name, step))
+      write_result(diag.name, step, result, workdir, writer, image_writer)
+
+
+def write_result(name: str, step: int, result: DiagnosticResult, workdir: str, writer,
+                 image_writer=None) -> None:
+  """Scalars -> `diag/<name>/<key>` rows; arrays -> npz; figures -> PNG (and wandb images)."""
+  folder = os.path.join(workdir, DIAG_DIR, name)
+  os.makedirs(folder, exist_ok=True)
+  if result.scalars:
+    writer.write(step, {f"diag/{name}/{k}": float(v) for k, v in result.scalars.items()})
+  if result.arrays:
+    path = os.path.join(folder, f"step_{step}.npz")
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in result.arrays.items()})
+    with open(f"{path}.tmp", "wb") as f:
+      f.write(buffer.getvalue())
+    os.replace(f"{path}.tmp", path)
+  images = {}
+  for fig_name, fig in result.figures.items():
+    images[f"diag/{name}/{fig_name}"] = save_png(
+        fig, os.path.join(folder, f"step_{step}_{fig_name}.png"))
+  if images and image_writer is not None:
+    image_writer.write_images(step, images)
