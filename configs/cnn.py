@@ -26,11 +26,14 @@ def get_config(arg=None):
   c.schedule.name = "warmup_cosine"
   c.schedule.warmup_steps = 100
 
+  c.diagnostics.confusion_matrix = dict(schedule="end")
+
   for variant in filter(None, (arg or "").split(",")):
     if variant == "smoke":
       c.num_steps, c.steps_per_call, c.log_every_steps, c.eval_every_steps = 30, 10, 10, 15
       c.schedule.warmup_steps = 5
       c.progress_bar = False
+      c.diagnostics = c.diagnostics.__class__()
     else:
       raise ValueError(f"unknown variant {variant!r}; choose from smoke")
   return c

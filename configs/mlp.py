@@ -28,10 +28,14 @@ def get_config(arg=None):
   c.optimizer.weight_decay = 1e-4  # L2 on the weight matrices
   c.schedule.name = "cosine"
 
+  c.diagnostics.confusion_matrix = dict(schedule="end")
+  c.diagnostics.weight_stats = dict(every_steps=1000)  # how fast each layer moves
+
   for variant in filter(None, (arg or "").split(",")):
     if variant == "smoke":
       c.num_steps, c.steps_per_call, c.log_every_steps, c.eval_every_steps = 40, 10, 10, 20
       c.progress_bar = False
+      c.diagnostics = c.diagnostics.__class__()
     elif variant == "moons":
       c.name = "mlp_moons"
       c.data = c.data.__class__({**c.data.to_dict(), "name": "moons", "noise": 0.1})

@@ -38,11 +38,19 @@ def get_config(arg=None):
   c.schedule.warmup_steps = 200
   c.schedule.end_value = 0.1  # the final learning rate, as a fraction of the peak
 
+  # Looks inside the trained model at the end (cheap); see README for every diagnostic, and
+  # `python -m gmf_jax.diagnose` to run more on the saved checkpoints afterwards.
+  c.diagnostics.reconstructions = dict(schedule="end", num=16)
+  c.diagnostics.samples = dict(schedule="end", num=16)
+  c.diagnostics.latent_space = dict(schedule="end")
+  c.diagnostics.jacobian = dict(schedule="end", of="decoder", num=64)
+
   for variant in filter(None, (arg or "").split(",")):
     if variant == "smoke":
       c.num_steps, c.steps_per_call, c.log_every_steps, c.eval_every_steps = 40, 10, 10, 20
       c.schedule.warmup_steps = 5
       c.progress_bar = False
+      c.diagnostics = c.diagnostics.__class__()  # tests of diagnostics choose their own
     elif variant == "conv":
       c.name = "conv_vae"
       c.model = c.model.__class__({"name": "conv_vae", "latent_dim": 8, "features": (32, 64),

@@ -18,25 +18,32 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def image_grid(rows: list[np.ndarray], row_labels: list[str], title: str) -> Figure:
-  """Rows of images side by side; each row is (N, H, W, C) with values in [0, 1]."""
+  """Rows of images as one mosaic; each row is (N, H, W, C) with values in [0, 1].
+
+  One `imshow` of a tiled array, not one axes per image: drawing stays fast for large grids.
+  """
   num_cols = max(len(r) for r in rows)
-  fig = new_figure(0.9 * num_cols + 0.8, 0.95 * len(rows) + 0.4)
-  axes = fig.subplots(len(rows), num_cols, squeeze=False)
-  for r, (images, label) in enumerate(zip(rows, row_labels, strict=True)):
-    for c in range(num_cols):
-      ax = axes[r][c]
-      ax.set_xticks([])
-      ax.set_yticks([])
-      for spine in ax.spines.values():
-        spine.set_visible(False)
-      if c < len(images):
-        image = np.clip(images[c], 0.0, 1.0)
-        if image.shape[-1] == 1:
-          ax.imshow(image[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
-        else:
-          ax.imshow(image)
-    axes[r][0].set_ylabel(label, fontsize="small")
-  fig.suptitle(title, fontsize="medium")
+  height, width, channels = rows[0].shape[1:]
+  pad = max(1, height // 8)
+  mosaic = np.ones((len(rows) * (height + pad) - pad, num_cols * (width + pad) - pad, channels))
+  for r, images in enumerate(rows):
+    for c, image in enumerate(images):
+      y, x = r * (height + pad), c * (width + pad)
+      mosaic[y:y + height, x:x + width] = np.clip(image, 0.0, 1.0)
+  scale = 0.9 / max(height, width) * max(8, min(height, width))  # inches per image, about
+  fig = new_figure(scale * num_cols + 0.9, scale * len(rows) + 0.5)
+  ax = fig.add_subplot()
+  if channels == 1:
+    ax.imshow(mosaic[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+  else:
+    ax.imshow(mosaic, interpolation="nearest")
+  ax.set_xticks([])
+  ax.set_yticks([(height + pad) * r + height / 2 for r in range(len(rows))])
+  ax.set_yticklabels(row_labels, fontsize="small")
+  ax.tick_params(length=0)
+  for spine in ax.spines.values():
+    spine.set_visible(False)
+  ax.set_title(title, fontsize="medium")
   return fig
 
 

@@ -62,9 +62,10 @@ def make_jacobian(exp, of: str = "auto", mode: str = "auto", num: int = 64):
     fig = figures.new_figure(5.0, 3.6)
     ax = fig.add_subplot()
     idx = np.arange(1, sv.shape[1] + 1)
-    for row in sv[:32]:
-      ax.plot(idx, row, color="C0", alpha=0.15, linewidth=0.8)
-    ax.plot(idx, np.median(sv, 0), color="C1", linewidth=2, label="median")
+    low, mid, high = np.percentile(sv, [10, 50, 90], axis=0)
+    ax.fill_between(idx, np.maximum(low, 1e-12), np.maximum(high, 1e-12), color="C0", alpha=0.25,
+                    label="10-90% of examples")
+    ax.plot(idx, np.maximum(mid, 1e-12), color="C0", marker="o", markersize=3, label="median")
     ax.set_yscale("log")
     ax.set_xlabel("index")
     ax.set_ylabel("singular value")

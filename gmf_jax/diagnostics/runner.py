@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import logging
 import os
+import threading
+import time
 import zlib
 
 import jax
@@ -32,12 +34,42 @@ def diagnostic_rng(diag_key: jax.Array, name: str, step: int) -> jax.Array:
 
 
 def run_due(diagnostics: list[ScheduledDiagnostic], step: int, state, probe, diag_key,
-            workdir: str, writer, image_writer=None, force: bool = False) -> None:
-  """Runs each diagnostic due at `step` (all of them with `force`) and writes its outputs."""
+            workdir: str, writer, image_writer=None, force: bool = False) -> dict[str, float]:
+  """Runs each diagnostic due at `step` (all of them with `force`) and writes its outputs.
+
+  Returns:
+    Seconds spent per diagnostic run, outputs included.
+  """
+  seconds = {}
   for diag in diagnostics:
     if force or diag.schedule.due(step):
+      start = time.perf_counter()
       result = diag.run(state, probe, diagnostic_rng(diag_key, diag.name, step))
       write_result(diag.name, step, result, workdir, writer, image_writer)
+      seconds[diag.name] = time.perf_counter() - start
+  return seconds
+
+
+def warm_up(diagnostics: list[ScheduledDiagnostic], state, probe, diag_key) -> threading.Thread:
+  """Runs each diagnostic once, results discarded, in a background thread.
+
+  Started with the first training call, it compiles the diagnostics' jitted work while the
+  main thread compiles the training chunk (XLA compiles on one core; this machine has more),
+  so a diagnostic's first scheduled run costs no compilation. `state` must not be donated
+  later (pass a copy).
+  """
+
+  def work():
+    for diag in diagnostics:
+      try:
+        result = diag.run(state, probe, diagnostic_rng(diag_key, diag.name, 0))
+        result.figures.clear()
+      except Exception:  # noqa: BLE001 - the scheduled run will raise it where it is seen
+        log.debug("warm-up of diagnostic %s failed", diag.name, exc_info=True)
+
+  thread = threading.Thread(target=work, name="gmf_jax-diagnostics-warm-up", daemon=True)
+  thread.start()
+  return thread
 
 
 def write_result(name: str, step: int, result: DiagnosticResult, workdir: str, writer,

@@ -160,7 +160,12 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
       batch_size=min(config.eval_batch_size, len(exp.dataset.test)),
   ))
   lr_fn = jax.jit(jax.vmap(exp.schedule))  # one call per chunk for all its log steps
-  probe = runner.probe_batch(exp, config.probe_size) if exp.diagnostics else None
+  probe, warm_up = None, None
+  if exp.diagnostics:
+    probe = runner.probe_batch(exp, config.probe_size)
+    state_copy = jax.tree_util.tree_map(jax.numpy.copy, state)  # `state` will be donated
+    warm_up = runner.warm_up(list(exp.diagnostics), state_copy, probe, keys.diag)
+  diag_seconds: dict[str, float] = {}
   boundaries = _Boundaries(exp)
   nonfinite = _NonFiniteCheck(config.on_nonfinite, config.max_consecutive_nonfinite)
   progress = Progress(exp.num_steps, enabled=config.progress_bar, initial=step)
@@ -200,8 +205,10 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
         if improved:
           checkpointer.save(step, state, {"window": window.state_dict()}, best=True)
       if exp.diagnostics:
-        runner.run_due(list(exp.diagnostics), step, state, probe, keys.diag, folder_path,
-                       writer, image_writer)
+        warm_up.join()
+        for name, sec in runner.run_due(list(exp.diagnostics), step, state, probe, keys.diag,
+                                        folder_path, writer, image_writer).items():
+          diag_seconds[name] = diag_seconds.get(name, 0.0) + sec
       if boundaries.is_checkpoint_step(step) or guard.signum is not None:
         checkpointer.save(step, state, {"window": window.state_dict()})
       if guard.signum is not None:
@@ -209,7 +216,8 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
   finally:
     progress.close()
     close_feed()
-    summary.info.update(timer.as_dict(), loop_sec=time.perf_counter() - loop_start)
+    summary.info.update(timer.as_dict(), loop_sec=time.perf_counter() - loop_start,
+                        diagnostics_sec=diag_seconds)
   return state
 
 
