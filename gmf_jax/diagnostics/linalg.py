@@ -155,9 +155,12 @@ def _flat_hvp(
   """The flattened parameters (P,), their unravel, and a flat v -> H v linearized once.
 
   `jax.linearize` runs the gradient's forward pass once, so each later product costs only the
-  linear (JVP) part, which matters when Lanczos or Hutchinson call it tens of times.
+  linear (JVP) part, which matters when Lanczos or Hutchinson call it tens of times. The flat
+  vector is at least float32 (unravel casts back to each leaf's dtype), so half-precision
+  parameters don't make the Lanczos recurrence or the probe averages half precision too.
   """
   flat, unravel = ravel_pytree(params)  # (P,)
+  flat = flat.astype(jnp.promote_types(flat.dtype, jnp.float32))
   _, matvec = jax.linearize(jax.grad(lambda f: loss_fn(unravel(f))), flat)
   return flat, unravel, matvec
 
@@ -214,6 +217,7 @@ def lanczos_tridiagonal(
     def fresh(_):
       return _normalize(orthogonalize(jnp.roll(restart, i), basis))  # (P,)
 
+    # The guard matters under vmap, where cond runs both branches and selects.
     v_next = lax.cond(broke, fresh, lambda _: w / jnp.where(broke, 1.0, beta), None)
     basis = basis.at[i + 1].set(v_next, mode="drop")  # the last step's v_next is not needed
     alphas = alphas.at[i].set(alpha)
