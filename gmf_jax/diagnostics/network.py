@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmf_jax.diagnostics.base import DiagnosticResult, to_host
-from gmf_jax.train.losses import _rngs
+from gmf_jax.train.losses import model_rngs
 
 
 def _path_name(path) -> str:
@@ -73,7 +73,7 @@ def make_activation_stats(exp):
 
   @jax.jit
   def compute(params, x, rng):
-    _, captured = exp.model.apply({"params": params}, x, train=False, rngs=_rngs(rng),
+    _, captured = exp.model.apply({"params": params}, x, train=False, rngs=model_rngs(rng),
                                   capture_intermediates=_is_layer, mutable=["intermediates"])
     stats = {}
     for path, out in jax.tree_util.tree_flatten_with_path(captured["intermediates"])[0]:

@@ -23,7 +23,8 @@ from gmf_jax.registry import checked_kwargs, resolve
 LIKELIHOODS = ("bernoulli", "gaussian")
 
 
-def _rngs(rng: jax.Array) -> dict[str, jax.Array]:
+def model_rngs(rng: jax.Array) -> dict[str, jax.Array]:
+  """The rng streams models use: `sample` (latent draws) and `dropout`."""
   sample, dropout = jax.random.split(rng)
   return {"sample": sample, "dropout": dropout}
 
@@ -60,13 +61,13 @@ class CrossEntropy:
     return {"loss": loss, "accuracy": correct}
 
   def __call__(self, params, apply_fn, batch, rng, train=True):
-    logits = apply_fn({"params": params}, batch["x"], train=train, rngs=_rngs(rng))
+    logits = apply_fn({"params": params}, batch["x"], train=train, rngs=model_rngs(rng))
     per = self._per_example(logits, batch["y"])
     loss = per["loss"].mean()
     return loss, {"accuracy": per["accuracy"].mean()}
 
   def per_example(self, params, apply_fn, batch, rng):
-    logits = apply_fn({"params": params}, batch["x"], train=False, rngs=_rngs(rng))
+    logits = apply_fn({"params": params}, batch["x"], train=False, rngs=model_rngs(rng))
     return self._per_example(logits, batch["y"])
 
   def check_output(self, output, example_shape, num_classes) -> str | None:
@@ -93,7 +94,8 @@ class ELBO:
     _check_likelihood(self.likelihood)
 
   def _terms(self, params, apply_fn, batch, rng, train):
-    recon, mean, logvar = apply_fn({"params": params}, batch["x"], train=train, rngs=_rngs(rng))
+    recon, mean, logvar = apply_fn({"params": params}, batch["x"], train=train,
+                                   rngs=model_rngs(rng))
     nll = _neg_log_likelihood(self.likelihood, recon, batch["x"], self.obs_sigma)  # (B,)
     kl = 0.5 * jnp.sum(jnp.exp(logvar) + jnp.square(mean) - 1.0 - logvar, axis=-1)  # (B,)
     return nll, kl
@@ -130,7 +132,7 @@ class Reconstruction:
     _check_likelihood(self.likelihood)
 
   def per_example(self, params, apply_fn, batch, rng):
-    recon = apply_fn({"params": params}, batch["x"], train=False, rngs=_rngs(rng))
+    recon = apply_fn({"params": params}, batch["x"], train=False, rngs=model_rngs(rng))
     nll = _neg_log_likelihood(self.likelihood, recon, batch["x"], self.obs_sigma)
     return {"loss": nll, "mse": _sum_over_example(jnp.square(self._mean(recon) - batch["x"]))}
 
@@ -138,7 +140,7 @@ class Reconstruction:
     return jax.nn.sigmoid(recon) if self.likelihood == "bernoulli" else recon
 
   def __call__(self, params, apply_fn, batch, rng, train=True):
-    recon = apply_fn({"params": params}, batch["x"], train=train, rngs=_rngs(rng))
+    recon = apply_fn({"params": params}, batch["x"], train=train, rngs=model_rngs(rng))
     nll = _neg_log_likelihood(self.likelihood, recon, batch["x"], self.obs_sigma)
     return nll.mean(), {}
 
