@@ -43,7 +43,7 @@ def get_config(arg=None):
   c.diagnostics.reconstructions = dict(schedule="end", num=16)
   c.diagnostics.samples = dict(schedule="end", num=16)
   c.diagnostics.latent_space = dict(schedule="end")
-  c.diagnostics.jacobian = dict(schedule="end", of="decoder", num=64)
+  # More, e.g.: c.diagnostics.jacobian = dict(every_steps=2000, of="decoder")
 
   for variant in filter(None, (arg or "").split(",")):
     if variant == "smoke":

@@ -6,6 +6,7 @@ own process and receives real signals.
 
 import csv
 import json
+import logging
 import os
 import random
 import signal
@@ -228,8 +229,12 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path, reference_run, caplog):
       if not name.endswith(".json") and "metadata" not in name:
         with open(os.path.join(root, name), "r+b") as f:
           f.truncate(3)
-  with caplog.at_level("WARNING", logger="gmf_jax"):
+  logger = logging.getLogger("gmf_jax")  # it does not propagate to the root logger
+  logger.addHandler(caplog.handler)
+  try:
     _python_run(tmp_path, "run")  # extended to 120: resumes from 40, not the broken 60
+  finally:
+    logger.removeHandler(caplog.handler)
   assert "checkpoint at step 60 cannot be restored" in caplog.text
   assert tree_equal(_final_params(tmp_path / "run")[1], _final_params(reference_run)[1])
   assert _rows(tmp_path / "run") == _rows(reference_run)

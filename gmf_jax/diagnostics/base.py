@@ -23,7 +23,8 @@ from flax.training.train_state import TrainState
 
 @dataclasses.dataclass
 class DiagnosticResult:
-  """What a diagnostic returns; arrays are host numpy arrays, figures matplotlib Figures."""
+  """What a diagnostic returns: host numpy arrays, and matplotlib Figures or zero-argument
+  callables returning one (drawn only when written, so a warm-up call draws nothing)."""
 
   scalars: dict[str, float] = dataclasses.field(default_factory=dict)
   arrays: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)

@@ -25,19 +25,23 @@ def make_confusion_matrix(exp):
   def run(state, probe, rng):
     matrix = to_host(compute(state.params, probe["x"], probe["y"]))
     accuracy = np.trace(matrix) / max(matrix.sum(), 1)
-    fig = figures.new_figure(4.8, 4.2)
-    ax = fig.add_subplot()
-    image = ax.imshow(matrix, cmap="Blues")
-    fig.colorbar(image, ax=ax)
-    if num_classes <= 20:
-      for (i, j), count in np.ndenumerate(matrix):
-        if count:
-          ax.text(j, i, str(count), ha="center", va="center", fontsize="x-small",
-                  color="white" if count > matrix.max() / 2 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"confusion (probe accuracy {accuracy:.3f})")
+
+    def draw():
+      fig = figures.new_figure(4.8, 4.2)
+      ax = fig.add_subplot()
+      image = ax.imshow(matrix, cmap="Blues")
+      fig.colorbar(image, ax=ax)
+      if num_classes <= 20:
+        for (i, j), count in np.ndenumerate(matrix):
+          if count:
+            ax.text(j, i, str(count), ha="center", va="center", fontsize="x-small",
+                    color="white" if count > matrix.max() / 2 else "black")
+      ax.set_xlabel("predicted")
+      ax.set_ylabel("true")
+      ax.set_title(f"confusion (probe accuracy {accuracy:.3f})")
+      return fig
+
     return DiagnosticResult(scalars={"accuracy": float(accuracy)}, arrays={"matrix": matrix},
-                            figures={"matrix": fig})
+                            figures={"matrix": draw})
 
   return run

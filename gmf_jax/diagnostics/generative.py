@@ -49,8 +49,8 @@ def make_reconstructions(exp, num: int = 16):
     result = DiagnosticResult(scalars={"mse": float(mse.mean())},
                               arrays={"inputs": inputs, "reconstructions": recon[:num]})
     if exp.dataset.kind == "image":
-      result.figures["grid"] = figures.image_grid(
-          [np.asarray(x[:num]), recon[:num]], ["input", "reconstruction"], "reconstructions")
+      result.figures["grid"] = lambda: figures.image_grid(
+          [inputs, recon[:num]], ["input", "reconstruction"], "reconstructions")
     return result
 
   return run
@@ -73,7 +73,8 @@ def make_samples(exp, num: int = 16, temperature: float = 1.0):
     if exp.dataset.kind == "image":
       per_row = int(np.ceil(np.sqrt(num)))
       rows = [samples[i:i + per_row] for i in range(0, num, per_row)]
-      result.figures["grid"] = figures.image_grid(rows, [""] * len(rows), "samples from the prior")
+      result.figures["grid"] = lambda: figures.image_grid(rows, [""] * len(rows),
+                                                          "samples from the prior")
     return result
 
   return run
@@ -114,18 +115,22 @@ def make_latent_space(exp):
     scalars = {"active_dims": float(active), "pca2_explained": float(explained[:2].sum())}
     if kind == "vae":
       scalars["mean_posterior_var"] = float(var.mean())
-    fig = figures.new_figure(4.6, 4.0)
-    ax = fig.add_subplot()
-    ys = coords[:, 1] if coords.shape[1] > 1 else np.zeros(len(coords))
-    points = ax.scatter(coords[:, 0], ys, c=labels, cmap="tab10", s=9, alpha=0.8)
-    fig.colorbar(points, ax=ax, label="label")
-    axis = "z" if mean.shape[1] <= 2 else "PC"
-    ax.set_xlabel(f"{axis}1")
-    ax.set_ylabel(f"{axis}2")
-    ax.set_title(f"latent means ({mean.shape[1]}-D)")
+
+    def draw():
+      fig = figures.new_figure(4.6, 4.0)
+      ax = fig.add_subplot()
+      ys = coords[:, 1] if coords.shape[1] > 1 else np.zeros(len(coords))
+      points = ax.scatter(coords[:, 0], ys, c=labels, cmap="tab10", s=9, alpha=0.8)
+      fig.colorbar(points, ax=ax, label="label")
+      axis = "z" if mean.shape[1] <= 2 else "PC"
+      ax.set_xlabel(f"{axis}1")
+      ax.set_ylabel(f"{axis}2")
+      ax.set_title(f"latent means ({mean.shape[1]}-D)")
+      return fig
+
     return DiagnosticResult(scalars=scalars, arrays={"means": mean, "variances": var,
                                                      "labels": labels, "coords": coords},
-                            figures={"scatter": fig})
+                            figures={"scatter": draw})
 
   return run
 
@@ -157,9 +162,9 @@ def make_latent_traversal(exp, num_dims: int = 8, num_values: int = 9, span: flo
 
   def run(state, probe, rng):
     order, images = to_host(compute(state.params, probe["x"]))
-    fig = figures.image_grid(list(images), [f"z{int(i)}" for i in order],
-                             f"latent traversals, {-span:g} to {span:g}")
+    draw = lambda: figures.image_grid(list(images), [f"z{int(i)}" for i in order],
+                                      f"latent traversals, {-span:g} to {span:g}")
     return DiagnosticResult(arrays={"dims": order, "values": np.asarray(values),
-                                    "images": images}, figures={"grid": fig})
+                                    "images": images}, figures={"grid": draw})
 
   return run

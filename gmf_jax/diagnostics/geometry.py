@@ -59,20 +59,24 @@ def make_jacobian(exp, of: str = "auto", mode: str = "auto", num: int = 64):
     for key, values in stats.items():
       finite = values[np.isfinite(values)]
       scalars[f"mean_{key}"] = float(finite.mean()) if finite.size else float("nan")
-    fig = figures.new_figure(5.0, 3.6)
-    ax = fig.add_subplot()
-    idx = np.arange(1, sv.shape[1] + 1)
-    low, mid, high = np.percentile(sv, [10, 50, 90], axis=0)
-    ax.fill_between(idx, np.maximum(low, 1e-12), np.maximum(high, 1e-12), color="C0", alpha=0.25,
-                    label="10-90% of examples")
-    ax.plot(idx, np.maximum(mid, 1e-12), color="C0", marker="o", markersize=3, label="median")
-    ax.set_yscale("log")
-    ax.set_xlabel("index")
-    ax.set_ylabel("singular value")
-    ax.set_title(f"Jacobian spectrum of the {of}")
-    ax.legend(fontsize="small")
+
+    def draw():
+      fig = figures.new_figure(5.0, 3.6)
+      ax = fig.add_subplot()
+      idx = np.arange(1, sv.shape[1] + 1)
+      low, mid, high = np.percentile(sv, [10, 50, 90], axis=0)
+      ax.fill_between(idx, np.maximum(low, 1e-12), np.maximum(high, 1e-12), color="C0",
+                      alpha=0.25, label="10-90% of examples")
+      ax.plot(idx, np.maximum(mid, 1e-12), color="C0", marker="o", markersize=3, label="median")
+      ax.set_yscale("log")
+      ax.set_xlabel("index")
+      ax.set_ylabel("singular value")
+      ax.set_title(f"Jacobian spectrum of the {of}")
+      ax.legend(fontsize="small")
+      return fig
+
     return DiagnosticResult(scalars=scalars, arrays={"singular_values": sv, **stats},
-                            figures={"spectrum": fig})
+                            figures={"spectrum": draw})
 
   return run
 

@@ -62,8 +62,7 @@ def warm_up(diagnostics: list[ScheduledDiagnostic], state, probe, diag_key) -> t
   def work():
     for diag in diagnostics:
       try:
-        result = diag.run(state, probe, diagnostic_rng(diag_key, diag.name, 0))
-        result.figures.clear()
+        diag.run(state, probe, diagnostic_rng(diag_key, diag.name, 0))  # figures left undrawn
       except Exception:  # noqa: BLE001 - the scheduled run will raise it where it is seen
         log.debug("warm-up of diagnostic %s failed", diag.name, exc_info=True)
 
@@ -88,6 +87,7 @@ def write_result(name: str, step: int, result: DiagnosticResult, workdir: str, w
     os.replace(f"{path}.tmp", path)
   images = {}
   for fig_name, fig in result.figures.items():
+    fig = fig() if callable(fig) else fig  # drawn only when written (not in the warm-up)
     images[f"diag/{name}/{fig_name}"] = save_png(
         fig, os.path.join(folder, f"step_{step}_{fig_name}.png"))
   if images and image_writer is not None:

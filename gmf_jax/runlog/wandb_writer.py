@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,3 +74,52 @@ class WandbWriter:
 
     self.run.finish(exit_code=exit_code)
     wandb.teardown()  # waits until the run's files are complete
+
+
+class BackgroundWandb:
+  """Opens the wandb run in a background thread, so its start (a service process, about half a
+  second) overlaps compilation; the first write waits for it.
+
+  `on_ready(writer)` is called once, from the caller's thread, when the run is first used.
+  """
+
+  def __init__(self, open_fn, on_ready):
+    self._writer: WandbWriter | None = None
+    self._error: BaseException | None = None
+    self._on_ready = on_ready
+    self._ready = False
+    self._thread = threading.Thread(target=self._open, args=(open_fn,), daemon=True,
+                                    name="gmf_jax-wandb-init")
+    self._thread.start()
+
+  def _open(self, open_fn) -> None:
+    try:
+      self._writer = open_fn()
+    except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+      self._error = e
+
+  def get(self) -> WandbWriter | None:
+    self._thread.join()
+    if self._error is not None:
+      error, self._error = self._error, None
+      raise error
+    if not self._ready:
+      self._ready = True
+      if self._writer is not None:
+        self._on_ready(self._writer)
+    return self._writer
+
+  def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    writer = self.get()
+    if writer is not None:
+      writer.write(step, scalars)
+
+  def write_images(self, step: int, paths: Mapping[str, str]) -> None:
+    writer = self.get()
+    if writer is not None:
+      writer.write_images(step, paths)
+
+  def close(self, exit_code: int = 0) -> None:
+    self._thread.join()
+    if self._writer is not None:
+      self._writer.close(exit_code)

@@ -28,7 +28,7 @@ from gmf_jax.runlog import CsvWriter, MultiWriter, RunFolder, Summary, new_run_d
 from gmf_jax.runlog.checkpoint import Checkpointer
 from gmf_jax.runlog.plots import plot_metrics
 from gmf_jax.runlog.resume import summary_from_rows, trim_metrics
-from gmf_jax.runlog.wandb_writer import WandbWriter
+from gmf_jax.runlog.wandb_writer import BackgroundWandb, WandbWriter, wandb_mode
 from gmf_jax.train import pipeline
 from gmf_jax.train.build import Experiment, build_experiment, init_state, parameter_count
 from gmf_jax.train.metering import ChunkTimer, MetricWindow
@@ -117,10 +117,15 @@ def train_and_evaluate(
   status, error, exit_code = "failed", None, 1
   try:
     if start_step < exp.num_steps:
-      wandb_writer = WandbWriter.open(config.wandb, folder.path, resolved,
-                                      folder.metadata.get("wandb_run_id"))
-      if wandb_writer is not None:
-        folder.metadata["wandb_run_id"] = wandb_writer.run_id
+      if wandb_mode(config.wandb.mode) != "disabled":
+
+        def remember_run_id(run):  # so a resumed session continues the same wandb run
+          folder.metadata["wandb_run_id"] = run.run_id
+          folder.set_status("running")
+
+        wandb_writer = BackgroundWandb(
+            functools.partial(WandbWriter.open, config.wandb, folder.path, resolved,
+                              folder.metadata.get("wandb_run_id")), remember_run_id)
       writer = MultiWriter([csv_writer, summary, wandb_writer])
       with PreemptionGuard() as guard:
         state = _train(exp, state, keys, start_step, writer, summary, window, checkpointer,
@@ -171,28 +176,43 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
   progress = Progress(exp.num_steps, enabled=config.progress_bar, initial=step)
   timer = ChunkTimer()
   loop_start = time.perf_counter()
+
+  def dispatch(state, start):
+    """Starts the chunk from `start` (asynchronously); returns (start, n, state, metrics)."""
+    n = boundaries.chunk_length(start)
+    if start + n < exp.num_steps:  # read the next chunk's batches while this one computes
+      prefetch(start + n, boundaries.chunk_length(start + n))
+    return (start, n, *run_chunk(state, start, n))
+
   try:
-    while step < exp.num_steps:
-      n = boundaries.chunk_length(step)
-      if step + n < exp.num_steps:  # read the next chunk's batches while this one computes
-        prefetch(step + n, boundaries.chunk_length(step + n))
-      timer.start()
-      state, metrics = run_chunk(state, step, n)
-      metrics = {k: v[:n] for k, v in jax.device_get(metrics).items()}  # one sync per chunk
-      timer.stop(n)
-      failure = nonfinite.check(metrics, step)
-      end = step + n if failure is None else failure.step
-      log_steps = [s for s in range(step + 1, end + 1) if boundaries.is_log_step(s)]
+    current = dispatch(state, step)
+    if warm_up is not None:
+      # The diagnostics compile beside the first chunk's compilation; training goes on once
+      # both are done, so the two never compete with training for the cores.
+      warm_up.join()
+    while True:
+      start, n, state, device_metrics = current
+      step = start + n
+      # Where nothing needs this chunk's state on the host, the next chunk is queued before
+      # this one's metrics are read, so the device never waits for the host's bookkeeping.
+      stop_here = boundaries.needs_state(step) or guard.signum is not None
+      current = None if stop_here else dispatch(state, step)
+      metrics = {k: v[:n] for k, v in jax.device_get(device_metrics).items()}  # one sync
+      timer.chunk_done(n)
+      failure = nonfinite.check(metrics, start)
+      end = step if failure is None else failure.step
+      log_steps = [s for s in range(start + 1, end + 1) if boundaries.is_log_step(s)]
       learning_rates = np.asarray(lr_fn(np.asarray(log_steps) - 1)) if log_steps else []
-      for s, means, lr in zip(log_steps, window.add(metrics, step, log_steps), learning_rates,
+      for s, means, lr in zip(log_steps, window.add(metrics, start, log_steps), learning_rates,
                               strict=True):
         scalars = {f"train/{k}": v for k, v in means.items()}
         scalars["train/learning_rate"] = float(lr)  # the rate used by step s
         writer.write(s, scalars)
       if failure is not None:  # after logging up to it, before anything is saved
         raise failure
-      step = end
       progress.update(n, loss=float(metrics["loss"][-1]))
+      if not stop_here:
+        continue
       if boundaries.is_eval_step(step):
         scalars = {f"eval/{k}": float(v) for k, v in jax.device_get(
             eval_fn(state.params, keys=keys, data=eval_data, mask=eval_mask)).items()}
@@ -205,7 +225,6 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
         if improved:
           checkpointer.save(step, state, {"window": window.state_dict()}, best=True)
       if exp.diagnostics:
-        warm_up.join()
         for name, sec in runner.run_due(list(exp.diagnostics), step, state, probe, keys.diag,
                                         folder_path, writer, image_writer).items():
           diag_seconds[name] = diag_seconds.get(name, 0.0) + sec
@@ -213,6 +232,9 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
         checkpointer.save(step, state, {"window": window.state_dict()})
       if guard.signum is not None:
         raise Preempted(guard.signum, step)
+      if step >= exp.num_steps:
+        break
+      current = dispatch(state, step)
   finally:
     progress.close()
     close_feed()
@@ -253,7 +275,8 @@ class _Boundaries:
     self.log_every = c.log_every_steps
     self.eval_every = c.eval_every_steps
     self.ckpt_every = c.checkpoint.every_steps or None
-    self.diag_steps = sorted(set().union(*(d.schedule.steps for d in exp.diagnostics)))
+    self._diag_set = set().union(*(d.schedule.steps for d in exp.diagnostics))
+    self.diag_steps = sorted(self._diag_set)
 
   def chunk_length(self, step: int) -> int:
     ends = [step + self.steps_per_call, _next_multiple(step, self.eval_every), self.num_steps]
@@ -270,6 +293,11 @@ class _Boundaries:
 
   def is_checkpoint_step(self, step: int) -> bool:
     return bool(self.ckpt_every and step % self.ckpt_every == 0) or step == self.num_steps
+
+  def needs_state(self, step: int) -> bool:
+    """Whether the host uses the state at `step` (eval, checkpoint, diagnostics, the end)."""
+    return (self.is_eval_step(step) or self.is_checkpoint_step(step)
+            or step in self._diag_set)
 
 
 def _next_multiple(step: int, every: int) -> int:
@@ -327,7 +355,8 @@ def _log_resume(folder: RunFolder, start_step: int, exp: Experiment) -> None:
                 start_step)
 
 
-def _finish_plots(folder: RunFolder, wandb_writer: WandbWriter | None, summary: Summary) -> None:
+def _finish_plots(folder: RunFolder, wandb_writer: BackgroundWandb | None,
+                  summary: Summary) -> None:
   """Loss curves as PNG (and to wandb); a plotting error must not hide the run's own error."""
   try:
     paths = plot_metrics(folder.file("metrics.csv"), folder.file("plots"),

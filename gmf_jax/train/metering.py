@@ -50,24 +50,24 @@ class MetricWindow:
 
 
 class ChunkTimer:
-  """Wall time of the chunks; steps/s leaves out the first chunk (it includes compilation)."""
+  """Steady-state steps/s: steps after the first chunk (which includes compilation) over the
+  wall time from its metrics to the last chunk's, host work in between included."""
 
   def __init__(self, clock=time.perf_counter):
     self._clock = clock
-    self._t0 = 0.0
+    self._start = clock()
+    self._first_done: float | None = None
     self.first_chunk_sec: float | None = None
     self.steady_sec = 0.0
     self.steady_steps = 0
 
-  def start(self) -> None:
-    self._t0 = self._clock()
-
-  def stop(self, steps: int) -> None:
-    elapsed = self._clock() - self._t0
-    if self.first_chunk_sec is None:
-      self.first_chunk_sec = elapsed
+  def chunk_done(self, steps: int) -> None:
+    now = self._clock()
+    if self._first_done is None:
+      self._first_done = now
+      self.first_chunk_sec = now - self._start
     else:
-      self.steady_sec += elapsed
+      self.steady_sec = now - self._first_done
       self.steady_steps += steps
 
   def as_dict(self) -> dict[str, Any]:
