@@ -7,34 +7,44 @@ import jax.numpy as jnp
 
 from gmf_jax.errors import ConfigError
 
+_LATENT_CACHE: dict[int, tuple[object, tuple[str | None, int | None]]] = {}
 
-def _abstract_variables(exp):
-  x = jax.ShapeDtypeStruct((2, *exp.dataset.example_shape), jnp.float32)
-  rngs = {k: jax.random.PRNGKey(0) for k in ("params", "sample", "dropout")}
-  return jax.eval_shape(lambda x: exp.model.init(rngs, x, train=False), x), x
+
+def _latent_info(exp) -> tuple[str | None, int | None]:
+  """(kind, latent dim) of the model, traced once per experiment."""
+  cached = _LATENT_CACHE.get(id(exp))
+  if cached is not None and cached[0] is exp:
+    return cached[1]
+  info: tuple[str | None, int | None] = (None, None)
+  try:
+    x = jax.ShapeDtypeStruct((2, *exp.dataset.example_shape), jnp.float32)
+    rngs = {k: jax.random.PRNGKey(0) for k in ("params", "sample", "dropout")}
+
+    def trace(x):
+      variables = exp.model.init(rngs, x, train=False)
+      encoded = exp.model.apply(variables, x, method="encode")
+      mean = encoded[0] if isinstance(encoded, tuple) else encoded
+      exp.model.apply(variables, mean, method="decode")
+      return encoded
+
+    encoded = jax.eval_shape(trace, x)
+    mean = encoded[0] if isinstance(encoded, tuple) else encoded
+    info = ("vae" if isinstance(encoded, tuple) else "ae", int(mean.shape[-1]))
+  except Exception:  # noqa: BLE001 - no encode/decode, or they do not run on this data
+    pass
+  _LATENT_CACHE.clear()  # one experiment at a time; keeps no stale models alive
+  _LATENT_CACHE[id(exp)] = (exp, info)
+  return info
 
 
 def latent_kind(exp) -> str | None:
   """'vae' if the model has encode(x) -> (mean, logvar) and decode(z); 'ae' if encode(x) -> z
   and decode(z); None otherwise."""
-  try:
-    variables, x = _abstract_variables(exp)
-    encoded = jax.eval_shape(lambda v, x: exp.model.apply(v, x, method="encode"), variables, x)
-  except Exception:  # noqa: BLE001 - no encode method, or it does not run on this data
-    return None
-  mean = encoded[0] if isinstance(encoded, tuple) else encoded
-  try:
-    jax.eval_shape(lambda v, z: exp.model.apply(v, z, method="decode"), variables, mean)
-  except Exception:  # noqa: BLE001
-    return None
-  return "vae" if isinstance(encoded, tuple) else "ae"
+  return _latent_info(exp)[0]
 
 
 def latent_dim(exp) -> int:
-  variables, x = _abstract_variables(exp)
-  encoded = jax.eval_shape(lambda v, x: exp.model.apply(v, x, method="encode"), variables, x)
-  mean = encoded[0] if isinstance(encoded, tuple) else encoded
-  return int(mean.shape[-1])
+  return _latent_info(exp)[1]
 
 
 def require_latent(exp, name: str, kinds=("vae", "ae")) -> str:

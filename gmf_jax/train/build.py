@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import time
 from typing import Any
 
 import flax.linen as nn
@@ -43,6 +44,7 @@ class Experiment:
   on_device: bool  # the train split is kept on the device and batched in the jitted chunk
   eval_metrics: tuple[str, ...]  # names written as eval/<name>
   diagnostics: tuple = ()  # gmf_jax.diagnostics.ScheduledDiagnostic, built from the config
+  diagnostics_build_sec: float = 0.0
 
 
 def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
@@ -82,7 +84,10 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     raise ConfigError(f"probe_size={config.probe_size} must be >= 1.")
   from gmf_jax.diagnostics import make_diagnostics  # diagnostics build on the experiment
 
-  return dataclasses.replace(exp, diagnostics=tuple(make_diagnostics(config.diagnostics, exp)))
+  start = time.perf_counter()
+  diagnostics = tuple(make_diagnostics(config.diagnostics, exp))
+  return dataclasses.replace(exp, diagnostics=diagnostics,
+                             diagnostics_build_sec=time.perf_counter() - start)
 
 
 def init_state(exp: Experiment, keys: RunKeys) -> TrainState:

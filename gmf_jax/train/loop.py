@@ -171,6 +171,8 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
     state_copy = jax.tree_util.tree_map(jax.numpy.copy, state)  # `state` will be donated
     warm_up = runner.warm_up(list(exp.diagnostics), state_copy, probe, keys.diag)
   diag_seconds: dict[str, float] = {}
+  if exp.diagnostics:
+    diag_seconds["build"] = exp.diagnostics_build_sec
   boundaries = _Boundaries(exp)
   nonfinite = _NonFiniteCheck(config.on_nonfinite, config.max_consecutive_nonfinite)
   progress = Progress(exp.num_steps, enabled=config.progress_bar, initial=step)
@@ -189,7 +191,9 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
     if warm_up is not None:
       # The diagnostics compile beside the first chunk's compilation; training goes on once
       # both are done, so the two never compete with training for the cores.
+      waited = time.perf_counter()
       warm_up.join()
+      diag_seconds["warm_up_wait"] = time.perf_counter() - waited
     while True:
       start, n, state, device_metrics = current
       step = start + n
