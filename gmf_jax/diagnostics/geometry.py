@@ -51,7 +51,8 @@ def make_jacobian(exp, of: str = "auto", mode: str = "auto", num: int = 64):
   def compute(params, x):
     points = encode_mean(params, x) if of == "decoder" else x  # (B, ...)
     jac = linalg.jacobian(single_map(params), points, mode=mode)  # (B, M, N)
-    return linalg.singular_values(jac), linalg.jacobian_stats(jac)
+    sv = linalg.singular_values(jac)  # (B, K)
+    return sv, linalg.jacobian_stats(jac, s=sv)
 
   def run(state, probe, rng):
     sv, stats = to_host(compute(state.params, probe["x"][:num]))

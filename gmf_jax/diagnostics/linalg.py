@@ -90,7 +90,8 @@ def singular_values(J: jax.Array) -> jax.Array:
 
 
 def jacobian_stats(
-    J: jax.Array, rel_tol: float = DEFAULT_REL_TOL, eps: float = 0.0
+    J: jax.Array, rel_tol: float = DEFAULT_REL_TOL, eps: float = 0.0,
+    s: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
   """Scalar summaries of each per-example Jacobian, from its singular values.
 
@@ -100,6 +101,7 @@ def jacobian_stats(
     eps: singular values <= eps count as exactly zero: the condition number is then inf and
       `log_volume` is -inf. The default 0 trusts the SVD; in float32 a rank-deficient J gives
       s_min ~ 1e-7 * s_max rather than 0, so pass e.g. 1e-6 * typical s_max to catch those.
+    s: `singular_values(J)`, when the caller has it already (saves a second SVD).
 
   Returns:
     A dict of (B,) arrays:
@@ -112,7 +114,7 @@ def jacobian_stats(
         the local volume change of a decoder-like map; -inf where some s_i <= eps.
   """
   _, m, n = J.shape
-  s = singular_values(J)  # (B, K), descending
+  s = singular_values(J) if s is None else s  # (B, K), descending
   s_max, s_min = s[:, 0], s[:, -1]  # (B,), (B,)
   is_zero = s <= eps  # (B, K)
   # Where s_min is (treated as) zero, divide by 1 instead and overwrite, so no 0/0 NaN appears.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import functools
+import json
 import logging
 import math
 import os
@@ -375,8 +376,6 @@ def _finish_plots(folder: RunFolder, wandb_writer: BackgroundWandb | None,
 
 def resolved_config(config: ml_collections.ConfigDict, exp: Experiment) -> dict[str, Any]:
   """The config as a dict, with values derived at build time written in."""
-  import json
-
   data = json.loads(config.to_json_best_effort())
   data["num_steps"] = exp.num_steps
   return data
