@@ -310,7 +310,8 @@ def _next_multiple(step: int, every: int) -> int:
 
 
 class _NonFiniteCheck:
-  """Reads the per-step finite flags of a chunk: stop at the first, or allow skipped steps."""
+  """Finds the non-finite steps of a chunk (loss or gradient norm NaN or infinite): stop at the
+  first, or allow skipped steps."""
 
   def __init__(self, mode: str, max_consecutive: int):
     self.mode = mode
@@ -318,8 +319,8 @@ class _NonFiniteCheck:
     self.consecutive = 0
 
   def check(self, metrics: dict[str, np.ndarray], start: int) -> NonFiniteError | None:
-    """Removes the `finite` flags from `metrics`; returns the error to raise, if any."""
-    finite = np.asarray(metrics.pop("finite"))
+    """Adds `skipped` to `metrics` in skip mode; returns the error to raise, if any."""
+    finite = np.isfinite(metrics["loss"]) & np.isfinite(metrics["grad_norm"])
     if self.mode == "skip":
       metrics["skipped"] = (~finite).astype(np.float32)
       for i, ok in enumerate(finite):

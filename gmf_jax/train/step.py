@@ -12,7 +12,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax.training.train_state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -37,16 +36,32 @@ def make_keys(seed: int) -> RunKeys:
 def train_step(
     state: TrainState, batch: Batch, rng: jax.Array, loss_fn
 ) -> tuple[TrainState, Metrics]:
-  """One optimizer step. `loss_fn(params, apply_fn, batch, rng, train)` -> (loss, metrics)."""
+  """One optimizer step. `loss_fn(params, apply_fn, batch, rng, train)` -> (loss, metrics).
+
+  Returns the new state and scalar metrics: `loss`, the loss's own metrics and `grad_norm`.
+  A step is finite when `loss` and `grad_norm` are (the host checks, once per chunk).
+  """
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params, state.apply_fn, batch, rng, True
   )
-  grad_norm = optax.tree.norm(grads)
+  grad_norm = global_norm(grads)
   state = state.apply_gradients(grads=grads)
-  metrics = {"loss": loss, **aux, "grad_norm": grad_norm}
-  # One flag per step; the host reads it once per chunk (no host sync in the loop).
-  metrics["finite"] = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  return state, metrics
+  return state, {"loss": loss, **aux, "grad_norm": grad_norm}
+
+
+# Up to this many elements, a global norm is one concatenation and one dot product: two
+# operations per step instead of a reduction per leaf, which small models feel (each operation
+# has a fixed cost on CPU). Larger trees skip the copy and reduce leaf by leaf.
+_CONCAT_NORM_MAX = 1 << 20
+
+
+def global_norm(tree: Any) -> jax.Array:
+  """The L2 norm of all leaves of `tree` together, in float32."""
+  leaves = [jnp.ravel(leaf).astype(jnp.float32) for leaf in jax.tree_util.tree_leaves(tree)]
+  if sum(leaf.size for leaf in leaves) > _CONCAT_NORM_MAX:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in leaves))
+  flat = jnp.concatenate(leaves)
+  return jnp.sqrt(jnp.dot(flat, flat, precision=jax.lax.Precision.HIGHEST))
 
 
 StepFn = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]
@@ -62,23 +77,41 @@ def epoch_permutation(data_key: jax.Array, epoch: jax.Array, num_examples: int) 
   return jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
 
 
-def _masked_scan(step_fn, carry, xs, length: int, num_active: jax.Array):
-  """`lax.scan` of `step_fn` over `length` slots, stepping only the first `num_active`.
+def _run_steps(step_fn, carry, length: int, num_active: jax.Array, xs=None):
+  """`lax.scan` of `step_fn(carry, x) -> (carry, metrics)` over `length` slots, stepping only
+  the first `num_active`.
 
   The chunk length is a traced value, so every chunk length shares one compiled program (chunks
-  end early at evaluation, checkpoint and diagnostic steps). Outputs of idle slots are zeros.
+  end early at evaluation, checkpoint and diagnostic steps). Each step's scalar metrics are
+  written as one float32 row: one update per step, whatever the number of metrics (each
+  operation in the loop has a fixed cost, which small models feel). `xs`, if given, has a
+  leading axis of `length`; slot i gets `xs[i]`.
+
+  Returns:
+    The carry after `num_active` steps, and each metric stacked along a leading axis of
+    `length` (zeros in the idle slots).
   """
+  x0 = None if xs is None else jax.tree_util.tree_map(lambda a: a[0], xs)
+  shapes = jax.eval_shape(step_fn, carry, x0)[1]
+  bad = {k: s.shape for k, s in shapes.items() if s.shape != ()}
+  if bad:
+    raise ValueError(f"train-step metrics must be scalars; got shapes {bad}. Return means "
+                     "(or other scalar summaries) from the loss.")
+  names = sorted(shapes)
+
+  def active(carry, x):
+    carry, metrics = step_fn(carry, x)
+    return carry, jnp.stack([jnp.asarray(metrics[k], jnp.float32) for k in names])
+
+  def idle(carry, x):
+    return carry, jnp.zeros((len(names),), jnp.float32)
 
   def body(carry, inputs):
     i, x = inputs
-    out_shapes = jax.eval_shape(step_fn, carry, x)[1]
+    return jax.lax.cond(i < num_active, active, idle, carry, x)
 
-    def idle(carry, x):
-      return carry, jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), out_shapes)
-
-    return jax.lax.cond(i < num_active, step_fn, idle, carry, x)
-
-  return jax.lax.scan(body, carry, (jnp.arange(length), xs))
+  carry, rows = jax.lax.scan(body, carry, (jnp.arange(length), xs))
+  return carry, {k: rows[:, j] for j, k in enumerate(names)}
 
 
 def train_chunk_on_device(state: TrainState, keys: RunKeys, data: Batch, num_active: jax.Array,
@@ -112,7 +145,7 @@ def train_chunk_on_device(state: TrainState, keys: RunKeys, data: Batch, num_act
     return (state, perm), metrics
 
   perm = epoch_permutation(keys.data, state.step // steps_per_epoch, num_examples)
-  (state, _), metrics = _masked_scan(step_fn, (state, perm), None, num_steps, num_active)
+  (state, _), metrics = _run_steps(step_fn, (state, perm), num_steps, num_active)
   return state, metrics
 
 
@@ -125,7 +158,7 @@ def train_chunk_on_batches(state: TrainState, keys: RunKeys, batches: Batch,
     return train_step(state, batch, jax.random.fold_in(keys.train, state.step), loss_fn)
 
   length = jax.tree_util.tree_leaves(batches)[0].shape[0]
-  return _masked_scan(step_fn, state, batches, length, num_active)
+  return _run_steps(step_fn, state, length, num_active, xs=batches)
 
 
 def evaluate(params: Any, apply_fn, keys: RunKeys, data: Batch, mask: jax.Array, *,
