@@ -3,6 +3,7 @@
 import functools
 
 import jax
+import pytest
 import numpy as np
 
 import gmf_jax
@@ -66,3 +67,44 @@ def test_chunk_steps_only_the_active_slots():
   resumed, _ = chunk(short, keys, data, np.int32(7))
   assert int(resumed.step) == 10
   assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, full.params, resumed.params))
+
+
+def test_global_norm_matches_optax_in_both_paths(monkeypatch):
+  import optax
+
+  from gmf_jax.train import step as step_module
+
+  tree = {"a": np.arange(12.0, dtype=np.float32).reshape(3, 4) - 5, "b": np.ones(7, np.float32)}
+  expected = float(optax.tree.norm(tree))
+  assert float(step_module.global_norm(tree)) == pytest.approx(expected, rel=1e-6)
+  monkeypatch.setattr(step_module, "_CONCAT_NORM_MAX", 4)  # the leaf-by-leaf path
+  assert float(step_module.global_norm(tree)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_chunk_rejects_non_scalar_metrics():
+  exp = _experiment()
+  keys = make_keys(0)
+
+  def loss_fn(params, apply_fn, batch, rng, train=True):
+    loss, aux = exp.loss(params, apply_fn, batch, rng, train)
+    return loss, {**aux, "per_example": batch["x"].reshape(batch["x"].shape[0], -1).sum(-1)}
+
+  chunk = functools.partial(train_chunk_on_device, loss_fn=loss_fn, batch_size=32, num_steps=4)
+  with pytest.raises(ValueError, match="per_example"):
+    chunk(init_state(exp, keys), keys, pipeline.to_device(exp.dataset.train), np.int32(4))
+
+
+def test_learning_rates_match_the_schedule_across_blocks():
+  import optax
+
+  from gmf_jax.train.metering import LearningRates
+
+  schedule = optax.warmup_cosine_decay_schedule(0.0, 1.0, 7, 1003, 0.01)
+  rates = LearningRates(schedule, every=10, start=0, last=1003, block=8)
+  steps = [10, 20, 30]
+  for chunk_start in range(0, 1003, 30):  # crosses several blocks and ends off the grid
+    steps = [s for s in range(chunk_start + 1, min(chunk_start + 30, 1003) + 1)
+             if s % 10 == 0 or s == 1003]
+    expected = [float(schedule(s - 1)) for s in steps]
+    np.testing.assert_allclose(rates(steps), expected, rtol=1e-5)
+  assert rates([1003]) == pytest.approx([float(schedule(1002))])

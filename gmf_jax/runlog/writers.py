@@ -31,7 +31,7 @@ class CsvWriter:
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     now = self._clock()
     for name, value in scalars.items():
-      self._csv.writerow((int(step), name, _format(value), f"{now:.3f}"))
+      self._csv.writerow((int(step), name, _format(value), f"{now:.6f}"))
     self._file.flush()
 
   def close(self) -> None:

@@ -32,7 +32,7 @@ from gmf_jax.runlog.resume import summary_from_rows, trim_metrics
 from gmf_jax.runlog.wandb_writer import BackgroundWandb, WandbWriter, wandb_mode
 from gmf_jax.train import pipeline
 from gmf_jax.train.build import Experiment, build_experiment, init_state, parameter_count
-from gmf_jax.train.metering import ChunkTimer, MetricWindow
+from gmf_jax.train.metering import ChunkTimer, LearningRates, MetricWindow
 from gmf_jax.train.preemption import Preempted, PreemptionGuard
 from gmf_jax.train.progress import Progress
 from gmf_jax.train.step import (
@@ -165,7 +165,7 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
       evaluate, apply_fn=exp.model.apply, per_example_fn=exp.loss.per_example,
       batch_size=min(config.eval_batch_size, len(exp.dataset.test)),
   ))
-  lr_fn = jax.jit(jax.vmap(exp.schedule))  # one call per chunk for all its log steps
+  learning_rates = LearningRates(exp.schedule, config.log_every_steps, step, exp.num_steps)
   probe, warm_up = None, None
   if exp.diagnostics:
     probe = runner.probe_batch(exp, config.probe_size)
@@ -207,9 +207,9 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
       failure = nonfinite.check(metrics, start)
       end = step if failure is None else failure.step
       log_steps = [s for s in range(start + 1, end + 1) if boundaries.is_log_step(s)]
-      learning_rates = np.asarray(lr_fn(np.asarray(log_steps) - 1)) if log_steps else []
-      for s, means, lr in zip(log_steps, window.add(metrics, start, log_steps), learning_rates,
-                              strict=True):
+      # No device work from here to the next dispatch: it would wait for the queued chunk.
+      for s, means, lr in zip(log_steps, window.add(metrics, start, log_steps),
+                              learning_rates(log_steps), strict=True):
         scalars = {f"train/{k}": v for k, v in means.items()}
         scalars["train/learning_rate"] = float(lr)  # the rate used by step s
         writer.write(s, scalars)

@@ -6,6 +6,7 @@ import math
 import time
 from typing import Any
 
+import jax
 import numpy as np
 
 
@@ -47,6 +48,39 @@ class MetricWindow:
 
   def load_state_dict(self, state: dict[str, list[float]]) -> None:
     self._parts = [{k: np.asarray(v) for k, v in state.items()}] if state else []
+
+
+class LearningRates:
+  """The schedule's learning rate at log steps, computed on the device a block at a time.
+
+  One jitted call per `block` log steps, made before the first chunk and then rarely: a device
+  call between chunks would queue behind the chunk already running, and the host's bookkeeping
+  would wait for that chunk to end instead of overlapping with it.
+  """
+
+  def __init__(self, schedule, every: int, start: int, last: int, block: int = 2048):
+    self._fn = jax.jit(jax.vmap(schedule))
+    self._every, self._last, self._block = every, last, block
+    self._cache: dict[int, float] = {}
+    self._fill(start + 1)
+
+  def __call__(self, steps: list[int]) -> list[float]:
+    """The rate used by each of `steps` (the 1-based step that ends a log window)."""
+    if any(s not in self._cache for s in steps):
+      self._fill(min(s for s in steps if s not in self._cache), extra=steps)
+    return [self._cache[s] for s in steps]
+
+  def _fill(self, first: int, extra=()) -> None:
+    """Rates for the next `block` log steps from `first` on (and `extra`); fixed length, so the
+    schedule compiles once."""
+    grid = range(-(-first // self._every) * self._every, first + self._block * self._every,
+                 self._every)
+    want = sorted({*grid, *extra, *([self._last] if self._last < first + self._block
+                                    * self._every else [])})
+    padded = np.full(-(-len(want) // self._block) * self._block, want[-1], np.int64)
+    padded[: len(want)] = want
+    values = np.asarray(self._fn(padded - 1))  # step s trains with the rate at index s - 1
+    self._cache = dict(zip(want, values[: len(want)].tolist(), strict=True))
 
 
 class ChunkTimer:
