@@ -101,7 +101,6 @@ def test_learning_rates_match_the_schedule_across_blocks():
 
   schedule = optax.warmup_cosine_decay_schedule(0.0, 1.0, 7, 1003, 0.01)
   rates = LearningRates(schedule, every=10, start=0, last=1003, block=8)
-  steps = [10, 20, 30]
   for chunk_start in range(0, 1003, 30):  # crosses several blocks and ends off the grid
     steps = [s for s in range(chunk_start + 1, min(chunk_start + 30, 1003) + 1)
              if s % 10 == 0 or s == 1003]
