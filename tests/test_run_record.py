@@ -303,3 +303,64 @@ def test_unreachable_wandb_server_falls_back_to_offline(tmp_path):
   wandb_run = read_offline_run(path)
   assert wandb_run.run_id == _json(tmp_path / "run" / "metadata.json")["wandb_run_id"]
   assert any("train/loss" in row for row in wandb_run.history)
+
+
+class _RecordingWriter:
+  """Stands in for the wandb run inside BackgroundWandb's own test: records what reaches it."""
+
+  def __init__(self, fail_on_step=None):
+    self.calls, self.closed, self.fail_on_step = [], None, fail_on_step
+
+  def write(self, step, scalars):
+    if step == self.fail_on_step:
+      raise RuntimeError("wandb broke")
+    self.calls.append((step, scalars))
+
+  def write_images(self, step, paths):
+    self.calls.append((step, paths))
+
+  def close(self, exit_code=0):
+    self.closed = exit_code
+
+
+def test_background_wandb_queues_writes_in_order_and_never_fails_the_close(caplog):
+  import threading
+
+  from gmf_jax.runlog.wandb_writer import BackgroundWandb
+
+  gate, ready_threads = threading.Event(), []
+  writer = _RecordingWriter()
+
+  def slow_open():
+    gate.wait(5)  # writes made meanwhile wait in the queue
+    return writer
+
+  bg = BackgroundWandb(slow_open, lambda w: ready_threads.append(threading.current_thread()))
+  scalars = {"train/loss": 1.0}
+  bg.write(1, scalars)
+  scalars["train/loss"] = 2.0  # the queued copy is unaffected
+  bg.write_images(2, {"plots/loss": "loss.png"})
+  assert writer.calls == [] and ready_threads == []
+  gate.set()
+  bg.close(3)
+  assert writer.calls == [(1, {"train/loss": 1.0}), (2, {"plots/loss": "loss.png"})]
+  assert writer.closed == 3 and ready_threads == [threading.main_thread()]
+
+  failing = _RecordingWriter(fail_on_step=5)
+  bg = BackgroundWandb(lambda: failing, lambda w: None)
+  bg.write(5, {"a": 1.0})
+  bg._queue.put(("write", (6, {"a": 2.0})))
+  deadline = time.time() + 5
+  while bg._error is None and time.time() < deadline:
+    time.sleep(0.01)
+  with pytest.raises(RuntimeError, match="wandb broke"):  # raised at the next write
+    bg.write(7, {"a": 3.0})
+  bg.write(8, {"a": 4.0})  # once the error is reported, writing goes on
+  broken = _RecordingWriter()
+  broken.close = lambda exit_code=0: (_ for _ in ()).throw(OSError("disk full"))
+  bg2 = BackgroundWandb(lambda: broken, lambda w: None)
+  with caplog.at_level(logging.WARNING, logger="gmf_jax"):
+    bg.close(0)
+    bg2.close(0)  # an error while finishing is logged, not raised
+  assert failing.calls == [(8, {"a": 4.0})]  # 6 came while the error was pending: dropped
+  assert "disk full" in caplog.text

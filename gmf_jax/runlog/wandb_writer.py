@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -77,10 +78,16 @@ class WandbWriter:
 
 
 class BackgroundWandb:
-  """Opens the wandb run in a background thread, so its start (a service process, about half a
-  second) overlaps compilation; the first write waits for it.
+  """A wandb run driven from a background thread.
 
-  `on_ready(writer)` is called once, from the caller's thread, when the run is first used.
+  The run starts there (a service process, about half a second, overlapping compilation), and
+  every write is a queue put for the caller: wandb's own `log` costs about a millisecond of the
+  calling thread, which the training loop would otherwise spend between chunks. Writes made
+  before the run is open wait in the queue, in order.
+
+  `on_ready(writer)` is called once, from the caller's thread, once the run is open. An error
+  of wandb's is raised in the caller's thread at the next write; at `close` it is logged, so a
+  finished training run is never turned into a failed one by its logger.
   """
 
   def __init__(self, open_fn, on_ready):
@@ -88,38 +95,54 @@ class BackgroundWandb:
     self._error: BaseException | None = None
     self._on_ready = on_ready
     self._ready = False
-    self._thread = threading.Thread(target=self._open, args=(open_fn,), daemon=True,
-                                    name="gmf_jax-wandb-init")
+    self._opened = threading.Event()
+    self._queue: queue.SimpleQueue = queue.SimpleQueue()
+    self._thread = threading.Thread(target=self._work, args=(open_fn,), daemon=True,
+                                    name="gmf_jax-wandb")
     self._thread.start()
 
-  def _open(self, open_fn) -> None:
+  def _work(self, open_fn) -> None:
     try:
       self._writer = open_fn()
     except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
       self._error = e
+    finally:
+      self._opened.set()
+    while (item := self._queue.get()) is not None:
+      if self._writer is None or self._error is not None:
+        continue  # disabled, or failed: drop what is left
+      method, args = item
+      try:
+        getattr(self._writer, method)(*args)
+      except BaseException as e:  # noqa: BLE001
+        self._error = e
 
-  def get(self) -> WandbWriter | None:
-    self._thread.join()
+  def _check(self) -> None:
+    """Raises a pending wandb error; calls `on_ready` once the run is open."""
     if self._error is not None:
       error, self._error = self._error, None
       raise error
-    if not self._ready:
+    if not self._ready and self._opened.is_set():
       self._ready = True
       if self._writer is not None:
         self._on_ready(self._writer)
-    return self._writer
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
-    writer = self.get()
-    if writer is not None:
-      writer.write(step, scalars)
+    self._check()
+    self._queue.put(("write", (step, dict(scalars))))
 
   def write_images(self, step: int, paths: Mapping[str, str]) -> None:
-    writer = self.get()
-    if writer is not None:
-      writer.write_images(step, paths)
+    self._check()
+    self._queue.put(("write_images", (step, dict(paths))))
 
   def close(self, exit_code: int = 0) -> None:
+    """Waits for every queued write, then finishes the run."""
+    self._queue.put(None)
     self._thread.join()
-    if self._writer is not None:
-      self._writer.close(exit_code)
+    try:
+      self._check()
+      if self._writer is not None:
+        self._writer.close(exit_code)
+    except Exception as e:  # noqa: BLE001 - the run itself is recorded; wandb is a copy
+      log.warning("warning: wandb failed (%s: %s); the run folder has every metric.",
+                  type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
