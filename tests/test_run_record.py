@@ -106,6 +106,11 @@ def test_wandb_offline_run_holds_config_and_metrics(tmp_path):
   assert logged == in_csv
   images = [v for row in wandb_run.history for k, v in row.items() if k.startswith("plots/")]
   assert images and all(v["_type"] == "image-file" for v in images)  # the loss curves
+  summary = _json(run_dir / "summary.json")  # the run timed its own recording
+  assert set(summary["record_sec"]) == {"run_folder", "metrics", "checkpoints", "plots",
+                                        "wandb_finish"}
+  assert 0 < sum(summary["record_sec"].values()) < summary["run_sec"]
+  assert summary["record_background_cpu_sec"]["wandb"] > 0
 
 
 def test_checkpoint_restores_the_same_pytree_types(tmp_path):

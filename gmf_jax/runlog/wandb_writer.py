@@ -6,6 +6,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -95,6 +96,8 @@ class BackgroundWandb:
     self._error: BaseException | None = None
     self._on_ready = on_ready
     self._ready = False
+    self.thread_cpu_sec = 0.0  # the CPU time of the background thread, known after `close`
+    self.open_cpu_sec = 0.0  # the part of it that opened the run
     self._opened = threading.Event()
     self._queue: queue.SimpleQueue = queue.SimpleQueue()
     self._thread = threading.Thread(target=self._work, args=(open_fn,), daemon=True,
@@ -102,12 +105,14 @@ class BackgroundWandb:
     self._thread.start()
 
   def _work(self, open_fn) -> None:
+    _lower_priority()
     try:
       self._writer = open_fn()
     except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
       self._error = e
     finally:
       self._opened.set()
+      self.open_cpu_sec = time.thread_time()
     while (item := self._queue.get()) is not None:
       if self._writer is None or self._error is not None:
         continue  # disabled, or failed: drop what is left
@@ -116,6 +121,7 @@ class BackgroundWandb:
         getattr(self._writer, method)(*args)
       except BaseException as e:  # noqa: BLE001
         self._error = e
+    self.thread_cpu_sec = time.thread_time()
 
   def _check(self) -> None:
     """Raises a pending wandb error; calls `on_ready` once the run is open."""
@@ -146,3 +152,12 @@ class BackgroundWandb:
     except Exception as e:  # noqa: BLE001 - the run itself is recorded; wandb is a copy
       log.warning("warning: wandb failed (%s: %s); the run folder has every metric.",
                   type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
+
+
+def _lower_priority() -> None:
+  """Gives the calling thread the lowest CPU priority (Linux: threads have their own nice
+  value), so wandb's work runs on cycles the training leaves idle. Best effort elsewhere."""
+  try:
+    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+  except (AttributeError, OSError):
+    pass

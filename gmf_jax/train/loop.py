@@ -27,12 +27,12 @@ from gmf_jax.diagnostics import runner
 from gmf_jax.errors import ConfigError
 from gmf_jax.runlog import CsvWriter, MultiWriter, RunFolder, Summary, new_run_dir, open_run_folder
 from gmf_jax.runlog.checkpoint import Checkpointer
-from gmf_jax.runlog.plots import plot_metrics
+from gmf_jax.runlog import plots
 from gmf_jax.runlog.resume import summary_from_rows, trim_metrics
 from gmf_jax.runlog.wandb_writer import BackgroundWandb, WandbWriter, wandb_mode
 from gmf_jax.train import pipeline
 from gmf_jax.train.build import Experiment, build_experiment, init_state, parameter_count
-from gmf_jax.train.metering import ChunkTimer, LearningRates, MetricWindow
+from gmf_jax.train.metering import ChunkTimer, LearningRates, MetricWindow, Stopwatch
 from gmf_jax.train.preemption import Preempted, PreemptionGuard
 from gmf_jax.train.progress import Progress
 from gmf_jax.train.step import (
@@ -82,11 +82,15 @@ def train_and_evaluate(
     Preempted: SIGTERM or Ctrl-C; a checkpoint was saved (status 'preempted').
   """
   _ensure_console_logging()
+  run_start = time.perf_counter()
+  recording = Stopwatch()  # the training thread's time spent recording the run
   exp = build_experiment(config)  # every check on the input happens here
   resolved = resolved_config(config, exp)
   source = getattr(config, "_gmf_config_source", (None, None))  # set by load_config
   config_file, variant = (config_file, None) if config_file else source
-  folder = open_run_folder(workdir or new_run_dir(config.name), resolved, config_file, variant)
+  with recording("run_folder"):
+    folder = open_run_folder(workdir or new_run_dir(config.name), resolved, config_file,
+                             variant)
   log.info("run directory: %s%s", folder.path, " (resuming)" if folder.resumed else "")
   log.info("config:\n%s", format_config(resolved))
 
@@ -114,10 +118,11 @@ def train_and_evaluate(
     _log_resume(folder, start_step, exp)
 
   csv_writer = CsvWriter(folder.file("metrics.csv"))
-  wandb_writer = None
+  wandb_writer, plots_ready = None, None
   status, error, exit_code = "failed", None, 1
   try:
     if start_step < exp.num_steps:
+      plots_ready = plots.warm_up()
       if wandb_mode(config.wandb.mode) != "disabled":
 
         def remember_run_id(run):  # so a resumed session continues the same wandb run
@@ -130,7 +135,7 @@ def train_and_evaluate(
       writer = MultiWriter([csv_writer, summary, wandb_writer])
       with PreemptionGuard() as guard:
         state = _train(exp, state, keys, start_step, writer, summary, window, checkpointer,
-                       guard, folder.path, wandb_writer)
+                       guard, folder.path, wandb_writer, recording)
     status, exit_code = "completed", 0
   except Preempted as e:
     status, error, exit_code = "preempted", str(e), e.exit_code
@@ -139,14 +144,23 @@ def train_and_evaluate(
     error = f"{type(e).__name__}: {e}"
     raise
   finally:
-    checkpointer.close()  # waits for background saves: the last checkpoint is complete
+    with recording("checkpoints"):
+      checkpointer.close()  # waits for background saves: the last checkpoint is complete
     csv_writer.close()
     summary.info["status"] = status
     summary.save()
     if start_step < exp.num_steps:
-      _finish_plots(folder, wandb_writer, summary)
+      with recording("plots"):
+        if plots_ready is not None:
+          plots_ready.join()
+        _finish_plots(folder, wandb_writer, summary)
     if wandb_writer is not None:
-      wandb_writer.close(exit_code)
+      with recording("wandb_finish"):
+        wandb_writer.close(exit_code)
+    summary.info.update(record_sec=recording.seconds, run_sec=time.perf_counter() - run_start)
+    if wandb_writer is not None:  # beside the training thread, on the same cores
+      summary.info["record_background_cpu_sec"] = {"wandb": wandb_writer.thread_cpu_sec}
+    summary.save()
     folder.set_status(status, error=error)
   final = summary.final()
   log.info("final: %s", _format_scalars({k: v for k, v in final.items() if k.startswith("eval/")}))
@@ -157,7 +171,8 @@ def train_and_evaluate(
 
 def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer: MultiWriter,
            summary: Summary, window: MetricWindow, checkpointer: Checkpointer,
-           guard: PreemptionGuard, folder_path: str, image_writer) -> TrainState:
+           guard: PreemptionGuard, folder_path: str, image_writer,
+           recording: Stopwatch) -> TrainState:
   config = exp.config
   run_chunk, prefetch, close_feed = _make_feed(exp, keys)
   eval_data, eval_mask = pipeline.padded_eval_data(exp.dataset.test, config.eval_batch_size)
@@ -212,7 +227,8 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
                               learning_rates(log_steps), strict=True):
         scalars = {f"train/{k}": v for k, v in means.items()}
         scalars["train/learning_rate"] = float(lr)  # the rate used by step s
-        writer.write(s, scalars)
+        with recording("metrics"):
+          writer.write(s, scalars)
       if failure is not None:  # after logging up to it, before anything is saved
         raise failure
       progress.update(n, loss=float(metrics["loss"][-1]))
@@ -224,17 +240,20 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
         best = config.checkpoint.best_metric
         improved = best in scalars and summary.is_best(best, scalars[best],
                                                        config.checkpoint.best_mode)
-        writer.write(step, scalars)
-        summary.save()
+        with recording("metrics"):
+          writer.write(step, scalars)
+          summary.save()
         progress.message(f"step {step}: {_format_scalars(scalars)}")
         if improved:
-          checkpointer.save(step, state, {"window": window.state_dict()}, best=True)
+          with recording("checkpoints"):
+            checkpointer.save(step, state, {"window": window.state_dict()}, best=True)
       if exp.diagnostics:
         for name, sec in runner.run_due(list(exp.diagnostics), step, state, probe, keys.diag,
                                         folder_path, writer, image_writer).items():
           diag_seconds[name] = diag_seconds.get(name, 0.0) + sec
       if boundaries.is_checkpoint_step(step) or guard.signum is not None:
-        checkpointer.save(step, state, {"window": window.state_dict()})
+        with recording("checkpoints"):
+          checkpointer.save(step, state, {"window": window.state_dict()})
       if guard.signum is not None:
         raise Preempted(guard.signum, step)
       if step >= exp.num_steps:
@@ -365,7 +384,7 @@ def _finish_plots(folder: RunFolder, wandb_writer: BackgroundWandb | None,
                   summary: Summary) -> None:
   """Loss curves as PNG (and to wandb); a plotting error must not hide the run's own error."""
   try:
-    paths = plot_metrics(folder.file("metrics.csv"), folder.file("plots"),
+    paths = plots.plot_metrics(folder.file("metrics.csv"), folder.file("plots"),
                          title=os.path.basename(folder.path))
     if wandb_writer is not None and paths:
       step = max((m["final_step"] for m in summary.metrics.values()), default=0)

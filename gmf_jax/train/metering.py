@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Any
@@ -81,6 +82,21 @@ class LearningRates:
     padded[: len(want)] = want
     values = np.asarray(self._fn(padded - 1))  # step s trains with the rate at index s - 1
     self._cache = dict(zip(want, values[: len(want)].tolist(), strict=True))
+
+
+class Stopwatch:
+  """Seconds the training thread spent in named parts of a run, summed over calls."""
+
+  def __init__(self):
+    self.seconds: dict[str, float] = {}
+
+  @contextlib.contextmanager
+  def __call__(self, name: str):
+    start = time.perf_counter()
+    try:
+      yield
+    finally:
+      self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
 class ChunkTimer:
