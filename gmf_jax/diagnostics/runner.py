@@ -12,6 +12,7 @@ import zlib
 import jax
 import numpy as np
 
+from gmf_jax.background import start_thread
 from gmf_jax.diagnostics import ScheduledDiagnostic
 from gmf_jax.diagnostics.base import DiagnosticResult
 from gmf_jax.diagnostics.figures import save_png
@@ -53,10 +54,11 @@ def run_due(diagnostics: list[ScheduledDiagnostic], step: int, state, probe, dia
 def warm_up(diagnostics: list[ScheduledDiagnostic], state, probe, diag_key) -> threading.Thread:
   """Runs each diagnostic once, results discarded, in a background thread.
 
-  Started with the first training call, it compiles the diagnostics' jitted work while the
-  main thread compiles the training chunk (XLA compiles on one core; this machine has more),
-  so a diagnostic's first scheduled run costs no compilation. `state` must not be donated
-  later (pass a copy).
+  Started once the first training call is compiled and running, it traces and compiles the
+  diagnostics' jitted work at the lowest CPU priority, on cycles training leaves idle, so a
+  diagnostic's first scheduled run costs no compilation. (Started any earlier, its Python
+  tracing would hold up the training chunk's.) `state` must not be donated later (pass a
+  copy); join the thread before the first scheduled run.
   """
 
   def work():
@@ -66,9 +68,7 @@ def warm_up(diagnostics: list[ScheduledDiagnostic], state, probe, diag_key) -> t
       except Exception:  # noqa: BLE001 - the scheduled run will raise it where it is seen
         log.debug("warm-up of diagnostic %s failed", diag.name, exc_info=True)
 
-  thread = threading.Thread(target=work, name="gmf_jax-diagnostics-warm-up", daemon=True)
-  thread.start()
-  return thread
+  return start_thread(work, "gmf_jax-diagnostics-warm-up")
 
 
 def write_result(name: str, step: int, result: DiagnosticResult, workdir: str, writer,

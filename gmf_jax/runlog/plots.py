@@ -19,6 +19,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator
 
+from gmf_jax.background import start_thread
+
 # Splits drawn in this order and colour; any other prefix follows, in order of appearance.
 SPLITS = ("train", "eval")
 GRID_COLUMNS = 3
@@ -171,9 +173,7 @@ def warm_up() -> threading.Thread:
     except Exception:  # noqa: BLE001 - only a head start; the real plots report their errors
       pass
 
-  thread = threading.Thread(target=draw, daemon=True, name="gmf_jax-plots-warm-up")
-  thread.start()
-  return thread
+  return start_thread(draw, "gmf_jax-plots-warm-up")
 
 
 def _figure_with_panels(count: int, ncols: int, cell: tuple[float, float],

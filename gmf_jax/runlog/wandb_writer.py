@@ -10,6 +10,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from gmf_jax.background import lower_priority
+
 log = logging.getLogger("gmf_jax")
 
 MODES = ("offline", "online", "disabled")
@@ -105,7 +107,7 @@ class BackgroundWandb:
     self._thread.start()
 
   def _work(self, open_fn) -> None:
-    _lower_priority()
+    lower_priority()
     try:
       self._writer = open_fn()
     except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
@@ -153,11 +155,3 @@ class BackgroundWandb:
       log.warning("warning: wandb failed (%s: %s); the run folder has every metric.",
                   type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
 
-
-def _lower_priority() -> None:
-  """Gives the calling thread the lowest CPU priority (Linux: threads have their own nice
-  value), so wandb's work runs on cycles the training leaves idle. Best effort elsewhere."""
-  try:
-    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-  except (AttributeError, OSError):
-    pass

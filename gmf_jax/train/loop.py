@@ -181,11 +181,10 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
       batch_size=min(config.eval_batch_size, len(exp.dataset.test)),
   ))
   learning_rates = LearningRates(exp.schedule, config.log_every_steps, step, exp.num_steps)
-  probe, warm_up = None, None
+  probe, state_copy, warm_up = None, None, None
   if exp.diagnostics:
     probe = runner.probe_batch(exp, config.probe_size)
     state_copy = jax.tree_util.tree_map(jax.numpy.copy, state)  # `state` will be donated
-    warm_up = runner.warm_up(list(exp.diagnostics), state_copy, probe, keys.diag)
   diag_seconds: dict[str, float] = {}
   if exp.diagnostics:
     diag_seconds["build"] = exp.diagnostics_build_sec
@@ -204,12 +203,9 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
 
   try:
     current = dispatch(state, step)
-    if warm_up is not None:
-      # The diagnostics compile beside the first chunk's compilation; training goes on once
-      # both are done, so the two never compete with training for the cores.
-      waited = time.perf_counter()
-      warm_up.join()
-      diag_seconds["warm_up_wait"] = time.perf_counter() - waited
+    if exp.diagnostics:  # the first chunk is compiled and running: compile theirs beside it
+      warm_up = runner.warm_up(list(exp.diagnostics), state_copy, probe, keys.diag)
+      del state_copy
     while True:
       start, n, state, device_metrics = current
       step = start + n
@@ -248,6 +244,11 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
           with recording("checkpoints"):
             checkpointer.save(step, state, {"window": window.state_dict()}, best=True)
       if exp.diagnostics:
+        if warm_up is not None:
+          waited = time.perf_counter()
+          warm_up.join()
+          diag_seconds["warm_up_wait"] = time.perf_counter() - waited
+          warm_up = None
         for name, sec in runner.run_due(list(exp.diagnostics), step, state, probe, keys.diag,
                                         folder_path, writer, image_writer).items():
           diag_seconds[name] = diag_seconds.get(name, 0.0) + sec
