@@ -10,8 +10,8 @@ the sum of
               the wandb finish;
   contention  how much slower the recorded run's training calls are than the bare run's,
               from the calls' own times (metrics.csv wall_time at the end of each call): wandb
-              works in a background thread (at the lowest CPU priority) and orbax writes in the
-              background, on the cores training uses. Compared at the 90th percentile of the
+              works in a background thread and orbax writes in the background, on the cores
+              training uses. Compared at the 90th percentile of the
               per-call rates, the undisturbed speed (other tenants of this VM slow random
               seconds by 10-25%; see benchmarks/RESULTS.md); a negative difference counts as 0;
 
@@ -123,7 +123,7 @@ def main(argv: list[str]) -> None:
     if name in FIXED:
       note = "   (fixed, end of run, in both; not in the overhead)"
     elif name.endswith("(background CPU)"):
-      note = "   (beside training, lowest priority: see contention)"
+      note = "   (beside training: see contention)"
     else:
       note, own = "", own + sec
     print(f"  {name:28s} {sec:6.3f}{note}")

@@ -1,29 +1,18 @@
-"""Background threads that yield the CPU to training."""
+"""Background threads for work beside training (wandb, warm-ups)."""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 
 
-def lower_priority() -> None:
-  """Gives the calling thread the lowest CPU priority (on Linux a thread has its own nice
-  value; processes it starts inherit it), so its work runs on cycles training leaves idle.
-  Best effort: a no-op where that is not possible."""
-  try:
-    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-  except (AttributeError, OSError):
-    pass
-
-
 def start_thread(target: Callable[[], None], name: str) -> threading.Thread:
-  """Starts `target` in a daemon thread at the lowest CPU priority."""
+  """Starts `target` in a daemon thread.
 
-  def run():
-    lower_priority()
-    target()
-
-  thread = threading.Thread(target=run, name=name, daemon=True)
+  The thread keeps the normal priority: the training thread waits for these threads at the end
+  (or before a diagnostic), and a lowered priority would leave them starved exactly when the
+  cores are busiest (tested: a test suite on 2 busy cores ran far slower).
+  """
+  thread = threading.Thread(target=target, name=name, daemon=True)
   thread.start()
   return thread

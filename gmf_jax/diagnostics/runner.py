@@ -55,10 +55,10 @@ def warm_up(diagnostics: list[ScheduledDiagnostic], state, probe, diag_key) -> t
   """Runs each diagnostic once, results discarded, in a background thread.
 
   Started once the first training call is compiled and running, it traces and compiles the
-  diagnostics' jitted work at the lowest CPU priority, on cycles training leaves idle, so a
-  diagnostic's first scheduled run costs no compilation. (Started any earlier, its Python
-  tracing would hold up the training chunk's.) `state` must not be donated later (pass a
-  copy); join the thread before the first scheduled run.
+  diagnostics' jitted work beside it, on cycles training leaves idle (the default job keeps
+  about 1.5 of 2 cores busy), so a diagnostic's first scheduled run costs no compilation.
+  (Started any earlier, its Python tracing would hold up the training chunk's.) `state` must
+  not be donated later (pass a copy); join the thread before the first scheduled run.
   """
 
   def work():

@@ -10,8 +10,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from gmf_jax.background import lower_priority
-
 log = logging.getLogger("gmf_jax")
 
 MODES = ("offline", "online", "disabled")
@@ -107,7 +105,6 @@ class BackgroundWandb:
     self._thread.start()
 
   def _work(self, open_fn) -> None:
-    lower_priority()
     try:
       self._writer = open_fn()
     except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
