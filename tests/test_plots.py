@@ -109,3 +109,17 @@ def test_plotting_leaves_pyplot_alone(metrics_csv, tmp_path):
   )
   subprocess.run([sys.executable, "-c", code], check=True, timeout=120,
                  env={**os.environ, "MPLBACKEND": "TkAgg"})
+
+
+def test_diagnostic_scalars_get_their_own_figure_only_when_they_form_a_curve(tmp_path):
+  plain = plots.plot_metrics(write_csv(tmp_path / "plain.csv", training_rows()),
+                             str(tmp_path / "plain"))
+  rows = training_rows() + [(200, "diag/latent_space/active_dims", 7.0)]
+  once = plots.plot_metrics(write_csv(tmp_path / "once.csv", rows), str(tmp_path / "once"))
+  assert "diagnostics.png" not in [os.path.basename(p) for p in once]
+  assert imread(once[0]).shape == imread(plain[0]).shape  # metrics.png: no extra panel
+  rows += [(100, "diag/latent_space/active_dims", 5.0), (100, "diag/jacobian/rank", 3.0),
+           (200, "diag/jacobian/rank", 4.0)]
+  twice = plots.plot_metrics(write_csv(tmp_path / "twice.csv", rows), str(tmp_path / "twice"))
+  assert os.path.basename(twice[-1]) == "diagnostics.png"
+  assert imread(twice[-1]).shape[1] > 100

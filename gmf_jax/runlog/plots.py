@@ -23,6 +23,7 @@ from gmf_jax.background import start_thread
 
 # Splits drawn in this order and colour; any other prefix follows, in order of appearance.
 SPLITS = ("train", "eval")
+DIAGNOSTICS = "diag"  # the prefix of diagnostics' scalars: diag/<name>/<key>
 GRID_COLUMNS = 3
 # Fixed margins in inches instead of a layout engine: constrained/tight layout measure every
 # tick label once more and roughly double the drawing time.
@@ -128,7 +129,8 @@ def make_metric_figure(series: Mapping[str, Curve], base: str,
 
 
 def plot_metrics(metrics_csv: str, out_dir: str, title: str | None = None) -> list[str]:
-  """Writes `metrics.png` (all metrics), `loss.png` and `learning_rate.png` into `out_dir`.
+  """Writes `metrics.png` (all training metrics), `loss.png`, `learning_rate.png` and
+  `diagnostics.png` (scalars of diagnostics that ran more than once) into `out_dir`.
 
   Args:
     metrics_csv: a run's `metrics.csv`.
@@ -145,10 +147,16 @@ def plot_metrics(metrics_csv: str, out_dir: str, title: str | None = None) -> li
   if title is None:
     title = os.path.basename(os.path.dirname(os.path.abspath(metrics_csv)))
   os.makedirs(out_dir, exist_ok=True)
+  training = {k: v for k, v in series.items() if split_name(k)[0] != DIAGNOSTICS}
+  # A diagnostic's scalars over training, where it ran more than once (a single point is in
+  # its own outputs under diagnostics/, and a panel would cost drawing time for nothing).
+  diagnostic = {k: v for k, v in series.items()
+                if split_name(k)[0] == DIAGNOSTICS and len(v.steps) > 1}
   figures = {
-      "metrics.png": make_metrics_figure(series, title),
-      "loss.png": make_metric_figure(series, "loss", title),
-      "learning_rate.png": make_metric_figure(series, "learning_rate", title),
+      "metrics.png": make_metrics_figure(training, title),
+      "loss.png": make_metric_figure(training, "loss", title),
+      "learning_rate.png": make_metric_figure(training, "learning_rate", title),
+      "diagnostics.png": make_metrics_figure(diagnostic, f"{title}: diagnostics"),
   }
   written = []
   for filename, fig in figures.items():
