@@ -117,7 +117,7 @@ def make_latent_space(exp):
       scalars["mean_posterior_var"] = float(var.mean())
 
     def draw():
-      fig = figures.new_figure(4.6, 4.0)
+      fig = figures.new_figure(4.6, 4.0, margins=(0.75, 0.15, 0.55, 0.35))
       ax = fig.add_subplot()
       ys = coords[:, 1] if coords.shape[1] > 1 else np.zeros(len(coords))
       points = ax.scatter(coords[:, 0], ys, c=labels, cmap="tab10", s=9, alpha=0.8)
