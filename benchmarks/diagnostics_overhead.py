@@ -76,6 +76,7 @@ def main(argv: list[str]) -> None:
   print("extra time of a run with diagnostics, by phase (differences of the per-phase medians):")
   print(f"  head (build, compilation, first call)          {c.head:+7.3f} s")
   print(f"  later calls (background compilation beside)    {c.calls:+7.3f} s")
+  print("    each call, ms: " + " ".join(f"{1000 * d:+.0f}" for d in c.per_call))
   print(f"  tail (scheduled runs at the end, outputs)      {c.tail:+7.3f} s")
   print("what the runs timed of the diagnostics (median seconds):")
   for name in inside[0]:

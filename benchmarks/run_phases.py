@@ -43,6 +43,7 @@ class Comparison:
   calls: float
   tail: float
   base: float  # the sum of A's median phases: a typical A run
+  per_call: np.ndarray  # each later call's difference of medians
 
   @property
   def total(self) -> float:
@@ -60,4 +61,4 @@ def compare(a: list[np.ndarray], b: list[np.ndarray]) -> Comparison:
   med_a, med_b = np.median(np.stack(a), axis=0), np.median(np.stack(b), axis=0)
   diff = med_b - med_a
   return Comparison(head=float(diff[0]), calls=float(diff[1:-1].sum()), tail=float(diff[-1]),
-                    base=float(med_a.sum()))
+                    base=float(med_a.sum()), per_call=diff[1:-1])

@@ -157,7 +157,8 @@ def train_and_evaluate(
     if wandb_writer is not None:
       with recording("wandb_finish"):
         wandb_writer.close(exit_code)
-    summary.info.update(record_sec=recording.seconds, run_sec=time.perf_counter() - run_start)
+    summary.info.update(record_sec=recording.seconds, record_calls=recording.calls,
+                        run_sec=time.perf_counter() - run_start)
     if wandb_writer is not None:  # beside the training thread, on the same cores
       summary.info["record_background_cpu_sec"] = {"wandb": wandb_writer.thread_cpu_sec}
     summary.save()

@@ -89,6 +89,7 @@ class Stopwatch:
 
   def __init__(self):
     self.seconds: dict[str, float] = {}
+    self.calls: dict[str, int] = {}
 
   @contextlib.contextmanager
   def __call__(self, name: str):
@@ -97,6 +98,7 @@ class Stopwatch:
       yield
     finally:
       self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+      self.calls[name] = self.calls.get(name, 0) + 1
 
 
 class ChunkTimer:
