@@ -119,7 +119,9 @@ def test_diagnostic_scalars_get_their_own_figure_only_when_they_form_a_curve(tmp
   assert "diagnostics.png" not in [os.path.basename(p) for p in once]
   assert imread(once[0]).shape == imread(plain[0]).shape  # metrics.png: no extra panel
   rows += [(100, "diag/latent_space/active_dims", 5.0), (100, "diag/jacobian/rank", 3.0),
-           (200, "diag/jacobian/rank", 4.0)]
+           (200, "diag/jacobian/rank", 4.0), (100, "diag/weight_stats/dense/kernel/norm", 1.0),
+           (200, "diag/weight_stats/dense/kernel/norm", 2.0)]
   twice = plots.plot_metrics(write_csv(tmp_path / "twice.csv", rows), str(tmp_path / "twice"))
   assert os.path.basename(twice[-1]) == "diagnostics.png"
-  assert imread(twice[-1]).shape[1] > 100
+  # Two panels (latent_space/active_dims, jacobian/rank), not the per-layer weight_stats key.
+  assert imread(twice[-1]).shape[1] == round(2 * plots.PANEL_SIZE[0] * plots.DPI)

@@ -27,7 +27,7 @@ def make_confusion_matrix(exp):
     accuracy = np.trace(matrix) / max(matrix.sum(), 1)
 
     def draw():
-      fig = figures.new_figure(4.8, 4.2)
+      fig = figures.new_figure(4.8, 4.2, margins=(0.6, 0.1, 0.55, 0.35))
       ax = fig.add_subplot()
       image = ax.imshow(matrix, cmap="Blues")
       fig.colorbar(image, ax=ax)

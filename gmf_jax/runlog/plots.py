@@ -130,7 +130,7 @@ def make_metric_figure(series: Mapping[str, Curve], base: str,
 
 def plot_metrics(metrics_csv: str, out_dir: str, title: str | None = None) -> list[str]:
   """Writes `metrics.png` (all training metrics), `loss.png`, `learning_rate.png` and
-  `diagnostics.png` (scalars of diagnostics that ran more than once) into `out_dir`.
+  `diagnostics.png` (summary scalars of diagnostics that ran more than once) into `out_dir`.
 
   Args:
     metrics_csv: a run's `metrics.csv`.
@@ -148,10 +148,12 @@ def plot_metrics(metrics_csv: str, out_dir: str, title: str | None = None) -> li
     title = os.path.basename(os.path.dirname(os.path.abspath(metrics_csv)))
   os.makedirs(out_dir, exist_ok=True)
   training = {k: v for k, v in series.items() if split_name(k)[0] != DIAGNOSTICS}
-  # A diagnostic's scalars over training, where it ran more than once (a single point is in
-  # its own outputs under diagnostics/, and a panel would cost drawing time for nothing).
+  # A diagnostic's summary scalars (diag/<name>/<key>, not per-layer keys like
+  # diag/weight_stats/dense_0/kernel/grad_norm) over training, where it ran more than once: a
+  # single point is in its own outputs under diagnostics/, and every panel costs drawing time.
+  # Every scalar stays in metrics.csv.
   diagnostic = {k: v for k, v in series.items()
-                if split_name(k)[0] == DIAGNOSTICS and len(v.steps) > 1}
+                if split_name(k)[0] == DIAGNOSTICS and k.count("/") == 2 and len(v.steps) > 1}
   figures = {
       "metrics.png": make_metrics_figure(training, title),
       "loss.png": make_metric_figure(training, "loss", title),
