@@ -8,8 +8,9 @@ checkpoint, wandb disabled, one metrics row per jitted call), alternating. Two m
   accounted  what the runs timed of their own recording (summary.json `record_sec`: the
              training thread's seconds in the run folder, metric writes, checkpoint saves and
              waits, plots and the wandb finish), recorded minus bare, plus the CPU time of the
-             work beside training: the wandb thread (`record_background_cpu_sec`) and orbax's
-             writer threads (CPU per save, measured here on its own, times the extra saves).
+             work beside training: the wandb thread (`record_background_cpu_sec`), the
+             processes the run starts (wandb's service; git, in both arms) and orbax's writer
+             threads (CPU per save, measured here on its own, times the extra saves).
              The background CPU is counted in full: an upper bound, since training here keeps
              about 1.5 of the 2 cores busy and that work mostly uses the rest.
   A/B        the extra wall time of a recorded run, phase by phase (benchmarks/run_phases.py).
@@ -54,11 +55,17 @@ def run_once(recorded: bool, num_steps: int, workdir: str) -> tuple[np.ndarray, 
       config.wandb.mode = "disabled"
       config.log_every_steps = config.steps_per_call
   os.environ.pop("WANDB_MODE", None)
+  before = os.times()
   start = time.time()
   gmf_jax.train_and_evaluate(config, workdir=workdir)
   end = time.time()
+  after = os.times()
   phases = run_phases(os.path.join(workdir, "metrics.csv"), config.steps_per_call, start, end)
-  return phases, read_json(os.path.join(workdir, "summary.json"))
+  summary = read_json(os.path.join(workdir, "summary.json"))
+  # Processes the run started and waited for: wandb's service (wandb-core), git.
+  summary["children_cpu_sec"] = (after.children_user + after.children_system
+                                 - before.children_user - before.children_system)
+  return phases, summary
 
 
 def main(argv: list[str]) -> None:
@@ -81,6 +88,7 @@ def main(argv: list[str]) -> None:
         parts = dict(summary["record_sec"])
         for thread, sec in summary.get("record_background_cpu_sec", {}).items():
           parts[f"{thread} thread CPU"] = sec
+        parts["child processes CPU"] = summary["children_cpu_sec"]
         accounted[name].append(parts)
         saves[name].append(summary["record_calls"]["checkpoints"] - 1)  # minus the close
       print(f"  repeat {i + 1}/{args.repeats}: bare {phases['bare'][-1].sum():.2f} s, recorded "
