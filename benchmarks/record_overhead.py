@@ -18,13 +18,14 @@ checkpoint, wandb disabled, one metrics row per jitted call), alternating. Two m
              the VM's run-to-run differences cancel). Printed: the bound with background CPU in
              full, and the estimate with the measured factor.
   A/B        the extra wall time of a recorded run, phase by phase (benchmarks/run_phases.py).
-             On this VM whole runs differ in speed by about +-5% from one run to the next, so
-             this resolves about 0.3 s of a 9 s run, not 3%: a cross-check.
+             On this VM whole runs differ in speed by about +-5% from one run to the next: with
+             7 runs of each it resolves about 0.3 s of a 9 s run, with 20 about 0.2 s. A
+             cross-check.
 
 The verdict is on the estimate: the training thread's own recording time plus the background
 CPU times the measured contention factor.
 
-  python benchmarks/record_overhead.py [--repeats 7] [--num_steps 10000]
+  python benchmarks/record_overhead.py [--repeats 20] [--num_steps 10000]
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def run_once(recorded: bool, num_steps: int, workdir: str) -> tuple[np.ndarray, 
 
 def main(argv: list[str]) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--repeats", type=int, default=7)
+  parser.add_argument("--repeats", type=int, default=20,
+                      help="runs of each kind; 20 (about 7 minutes) let the A/B resolve ~2%%")
   parser.add_argument("--num_steps", type=int, default=10_000)
   args = parser.parse_args(argv)
   logging.getLogger("gmf_jax").setLevel(logging.WARNING)
@@ -129,7 +131,7 @@ def main(argv: list[str]) -> None:
   print(f"whole runs (noisy): bare {statistics.median(totals['bare']):.2f} s, recorded "
         f"{statistics.median(totals['recorded']):.2f} s")
   print(f"A/B by phase: {c.total:+.3f} s = {100 * c.total / recorded:+.1f}% (resolves about "
-        "+-0.3 s here)")
+        f"+-{0.3 * (7 / args.repeats) ** 0.5:.1f} s here)")
   print(f"training thread {own:.3f} s; beside training {beside:.3f} s of CPU, of which training "
         f"loses {factor:.2f} s per CPU-second here (measured)")
   print(f"checkpoints + logging, background CPU in full (upper bound): {upper:.3f} s = "
