@@ -23,15 +23,18 @@ import dataclasses
 import numpy as np
 
 
+def call_ends(metrics_csv: str, steps_per_call: int) -> list[float]:
+  """The wall_time of the train/loss row at the last step of each jitted call: written as soon
+  as the call's metrics reach the host. Needs log_every_steps to divide steps_per_call."""
+  with open(metrics_csv, newline="") as f:
+    return [float(row["wall_time"]) for row in csv.DictReader(f)
+            if row["name"] == "train/loss" and int(row["step"]) % steps_per_call == 0]
+
+
 def run_phases(metrics_csv: str, steps_per_call: int, start: float, end: float) -> np.ndarray:
   """[head, call 2, ..., call N, tail] in seconds; `start`, `end`: `time.time()` around the
-  call. Needs a train/loss row at the end of every call (log_every_steps dividing
-  steps_per_call)."""
-  marks = []
-  with open(metrics_csv, newline="") as f:
-    for row in csv.DictReader(f):
-      if row["name"] == "train/loss" and int(row["step"]) % steps_per_call == 0:
-        marks.append(float(row["wall_time"]))
+  call."""
+  marks = call_ends(metrics_csv, steps_per_call)
   return np.array([marks[0] - start, *np.diff(marks), end - marks[-1]])
 
 

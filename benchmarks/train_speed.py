@@ -28,7 +28,6 @@ again (--retries). See benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import logging
@@ -51,6 +50,7 @@ import optax
 import gmf_jax
 from gmf_jax.data import load_digits
 from gmf_jax.models import MLPVAE, MLPClassifier
+from run_phases import call_ends
 
 CHUNK = 500  # steps per jitted call for scan and gmf_jax; also the warm-up length
 BATCH = 64
@@ -246,9 +246,7 @@ def time_gmf(task: Task, steps: int) -> list[float]:
   config.diagnostics = ml_collections.ConfigDict()  # analyses of the model are not training
   with tempfile.TemporaryDirectory(prefix=f"train_speed_{task.name}_") as workdir:
     gmf_jax.train_and_evaluate(config, workdir=workdir)
-    with open(os.path.join(workdir, "metrics.csv"), newline="") as f:
-      marks = [float(row["wall_time"]) for row in csv.DictReader(f)
-               if row["name"] == "train/loss" and int(row["step"]) % CHUNK == 0]
+    marks = call_ends(os.path.join(workdir, "metrics.csv"), CHUNK)
   return list(np.diff(marks))
 
 

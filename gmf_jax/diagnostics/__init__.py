@@ -43,7 +43,6 @@ DIAGNOSTICS: dict[str, Factory] = {
     "confusion_matrix": make_confusion_matrix,
 }
 
-SCHEDULE_KEYS = ("schedule", "every_steps", "num_points")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -56,10 +54,3 @@ def image_grid(rows: list[np.ndarray], row_labels: list[str], title: str) -> Fig
     spine.set_visible(False)
   ax.set_title(title, fontsize="medium")
   return fig
-
-
-def save_png(fig: Figure, path: str) -> str:
-  tmp = f"{path}.tmp"
-  fig.savefig(tmp, format="png")
-  os.replace(tmp, path)
-  return path

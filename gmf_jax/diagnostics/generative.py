@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -149,7 +148,7 @@ def make_latent_traversal(exp, num_dims: int = 8, num_values: int = 9, span: flo
   values = jnp.linspace(-span, span, num_values)
   mean_of = _output_mean(exp)
 
-  @functools.partial(jax.jit, static_argnums=())
+  @jax.jit
   def compute(params, x):
     z = _encode_mean(exp.model.apply, params, x, kind)  # (P, L)
     order = jnp.argsort(-jnp.var(z, axis=0))[:num_dims]  # (K,)

@@ -12,10 +12,9 @@ import zlib
 import jax
 import numpy as np
 
-from gmf_jax.background import start_thread
 from gmf_jax.diagnostics import ScheduledDiagnostic
 from gmf_jax.diagnostics.base import DiagnosticResult
-from gmf_jax.diagnostics.figures import save_png
+from gmf_jax.runlog.plots import save_png
 
 log = logging.getLogger("gmf_jax")
 
@@ -68,7 +67,9 @@ def warm_up(diagnostics: list[ScheduledDiagnostic], state, probe, diag_key) -> t
       except Exception:  # noqa: BLE001 - the scheduled run will raise it where it is seen
         log.debug("warm-up of diagnostic %s failed", diag.name, exc_info=True)
 
-  return start_thread(work, "gmf_jax-diagnostics-warm-up")
+  thread = threading.Thread(target=work, name="gmf_jax-diagnostics-warm-up", daemon=True)
+  thread.start()
+  return thread
 
 
 def write_result(name: str, step: int, result: DiagnosticResult, workdir: str, writer,

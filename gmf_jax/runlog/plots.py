@@ -19,8 +19,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from gmf_jax.background import start_thread
-
 # Splits drawn in this order and colour; any other prefix follows, in order of appearance.
 SPLITS = ("train", "eval")
 DIAGNOSTICS = "diag"  # the prefix of diagnostics' scalars: diag/<name>/<key>
@@ -163,7 +161,7 @@ def plot_metrics(metrics_csv: str, out_dir: str, title: str | None = None) -> li
   written = []
   for filename, fig in figures.items():
     if fig is not None:
-      written.append(_save(fig, os.path.join(out_dir, filename)))
+      written.append(save_png(fig, os.path.join(out_dir, filename)))
   return written
 
 
@@ -183,7 +181,9 @@ def warm_up() -> threading.Thread:
     except Exception:  # noqa: BLE001 - only a head start; the real plots report their errors
       pass
 
-  return start_thread(draw, "gmf_jax-plots-warm-up")
+  thread = threading.Thread(target=draw, name="gmf_jax-plots-warm-up", daemon=True)
+  thread.start()
+  return thread
 
 
 def _figure_with_panels(count: int, ncols: int, cell: tuple[float, float],
@@ -234,7 +234,8 @@ def _wants_log(curves) -> bool:
   return bool(np.log10(values.max() / values.min()) > LOG_DECADES)
 
 
-def _save(fig: Figure, path: str) -> str:
+def save_png(fig: Figure, path: str) -> str:
+  """Writes `fig` as a PNG at `path`, atomically."""
   # Written beside and renamed, so a viewer polling the folder never sees half a PNG.
   tmp = f"{path}.tmp"
   fig.savefig(tmp, format="png", pil_kwargs={"compress_level": 3})  # 6 (default): slower

@@ -97,7 +97,6 @@ class BackgroundWandb:
     self._on_ready = on_ready
     self._ready = False
     self.thread_cpu_sec = 0.0  # the CPU time of the background thread, known after `close`
-    self.open_cpu_sec = 0.0  # the part of it that opened the run
     self._opened = threading.Event()
     self._queue: queue.SimpleQueue = queue.SimpleQueue()
     self._thread = threading.Thread(target=self._work, args=(open_fn,), daemon=True,
@@ -111,7 +110,6 @@ class BackgroundWandb:
       self._error = e
     finally:
       self._opened.set()
-      self.open_cpu_sec = time.thread_time()
     while (item := self._queue.get()) is not None:
       if self._writer is None or self._error is not None:
         continue  # disabled, or failed: drop what is left

@@ -148,7 +148,7 @@ def train_and_evaluate(
       checkpointer.close()  # waits for background saves: the last checkpoint is complete
     csv_writer.close()
     summary.info["status"] = status
-    summary.save()
+    summary.save()  # before the plots and wandb, which may fail or be killed; again below
     if start_step < exp.num_steps:
       with recording("plots"):
         if plots_ready is not None:
@@ -183,11 +183,10 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
   ))
   learning_rates = LearningRates(exp.schedule, config.log_every_steps, step, exp.num_steps)
   probe, state_copy, warm_up = None, None, None
+  diag_seconds: dict[str, float] = {}
   if exp.diagnostics:
     probe = runner.probe_batch(exp, config.probe_size)
     state_copy = jax.tree_util.tree_map(jax.numpy.copy, state)  # `state` will be donated
-  diag_seconds: dict[str, float] = {}
-  if exp.diagnostics:
     diag_seconds["build"] = exp.diagnostics_build_sec
   boundaries = _Boundaries(exp)
   nonfinite = _NonFiniteCheck(config.on_nonfinite, config.max_consecutive_nonfinite)
@@ -308,7 +307,9 @@ class _Boundaries:
     ends = [step + self.steps_per_call, _next_multiple(step, self.eval_every), self.num_steps]
     if self.ckpt_every:
       ends.append(_next_multiple(step, self.ckpt_every))
-    ends.extend(s for s in self.diag_steps[bisect.bisect_right(self.diag_steps, step):][:1])
+    i = bisect.bisect_right(self.diag_steps, step)  # the next diagnostic step, if any
+    if i < len(self.diag_steps):
+      ends.append(self.diag_steps[i])
     return min(ends) - step
 
   def is_log_step(self, step: int) -> bool:

@@ -74,10 +74,11 @@ class LearningRates:
   def _fill(self, first: int, extra=()) -> None:
     """Rates for the next `block` log steps from `first` on (and `extra`); fixed length, so the
     schedule compiles once."""
-    grid = range(-(-first // self._every) * self._every, first + self._block * self._every,
-                 self._every)
-    want = sorted({*grid, *extra, *([self._last] if self._last < first + self._block
-                                    * self._every else [])})
+    end = first + self._block * self._every
+    want = {*range(-(-first // self._every) * self._every, end, self._every), *extra}
+    if self._last < end:
+      want.add(self._last)
+    want = sorted(want)
     padded = np.full(-(-len(want) // self._block) * self._block, want[-1], np.int64)
     padded[: len(want)] = want
     values = np.asarray(self._fn(padded - 1))  # step s trains with the rate at index s - 1
