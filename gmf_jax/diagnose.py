@@ -35,7 +35,9 @@ def diagnose(workdir: str, names: list[str] | None = None,
   from gmf_jax.diagnostics import DIAGNOSTICS, runner
   from gmf_jax.runlog.checkpoint import Checkpointer
   from gmf_jax.runlog.writers import CsvWriter
-  from gmf_jax.train.build import build_experiment, init_state
+  from gmf_jax import compile_cache
+  from gmf_jax.config import default_config
+  from gmf_jax.train.build import abstract_state, build_experiment
   from gmf_jax.train.step import make_keys
 
   config_path = os.path.join(workdir, "config.json")
@@ -56,13 +58,14 @@ def diagnose(workdir: str, names: list[str] | None = None,
   saved["diagnostics"] = entries
   config = ml_collections.ConfigDict(saved)
   exp = build_experiment(config)
+  compile_cache.enable(config.get("compile_cache", default_config().compile_cache))
   checkpointer = Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep,
                               async_save=False)
   try:
     available = checkpointer.steps()
     chosen = _choose_steps(steps, available, workdir)
     keys = make_keys(config.seed)
-    like = init_state(exp, keys)
+    like = abstract_state(exp, keys)
     probe = runner.probe_batch(exp, config.probe_size)
     writer = CsvWriter(os.path.join(workdir, "metrics.csv"))
     done = {}

@@ -59,6 +59,8 @@ BAD_INPUTS = [
     (["--config.loss.name=cross_entropy"], "loss.beta is not an option of CrossEntropy"),
     (["--config.model.name=autoencoder"], "loss.name='elbo' expects __call__"),
     (["--config.data.name=tfds:mnist", "--config.batch_size=8"], "tfds build mnist"),
+    (["--config.compile_cache.dir=/dev/null/cache"], "compile_cache.dir='/dev/null/cache'"),
+    (["--config.compile_cache.max_size_mb=0"], "compile_cache.max_size_mb=0 must be"),
     (["--bogus"], "unknown argument '--bogus'"),
 ]
 

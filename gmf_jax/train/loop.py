@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 from flax.training.train_state import TrainState
 
+from gmf_jax import compile_cache
 from gmf_jax.diagnostics import runner
 from gmf_jax.errors import ConfigError
 from gmf_jax.runlog import CsvWriter, MultiWriter, RunFolder, Summary, new_run_dir, open_run_folder
@@ -85,6 +86,8 @@ def train_and_evaluate(
   run_start = time.perf_counter()
   recording = Stopwatch()  # the training thread's time spent recording the run
   exp = build_experiment(config)  # every check on the input happens here
+  cache_dir = compile_cache.enable(config.compile_cache)
+  cache_before = compile_cache.counter().snapshot()
   resolved = resolved_config(config, exp)
   source = getattr(config, "_gmf_config_source", (None, None))  # set by load_config
   config_file, variant = (config_file, None) if config_file else source
@@ -158,7 +161,8 @@ def train_and_evaluate(
       with recording("wandb_finish"):
         wandb_writer.close(exit_code)
     summary.info.update(record_sec=recording.seconds, record_calls=recording.calls,
-                        run_sec=time.perf_counter() - run_start)
+                        run_sec=time.perf_counter() - run_start,
+                        compile_cache=compile_cache.usage_since(cache_before, cache_dir))
     if wandb_writer is not None:  # beside the training thread, on the same cores
       summary.info["record_background_cpu_sec"] = {"wandb": wandb_writer.thread_cpu_sec}
     summary.save()
