@@ -247,6 +247,10 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
         if improved:
           with recording("checkpoints"):
             checkpointer.save(step, state, {"window": window.state_dict()}, best=True)
+      # Saved first: the checkpoint is written in the background while the diagnostics run.
+      if boundaries.is_checkpoint_step(step) or guard.signum is not None:
+        with recording("checkpoints"):
+          checkpointer.save(step, state, {"window": window.state_dict()})
       if exp.diagnostics:
         if warm_up is not None:
           waited = time.perf_counter()
@@ -256,9 +260,6 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
         for name, sec in runner.run_due(list(exp.diagnostics), step, state, probe, keys.diag,
                                         folder_path, writer, image_writer).items():
           diag_seconds[name] = diag_seconds.get(name, 0.0) + sec
-      if boundaries.is_checkpoint_step(step) or guard.signum is not None:
-        with recording("checkpoints"):
-          checkpointer.save(step, state, {"window": window.state_dict()})
       if guard.signum is not None:
         raise Preempted(guard.signum, step)
       if step >= exp.num_steps:
