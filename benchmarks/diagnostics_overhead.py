@@ -9,7 +9,7 @@ scheduled runs and their outputs. What the runs timed of the diagnostics themsel
 (summary.json `diagnostics_sec`) is printed beside it, as the explanation.
 Acceptance: diagnostics at the default schedules take at most 5% of the run's wall time.
 
-  python benchmarks/diagnostics_overhead.py [--repeats 7] [--config configs/vae.py]
+  python benchmarks/diagnostics_overhead.py [--repeats 7] [--config configs/vae.py] [--no-cache]
 """
 
 from __future__ import annotations
@@ -23,18 +23,21 @@ import tempfile
 import time
 
 import numpy as np
+from run_phases import compare, run_phases
 
 import gmf_jax
 from gmf_jax.runlog.files import read_json
-from run_phases import compare, run_phases
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIMIT = 0.05
 
 
-def run_once(config_path: str, with_diagnostics: bool, workdir: str) -> tuple[np.ndarray, dict]:
+def run_once(config_path: str, with_diagnostics: bool, workdir: str,
+             cache: bool = True) -> tuple[np.ndarray, dict]:
   """Returns (the run's phases, summary.json)."""
   config = gmf_jax.load_config(config_path, {"progress_bar": False, "wandb.mode": "disabled"})
+  if not cache:
+    config.compile_cache.dir = ""
   with config.unlocked():
     if not with_diagnostics:
       config.diagnostics = {}
@@ -52,17 +55,23 @@ def main(argv: list[str]) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--config", default=os.path.join(ROOT, "configs", "vae.py"))
+  parser.add_argument("--no-cache", dest="cache", action="store_false",
+                      help="compile everything in every run (JAX's compilation cache off), as a "
+                           "config's first run does")
   args = parser.parse_args(argv)
   logging.getLogger("gmf_jax").setLevel(logging.WARNING)
   os.environ.pop("WANDB_MODE", None)
   phases: dict[bool, list[np.ndarray]] = {True: [], False: []}
   inside: list[dict[str, float]] = []
   with tempfile.TemporaryDirectory() as tmp:
-    run_once(args.config, True, os.path.join(tmp, "warm"))  # process start-up costs once
+    # Process start-up costs once; with the cache (the default) this run also fills it, so the
+    # runs below load their programs, as every run of a config after its first does.
+    run_once(args.config, True, os.path.join(tmp, "warm"), args.cache)
     for i in range(args.repeats):
       order = (False, True) if i % 2 == 0 else (True, False)
       for with_diag in order:  # alternate, so drift hits both alike
-        run, summary = run_once(args.config, with_diag, os.path.join(tmp, f"{with_diag}-{i}"))
+        run, summary = run_once(args.config, with_diag, os.path.join(tmp, f"{with_diag}-{i}"),
+                                args.cache)
         phases[with_diag].append(run)
         if with_diag:
           inside.append(summary["diagnostics_sec"])
@@ -71,8 +80,9 @@ def main(argv: list[str]) -> None:
 
   c = compare(phases[False], phases[True])
   with_diag = c.base + c.total
-  print(f"\n{os.path.relpath(args.config, ROOT)}, {args.repeats} runs of each; a run without "
-        f"diagnostics takes {c.base:.2f} s")
+  cache = "programs loaded from the compilation cache" if args.cache else "cache off"
+  print(f"\n{os.path.relpath(args.config, ROOT)} ({cache}), {args.repeats} runs of each; a run "
+        f"without diagnostics takes {c.base:.2f} s")
   print("extra time of a run with diagnostics, by phase (differences of the per-phase medians):")
   print(f"  head (build, compilation, first call)          {c.head:+7.3f} s")
   print(f"  later calls (background compilation beside)    {c.calls:+7.3f} s")

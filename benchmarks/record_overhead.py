@@ -39,10 +39,10 @@ import tempfile
 import time
 
 import numpy as np
+from run_phases import compare, run_phases
 
 import gmf_jax
 from gmf_jax.runlog.files import read_json
-from run_phases import compare, run_phases
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIMIT = 0.03  # acceptance: checkpoints + logging <= 3% of the run's wall time

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import platform
@@ -46,11 +45,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from run_phases import call_ends
 
 import gmf_jax
 from gmf_jax.data import load_digits
 from gmf_jax.models import MLPVAE, MLPClassifier
-from run_phases import call_ends
 
 CHUNK = 500  # steps per jitted call for scan and gmf_jax; also the warm-up length
 BATCH = 64
@@ -392,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--vae-steps", type=int, default=5_000, help="VAE steps per measurement")
   parser.add_argument("--repeats", type=int, default=5, help="measurements per method")
   parser.add_argument("--retries", type=int, default=2,
-                      help=f"measure again when other processes used > {BUSY:.0%} of the CPUs")
+                      help=f"measure again when other processes used > {BUSY * 100:.0f}%% of the CPUs")
   parser.add_argument("--models", default="mlp,vae", help="comma-separated: mlp, vae")
   parser.add_argument("--check", action="store_true", help="exit 1 if a threshold fails")
   args = parser.parse_args(argv)

@@ -32,11 +32,11 @@ def diagnose(workdir: str, names: list[str] | None = None,
   Returns:
     The diagnostics run at each step.
   """
+  from gmf_jax import compile_cache
+  from gmf_jax.config import default_config
   from gmf_jax.diagnostics import DIAGNOSTICS, runner
   from gmf_jax.runlog.checkpoint import Checkpointer
   from gmf_jax.runlog.writers import CsvWriter
-  from gmf_jax import compile_cache
-  from gmf_jax.config import default_config
   from gmf_jax.train.build import abstract_state, build_experiment
   from gmf_jax.train.step import make_keys
 

@@ -17,7 +17,8 @@ os.environ["WANDB_SILENT"] = "true"
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Runs share one JAX compilation cache per checkout (git-ignored), as a user's runs share theirs.
-os.environ.setdefault("GMF_JAX_COMPILE_CACHE_DIR", str(ROOT / ".pytest_cache" / "jax-compile-cache"))
+os.environ.setdefault("GMF_JAX_COMPILE_CACHE_DIR",
+                      str(ROOT / ".pytest_cache" / "jax-compile-cache"))
 CONFIGS = ROOT / "configs"
 
 

@@ -3,8 +3,8 @@
 import functools
 
 import jax
-import pytest
 import numpy as np
+import pytest
 
 import gmf_jax
 from gmf_jax.train import pipeline

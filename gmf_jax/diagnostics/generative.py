@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -10,33 +11,29 @@ import numpy as np
 from gmf_jax.diagnostics import figures
 from gmf_jax.diagnostics.base import DiagnosticResult, to_host
 from gmf_jax.diagnostics.requirements import (
+    encode_mean,
     latent_dim,
     require_images,
     require_latent,
 )
 from gmf_jax.errors import ConfigError
+from gmf_jax.train.losses import likelihood_mean
 
 
 def _output_mean(exp):
-  """Decoder output -> the mean of p(x | z): sigmoid of Bernoulli logits, else as is."""
-  likelihood = getattr(exp.loss, "likelihood", "gaussian")
-  return jax.nn.sigmoid if likelihood == "bernoulli" else (lambda y: y)
-
-
-def _encode_mean(apply_fn, params, x, kind):
-  encoded = apply_fn({"params": params}, x, method="encode")
-  return encoded[0] if kind == "vae" else encoded  # (B, L)
+  """Decoder output -> the mean of p(x | z) under this run's likelihood (Gaussian if none)."""
+  return functools.partial(likelihood_mean, getattr(exp.loss, "likelihood", "gaussian"))
 
 
 def make_reconstructions(exp, num: int = 16):
   """Probe inputs beside their reconstructions decode(encode_mean(x)); scalar: mean squared
   error per example (sum over pixels)."""
-  kind = require_latent(exp, "reconstructions")
+  require_latent(exp, "reconstructions")
   mean_of = _output_mean(exp)
 
   @jax.jit
   def compute(params, x):
-    z = _encode_mean(exp.model.apply, params, x, kind)
+    z = encode_mean(exp.model.apply, params, x)
     recon = mean_of(exp.model.apply({"params": params}, z, method="decode"))  # like x
     mse = jnp.sum(jnp.square(recon - x).reshape((x.shape[0], -1)), -1)  # (B,)
     return recon, mse
@@ -139,7 +136,7 @@ def make_latent_traversal(exp, num_dims: int = 8, num_values: int = 9, span: flo
 
   The axes with the largest variance of the probe's encoder means come first.
   """
-  kind = require_latent(exp, "latent_traversal")
+  require_latent(exp, "latent_traversal")
   require_images(exp, "latent_traversal")
   dim = latent_dim(exp)
   if num_dims < 1 or num_values < 2:
@@ -150,7 +147,7 @@ def make_latent_traversal(exp, num_dims: int = 8, num_values: int = 9, span: flo
 
   @jax.jit
   def compute(params, x):
-    z = _encode_mean(exp.model.apply, params, x, kind)  # (P, L)
+    z = encode_mean(exp.model.apply, params, x)  # (P, L)
     order = jnp.argsort(-jnp.var(z, axis=0))[:num_dims]  # (K,)
     base = jnp.zeros((num_dims, num_values, dim))
     grid = base.at[jnp.arange(num_dims)[:, None], jnp.arange(num_values)[None, :],

@@ -7,7 +7,7 @@ import numpy as np
 
 from gmf_jax.diagnostics import figures, linalg
 from gmf_jax.diagnostics.base import DiagnosticResult, to_host
-from gmf_jax.diagnostics.requirements import latent_kind
+from gmf_jax.diagnostics.requirements import encode_mean, latent_kind
 from gmf_jax.errors import ConfigError
 
 JACOBIAN_OF = ("auto", "decoder", "encoder", "model")
@@ -35,21 +35,17 @@ def make_jacobian(exp, of: str = "auto", mode: str = "auto", num: int = 64):
     raise ConfigError(f"diagnostics.jacobian.mode={mode!r} must be 'auto', 'fwd' or 'rev'.")
   apply = exp.model.apply
 
-  def encode_mean(params, x):
-    encoded = apply({"params": params}, x, method="encode")
-    return encoded[0] if kind == "vae" else encoded
-
   def single_map(params):
     """The map for one example: (in_shape) -> (out_shape)."""
     if of == "decoder":
       return lambda z: apply({"params": params}, z[None], method="decode")[0]
     if of == "encoder":
-      return lambda x: encode_mean(params, x[None])[0]
+      return lambda x: encode_mean(apply, params, x[None])[0]
     return lambda x: apply({"params": params}, x[None], train=False)[0]
 
   @jax.jit
   def compute(params, x):
-    points = encode_mean(params, x) if of == "decoder" else x  # (B, ...)
+    points = encode_mean(apply, params, x) if of == "decoder" else x  # (B, ...)
     jac = linalg.jacobian(single_map(params), points, mode=mode)  # (B, M, N)
     sv = linalg.singular_values(jac)  # (B, K)
     return sv, linalg.jacobian_stats(jac, s=sv)

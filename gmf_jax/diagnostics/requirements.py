@@ -10,6 +10,19 @@ from gmf_jax.errors import ConfigError
 _LATENT_CACHE: dict[int, tuple[object, tuple[str | None, int | None]]] = {}
 
 
+def _mean(encoded):
+  """encode's output -> the latent point: the mean of a VAE's (mean, logvar), else the code."""
+  return encoded[0] if isinstance(encoded, tuple) else encoded
+
+
+def encode_mean(apply_fn, params, x: jax.Array) -> jax.Array:
+  """The encoder's mean of x, the point a diagnostic decodes from or differentiates at.
+
+  The tuple test is the one `latent_kind` makes, so this agrees with it without being told.
+  """
+  return _mean(apply_fn({"params": params}, x, method="encode"))  # (B, L)
+
+
 def _latent_info(exp) -> tuple[str | None, int | None]:
   """(kind, latent dim) of the model, traced once per experiment."""
   cached = _LATENT_CACHE.get(id(exp))
@@ -23,13 +36,11 @@ def _latent_info(exp) -> tuple[str | None, int | None]:
     def trace(x):
       variables = exp.model.init(rngs, x, train=False)
       encoded = exp.model.apply(variables, x, method="encode")
-      mean = encoded[0] if isinstance(encoded, tuple) else encoded
-      exp.model.apply(variables, mean, method="decode")
+      exp.model.apply(variables, _mean(encoded), method="decode")
       return encoded
 
     encoded = jax.eval_shape(trace, x)
-    mean = encoded[0] if isinstance(encoded, tuple) else encoded
-    info = ("vae" if isinstance(encoded, tuple) else "ae", int(mean.shape[-1]))
+    info = ("vae" if isinstance(encoded, tuple) else "ae", int(_mean(encoded).shape[-1]))
   except Exception:  # noqa: BLE001 - no encode/decode, or they do not run on this data
     pass
   _LATENT_CACHE.clear()  # one experiment at a time; keeps no stale models alive

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import threading
@@ -81,11 +80,9 @@ def write_result(name: str, step: int, result: DiagnosticResult, workdir: str, w
     writer.write(step, {f"diag/{name}/{k}": float(v) for k, v in result.scalars.items()})
   if result.arrays:
     path = os.path.join(folder, f"step_{step}.npz")
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in result.arrays.items()})
-    with open(f"{path}.tmp", "wb") as f:
-      f.write(buffer.getvalue())
-    os.replace(f"{path}.tmp", path)
+    with open(f"{path}.tmp", "wb") as f:  # a file object: a name would get `.npz` appended
+      np.savez_compressed(f, **{k: np.asarray(v) for k, v in result.arrays.items()})
+    os.replace(f"{path}.tmp", path)  # readers never see a half-written file
   images = {}
   for fig_name, fig in result.figures.items():
     fig = fig() if callable(fig) else fig  # drawn only when written (not in the warm-up)

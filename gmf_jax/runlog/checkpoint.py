@@ -68,18 +68,19 @@ class Checkpointer:
     Returns:
       (step, state, meta), or None when there is no usable checkpoint.
     """
+    # Made abstract out here (restore's own conversion leaves it as is), so a `like` that
+    # cannot be converted raises instead of setting every checkpoint aside.
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
     for step in sorted(self.latest.all_steps(), reverse=True):
       try:
-        restored = self.latest.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        state, meta = self.restore(step, abstract)
       except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: fall back to the previous
         moved = self._set_aside(step)
         log.warning("warning: checkpoint at step %d cannot be restored (%s: %s); moved it to %s "
                     "and trying the previous one.", step, type(e).__name__,
                     (str(e).splitlines() or [""])[0][:200], moved)
         continue
-      return step, restored.state, dict(restored.meta)
+      return step, state, meta
     return None
 
   def _set_aside(self, step: int) -> str:

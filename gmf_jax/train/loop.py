@@ -26,9 +26,16 @@ from flax.training.train_state import TrainState
 from gmf_jax import compile_cache
 from gmf_jax.diagnostics import runner
 from gmf_jax.errors import ConfigError
-from gmf_jax.runlog import CsvWriter, MultiWriter, RunFolder, Summary, new_run_dir, open_run_folder
+from gmf_jax.runlog import (
+  CsvWriter,
+  MultiWriter,
+  RunFolder,
+  Summary,
+  new_run_dir,
+  open_run_folder,
+  plots,
+)
 from gmf_jax.runlog.checkpoint import Checkpointer
-from gmf_jax.runlog import plots
 from gmf_jax.runlog.resume import summary_from_rows, trim_metrics
 from gmf_jax.runlog.wandb_writer import BackgroundWandb, WandbWriter, wandb_mode
 from gmf_jax.train import pipeline
@@ -37,11 +44,11 @@ from gmf_jax.train.metering import ChunkTimer, LearningRates, MetricWindow, Stop
 from gmf_jax.train.preemption import Preempted, PreemptionGuard
 from gmf_jax.train.progress import Progress
 from gmf_jax.train.step import (
-    RunKeys,
-    evaluate,
-    make_keys,
-    train_chunk_on_batches,
-    train_chunk_on_device,
+  RunKeys,
+  evaluate,
+  make_keys,
+  train_chunk_on_batches,
+  train_chunk_on_device,
 )
 
 log = logging.getLogger("gmf_jax")

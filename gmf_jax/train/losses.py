@@ -41,6 +41,11 @@ def _neg_log_likelihood(likelihood: str, recon: jax.Array, x: jax.Array, sigma: 
   return _sum_over_example(0.5 * sq + math.log(sigma) + 0.5 * math.log(2 * math.pi))
 
 
+def likelihood_mean(likelihood: str, output: jax.Array) -> jax.Array:
+  """Decoder output -> the mean of p(x | z): sigmoid of Bernoulli logits, Gaussian means as is."""
+  return jax.nn.sigmoid(output) if likelihood == "bernoulli" else output
+
+
 def _check_likelihood(likelihood: str) -> None:
   if likelihood not in LIKELIHOODS:
     valid = ", ".join(LIKELIHOODS)
@@ -137,10 +142,8 @@ class Reconstruction:
   def per_example(self, params, apply_fn, batch, rng):
     recon = apply_fn({"params": params}, batch["x"], train=False, rngs=model_rngs(rng))
     nll = _neg_log_likelihood(self.likelihood, recon, batch["x"], self.obs_sigma)
-    return {"loss": nll, "mse": _sum_over_example(jnp.square(self._mean(recon) - batch["x"]))}
-
-  def _mean(self, recon):
-    return jax.nn.sigmoid(recon) if self.likelihood == "bernoulli" else recon
+    mean = likelihood_mean(self.likelihood, recon)
+    return {"loss": nll, "mse": _sum_over_example(jnp.square(mean - batch["x"]))}
 
   def __call__(self, params, apply_fn, batch, rng, train=True):
     recon = apply_fn({"params": params}, batch["x"], train=train, rngs=model_rngs(rng))

@@ -61,14 +61,13 @@ class HostBatches:
       b = position * self.batch_size
       indices.append(self._permutation(epoch)[b : b + self.batch_size])
     flat = self.split.get(np.concatenate(indices))
+    stacked = {k: v.reshape((num_steps, self.batch_size, *v.shape[1:])) for k, v in flat.items()}
     pad = self.slots - num_steps
-    return {
-        k: np.concatenate([
-            v.reshape((num_steps, self.batch_size, *v.shape[1:])),
-            np.zeros((pad, self.batch_size, *v.shape[1:]), v.dtype),
-        ])
-        for k, v in flat.items()
-    }
+    if not pad:  # a full chunk, the usual case: no copy
+      return stacked
+    # Zeros, not padded indices: a tfds split would read and decode every padded example.
+    return {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)])
+            for k, v in stacked.items()}
 
   def prefetch(self, start: int, num_steps: int) -> None:
     """Starts reading the batches of steps [start, start + num_steps) in the background."""
