@@ -391,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--vae-steps", type=int, default=5_000, help="VAE steps per measurement")
   parser.add_argument("--repeats", type=int, default=5, help="measurements per method")
   parser.add_argument("--retries", type=int, default=2,
-                      help=f"measure again when other processes used > {BUSY * 100:.0f}%% of the CPUs")
+                      help=f"measure again when other processes used > {BUSY * 100:.0f}%% of "
+                           "the CPUs")
   parser.add_argument("--models", default="mlp,vae", help="comma-separated: mlp, vae")
   parser.add_argument("--check", action="store_true", help="exit 1 if a threshold fails")
   args = parser.parse_args(argv)
