@@ -14,8 +14,10 @@ lock, so parallel processes (pytest -n, a sweep) can share one folder.
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import os
+import platform
 import threading
 
 import jax
@@ -30,11 +32,28 @@ MB = 2**20
 
 
 def default_dir() -> str:
-  """`$GMF_JAX_COMPILE_CACHE_DIR`, else `$XDG_CACHE_HOME/gmf_jax/jax` (~/.cache/gmf_jax/jax)."""
+  """`$GMF_JAX_COMPILE_CACHE_DIR`, else `~/.cache/gmf_jax/jax/<machine>` (`$XDG_CACHE_HOME`
+  in place of ~/.cache when set)."""
   if os.environ.get(ENV_DIR):
     return os.environ[ENV_DIR]
   base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(base, "gmf_jax", "jax")
+  return os.path.join(base, "gmf_jax", "jax", machine_tag())
+
+
+def machine_tag() -> str:
+  """Names the CPU type: its architecture, model and instruction-set flags, hashed.
+
+  Compiled CPU code uses the instructions of the CPU it was compiled on. A home folder shared
+  by a cluster's different nodes gets one cache per CPU type, so no node loads code its CPU
+  cannot run.
+  """
+  text = platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      text += "".join(sorted({line for line in f if line.startswith(("model name", "flags"))}))
+  except OSError:
+    text += platform.processor()
+  return f"{platform.machine()}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 def resolve_dir(spec: str | None) -> str:

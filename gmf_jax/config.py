@@ -60,7 +60,7 @@ def default_config() -> ml_collections.ConfigDict:
   )
   # JAX's persistent compilation cache: a rerun of a config (other seeds, sweeps) loads the
   # compiled programs instead of compiling them again. 'auto': $GMF_JAX_COMPILE_CACHE_DIR, else
-  # ~/.cache/gmf_jax/jax; '' turns it off. See gmf_jax/compile_cache.py.
+  # ~/.cache/gmf_jax/jax/<cpu type>; '' turns it off. See gmf_jax/compile_cache.py.
   c.compile_cache = ml_collections.ConfigDict({"dir": "auto", "max_size_mb": 2048})
   c.wandb = ml_collections.ConfigDict(
       {

@@ -3,6 +3,7 @@ numbers; '' turns it off; a folder that cannot be written fails before the run s
 
 import csv
 import json
+import os
 
 from tests.conftest import CONFIGS, run_cli
 
@@ -37,3 +38,17 @@ def test_empty_dir_turns_the_cache_off(tmp_path):
   usage, _ = _run(tmp_path, "off", "--config.compile_cache.dir=", cache=cache)
   assert usage == {"dir": "", "hits": 0, "misses": 0, "saved_sec": 0.0}
   assert not cache.exists()
+
+
+def test_auto_dir_is_the_env_folder_else_one_per_cpu_type(tmp_path, monkeypatch):
+  from gmf_jax import compile_cache
+
+  monkeypatch.setenv("GMF_JAX_COMPILE_CACHE_DIR", str(tmp_path / "mine"))
+  assert compile_cache.resolve_dir("auto") == str(tmp_path / "mine")
+  monkeypatch.delenv("GMF_JAX_COMPILE_CACHE_DIR")
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+  auto = compile_cache.resolve_dir("auto")
+  assert auto == str(tmp_path / "xdg" / "gmf_jax" / "jax" / compile_cache.machine_tag())
+  assert compile_cache.machine_tag() == compile_cache.machine_tag()  # stable for this machine
+  assert compile_cache.resolve_dir("") == ""
+  assert compile_cache.resolve_dir("~/c") == os.path.expanduser("~/c")
