@@ -44,7 +44,6 @@ DIAGNOSTICS: dict[str, Factory] = {
 }
 
 
-
 @dataclasses.dataclass(frozen=True)
 class ScheduledDiagnostic:
   name: str

@@ -149,4 +149,3 @@ class BackgroundWandb:
     except Exception as e:  # noqa: BLE001 - the run itself is recorded; wandb is a copy
       log.warning("warning: wandb failed (%s: %s); the run folder has every metric.",
                   type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
-

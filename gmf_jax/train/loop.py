@@ -27,13 +27,13 @@ from gmf_jax import compile_cache
 from gmf_jax.diagnostics import runner
 from gmf_jax.errors import ConfigError
 from gmf_jax.runlog import (
-  CsvWriter,
-  MultiWriter,
-  RunFolder,
-  Summary,
-  new_run_dir,
-  open_run_folder,
-  plots,
+    CsvWriter,
+    MultiWriter,
+    RunFolder,
+    Summary,
+    new_run_dir,
+    open_run_folder,
+    plots,
 )
 from gmf_jax.runlog.checkpoint import Checkpointer
 from gmf_jax.runlog.resume import summary_from_rows, trim_metrics
@@ -44,11 +44,11 @@ from gmf_jax.train.metering import ChunkTimer, LearningRates, MetricWindow, Stop
 from gmf_jax.train.preemption import Preempted, PreemptionGuard
 from gmf_jax.train.progress import Progress
 from gmf_jax.train.step import (
-  RunKeys,
-  evaluate,
-  make_keys,
-  train_chunk_on_batches,
-  train_chunk_on_device,
+    RunKeys,
+    evaluate,
+    make_keys,
+    train_chunk_on_batches,
+    train_chunk_on_device,
 )
 
 log = logging.getLogger("gmf_jax")
@@ -400,7 +400,7 @@ def _finish_plots(folder: RunFolder, wandb_writer: BackgroundWandb | None,
   """Loss curves as PNG (and to wandb); a plotting error must not hide the run's own error."""
   try:
     paths = plots.plot_metrics(folder.file("metrics.csv"), folder.file("plots"),
-                         title=os.path.basename(folder.path))
+                               title=os.path.basename(folder.path))
     if wandb_writer is not None and paths:
       step = max((m["final_step"] for m in summary.metrics.values()), default=0)
       wandb_writer.write_images(step, {
