@@ -3,17 +3,37 @@
 From a notebook:
 
     import gmf_jax
-    config = gmf_jax.load_config("configs/vae.py", {"optimizer.learning_rate": 1e-3})
+    config = gmf_jax.load_config("configs/vae.py", {"lr": 1e-3})
     result = gmf_jax.train_and_evaluate(config, workdir="runs/my_vae")
     result.metrics["eval/nelbo"]
+
+`import gmf_jax` and `load_config` stay light (no jax, flax, orbax, wandb or matplotlib), so a
+typo in a config is reported in a fraction of a second; the training stack is imported the
+first time `train_and_evaluate` (or `TrainResult`) is used.
 """
 
 from gmf_jax.config import default_config, load_config
-from gmf_jax.errors import ConfigError
-from gmf_jax.train.loop import NonFiniteError, TrainResult, train_and_evaluate
+from gmf_jax.errors import ConfigError, NonFiniteError
 from gmf_jax.train.preemption import Preempted
 
 __version__ = "0.1.0"
+
+_LAZY = {"train_and_evaluate": "gmf_jax.train.loop", "TrainResult": "gmf_jax.train.loop"}
+
+
+def __getattr__(name: str):
+  if name in _LAZY:
+    import importlib
+
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # imported once
+    return value
+  raise AttributeError(f"module 'gmf_jax' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "ConfigError",

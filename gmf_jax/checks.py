@@ -11,6 +11,7 @@ the key, the value, and what is allowed.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +47,7 @@ def check_number(key: str, value: Any, *, low: float | None = None, high: float 
   if value is None and allow_none:
     return
   allowed = _allowed(low, high, low_open, high_open)
-  ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+  ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
   if ok:
     ok = not (low is not None and (value < low or (low_open and value == low)))
     ok = ok and not (high is not None and (value > high or (high_open and value == high)))
@@ -60,7 +61,7 @@ def check_int(key: str, value: Any, *, low: int | None = None, high: int | None 
   """Refuses `value` unless it is an integer in [low, high] (bools are not integers here)."""
   if value is None and allow_none:
     return
-  is_int = isinstance(value, int) and not isinstance(value, bool)
+  is_int = _is_int(value)
   if not is_int or (low is not None and value < low) or (high is not None and value > high):
     allowed = _allowed(low, high, False, False)
     none = " (or None)" if allow_none else ""
@@ -85,9 +86,14 @@ def check_ints(key: str, values: Any, *, low: int | None = None, nonempty: bool 
   if not isinstance(values, (list, tuple)) or (nonempty and not values):
     raise ConfigError(message)
   for i, v in enumerate(values):
-    if not isinstance(v, int) or isinstance(v, bool):
+    if not _is_int(v):
       raise ConfigError(message)
     if (low is not None and v < low) or (high is not None and v > high):
       raise ConfigError(message)
     if increasing and i and v <= values[i - 1]:
       raise ConfigError(message)
+
+
+def _is_int(value: Any) -> bool:
+  """Python and numpy integers (a dataset may report sizes as numpy ints), not bools."""
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -8,6 +8,7 @@ both get the same parsing and the same errors.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import importlib.util
 import os
@@ -21,12 +22,68 @@ from gmf_jax.errors import ConfigError
 
 Overrides = Mapping[str, Any] | Iterable[str] | None
 
+# Short names for the keys researchers type most. An alias is not a key of its own: it sets the
+# canonical key, which is the one config.json records (`--config.lr=3e-4` sets
+# optimizer.learning_rate), so the two can never disagree.
+ALIASES = {"lr": "optimizer.learning_rate"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigOrigin:
+  """Where a loaded config's values came from: its file, and the overrides applied on top.
+
+  Build time uses it to tell a key the user chose from one the file set for a component the
+  user then switched away from (`--config.schedule.name=constant` on a file that set
+  `schedule.end_value` for its cosine schedule): the first must take effect or be refused, the
+  second is simply left out.
+  """
+
+  file: str | None = None
+  file_values: Mapping[str, Any] | None = None  # dotted keys as get_config() returned them
+  overridden: frozenset[str] = frozenset()  # canonical dotted keys set by overrides
+
+  def set_by_user(self, key: str, value: Any) -> bool:
+    """Whether `value` at `key` is the user's choice rather than what the file set.
+
+    Without a file (a config built in Python), every value counts as the user's.
+    """
+    if self.file_values is None or key in self.overridden or key not in self.file_values:
+      return True
+    return not same_value(self.file_values[key], value)
+
+  def file_value(self, key: str, default: Any = None) -> Any:
+    return default if self.file_values is None else self.file_values.get(key, default)
+
+
+def config_origin(config: ml_collections.ConfigDict) -> ConfigOrigin:
+  """The origin `load_config` recorded for `config` (an empty one for configs made in Python)."""
+  return getattr(config, "_gmf_origin", None) or ConfigOrigin()
+
+
+def same_value(a: Any, b: Any) -> bool:
+  """Equality that treats lists and tuples alike (JSON and CLI parsing return either)."""
+  if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+    return tuple(a) == tuple(b)
+  return a == b
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """`{"a": {"b": 1}}` -> `{"a.b": 1}` (ConfigDicts and dicts)."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, (Mapping, ml_collections.ConfigDict)):
+      out.update(flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
 
 def default_config() -> ml_collections.ConfigDict:
   """The shared vocabulary every config starts from; config files change what they need.
 
   Keys that only some components use are typed placeholders (None until set), so an override
-  from the command line is type-checked even where the default is None.
+  from the command line is type-checked even where the default is None. `lr` is an alias of
+  `optimizer.learning_rate` (see ALIASES).
   """
   c = ml_collections.ConfigDict()
   c.name = "run"  # names the run folder under runs/
@@ -119,7 +176,8 @@ def load_config(path: str, overrides: Overrides = None) -> ml_collections.Config
   Args:
     path: a Python config file with `get_config(arg=None)`; `:variant` is passed as `arg`.
     overrides: `{"optimizer.learning_rate": 1e-3}`, or CLI strings like
-      `["--config.optimizer.learning_rate=1e-3"]` (also `"optimizer.learning_rate=1e-3"`).
+      `["--config.optimizer.learning_rate=1e-3"]` (also `"optimizer.learning_rate=1e-3"`);
+      `lr` is an alias of `optimizer.learning_rate`.
 
   Returns:
     The locked ConfigDict: a typo in a key now fails instead of adding a key.
@@ -145,24 +203,46 @@ def load_config(path: str, overrides: Overrides = None) -> ml_collections.Config
   if not isinstance(config, ml_collections.ConfigDict):
     raise ConfigError(f"get_config() in {file_path!r} must return an ml_collections.ConfigDict.")
   config.lock()
-  apply_overrides(config, overrides)
-  # Remembered beside the config (not a key: it does not change the run), so the run folder
-  # can keep a copy of the file.
+  file_values = flatten(config)
+  overridden = apply_overrides(config, overrides)
+  # Remembered beside the config (not keys: they do not change the run): the file, so the run
+  # folder can keep a copy of it, and what the file and the overrides each set.
   object.__setattr__(config, "_gmf_config_source", (os.path.abspath(file_path), arg or None))
+  object.__setattr__(config, "_gmf_origin",
+                     ConfigOrigin(file_path, file_values, frozenset(overridden)))
   return config
 
 
-def apply_overrides(config: ml_collections.ConfigDict, overrides: Overrides) -> None:
-  """Applies overrides in place; strings are parsed by the type of the field they replace."""
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Overrides) -> list[str]:
+  """Applies overrides in place; strings are parsed by the type of the field they replace.
+
+  Returns:
+    The canonical keys set (aliases resolved).
+  """
   if overrides is None:
-    return
+    return []
   items = overrides.items() if isinstance(overrides, Mapping) else _parse_cli(overrides)
-  for key, value in items:
-    set_value(config, key, value)
+  return [set_value(config, key, value) for key, value in items]
 
 
-def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
-  """Sets dotted `key` to `value` (a string is parsed by the field's type); ConfigError if bad."""
+def canonical_key(config: ml_collections.ConfigDict, key: str) -> str:
+  """`key` with an alias resolved (`lr` -> `optimizer.learning_rate`), unless the config has a
+  key of that name itself."""
+  if key in ALIASES and key not in config:
+    return ALIASES[key]
+  return key
+
+
+def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> str:
+  """Sets dotted `key` (or an alias) to `value`; a string is parsed by the field's type.
+
+  Returns:
+    The canonical key that was set.
+
+  Raises:
+    ConfigError: an unknown key or a value of the wrong type.
+  """
+  key = canonical_key(config, key)
   *parents, leaf = key.split(".")
   node = config
   for i, part in enumerate(parents):
@@ -182,6 +262,7 @@ def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
     raise ConfigError(
         f"override {key}={value!r}: expected a value of type {field_type.__name__}."
     ) from e
+  return key
 
 
 def _child(node, part, path, full_key):
@@ -194,8 +275,10 @@ def _unknown_key(node, part, full_key, section=None) -> str:
   keys = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
   close = difflib.get_close_matches(part, keys, n=1)
   hint = f" Did you mean {full_key.rsplit(part, 1)[0] + close[0]!r}?" if close else ""
+  aliases = f" Aliases: {', '.join(f'{a} ({k})' for a, k in ALIASES.items())}." if (
+      section is None and "." not in full_key) else ""
   return (
-      f"unknown config key {full_key!r}.{hint} Keys here: {', '.join(keys)}. "
+      f"unknown config key {full_key!r}.{hint} Keys here: {', '.join(keys)}.{aliases} "
       "(The config is locked: a new key must be added in the config file.)"
   )
 

@@ -1,4 +1,4 @@
-"""The one error type for bad user input (config keys, names, files)."""
+"""The errors a run reports to its user (imported without the training stack)."""
 
 
 class ConfigError(ValueError):
@@ -7,3 +7,7 @@ class ConfigError(ValueError):
   The message is one line naming the key, value or file and how to fix it; the CLI prints it
   without a traceback and exits with status 2.
   """
+
+
+class NonFiniteError(RuntimeError):
+  """Training produced NaN or Inf; the message names the step and the metric."""

@@ -10,12 +10,16 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
+from gmf_jax.config import ConfigOrigin, default_config, flatten, same_value
 from gmf_jax.errors import ConfigError
+
+log = logging.getLogger("gmf_jax")
 
 
 def resolve(name: str, builtins: Mapping[str, Any], *, key: str) -> Any:
@@ -106,18 +110,83 @@ def checked_kwargs(target: Any, kwargs: Mapping[str, Any], *, key: str) -> dict[
   Raises:
     ConfigError: naming the unexpected key and the valid ones.
   """
-  params = {
-      p.name: p
-      for p in inspect.signature(target).parameters.values()
-      if p.name not in ("self", "parent", "name")
-  }
-  takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+  names, takes_any = parameter_names(target)
   out = dict(kwargs)
   for k in out:
-    if k not in params and not takes_any:
-      valid = ", ".join(n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD)
+    if k not in names and not takes_any:
       raise ConfigError(
           f"{key}.{k} is not an option of {getattr(target, '__name__', target)!s}; "
-          f"its options: {valid or '(none)'}."
+          f"its options: {', '.join(names) or '(none)'}."
       )
   return out
+
+
+def parameter_names(target: Any) -> tuple[list[str], bool]:
+  """The keyword parameters of a function or a Module class, and whether it takes **kwargs."""
+  params = [p for p in inspect.signature(target).parameters.values()
+            if p.name not in ("self", "parent", "name")]
+  takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+  return [p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD], takes_any
+
+
+class ComponentOptions:
+  """Splits a config section into the options its chosen component takes, at build time.
+
+  A section (`optimizer`, `schedule`, `loss`, `model`, `data`) names a component and holds
+  options, some of which only other components use. An option the chosen component does not
+  take is fine at its default. Otherwise, it is:
+  - refused when the user chose it (an override, or a value changed after loading): it would
+    silently do nothing;
+  - left out when the config file set it for the component the file chose, and the user
+    switched `<section>.name` to another one (`--config.schedule.name=constant` on a file that
+    set `schedule.end_value` for cosine): the keys of the old component do not block a switch;
+  - refused when the file set it for its own choice of component (the file is inconsistent).
+
+  Keys left out are collected in `dropped`; the resolved config (config.json) omits them.
+  """
+
+  def __init__(self, origin: ConfigOrigin | None = None):
+    self.origin = origin or ConfigOrigin()
+    self.defaults = flatten(default_config())
+    self.dropped: list[str] = []
+
+  def take(self, section: str, options: Mapping[str, Any], target: Any = None, *, name: str,
+           takes: Collection[str] | None = None) -> dict[str, Any]:
+    """The options of `section` that `target` (or the names in `takes`) takes.
+
+    Args:
+      section: the config key of the section, e.g. 'schedule'.
+      options: the section without its `name` (and without keys the caller handles itself).
+      target: the function or class the options are passed to; its parameters are the
+        options it takes (all of them if it takes **kwargs).
+      name: the chosen component's name, for messages.
+      takes: the option names, instead of `target`'s parameters.
+
+    Raises:
+      ConfigError: an option the component does not take, set where it must take effect.
+    """
+    takes_any = False
+    if takes is None:
+      takes, takes_any = parameter_names(target)
+    kwargs = {}
+    for key, value in options.items():
+      if key in takes or takes_any:
+        kwargs[key] = value
+        continue
+      full = f"{section}.{key}"
+      if full in self.defaults and same_value(value, self.defaults[full]):
+        continue  # left at its default: nothing to refuse
+      file_name = self.origin.file_value(f"{section}.name", name)
+      if not self.origin.set_by_user(full, value) and file_name != name:
+        self.dropped.append(full)
+        log.info("%s=%r (set in %s for %s.name=%r) is left out: %s.name=%r does not use it.",
+                 full, value, self.origin.file, section, file_name, section, name)
+        continue
+      close = difflib.get_close_matches(key, list(takes), n=1)
+      hint = f" Did you mean {section}.{close[0]}?" if close else ""
+      where = "" if self.origin.set_by_user(full, value) else (
+          f" (set in {self.origin.file}; remove it there)")
+      raise ConfigError(
+          f"{full}={value!r}{where} has no effect with {section}.name={name!r}; it takes: "
+          f"{', '.join(sorted(takes)) or '(nothing else)'}.{hint}")
+    return kwargs

@@ -14,7 +14,7 @@ def _schedule(**kw):
   cfg = default_config().schedule
   for k, v in kw.items():
     cfg[k] = v
-  return make_schedule(cfg, 1.0, 100, default_config().schedule)
+  return make_schedule(cfg, 1.0, 100)
 
 
 def test_cosine_with_warmup_values():
@@ -41,7 +41,7 @@ def _optimizer(**kw):
   cfg = default_config().optimizer
   for k, v in kw.items():
     cfg[k] = v
-  return make_optimizer(cfg, optax.constant_schedule(cfg.learning_rate), default_config().optimizer)
+  return make_optimizer(cfg, optax.constant_schedule(cfg.learning_rate))
 
 
 def test_grad_clip_norm_bounds_the_update():

@@ -70,7 +70,7 @@ def test_every_optimizer_descends(name):
   cfg = default_config()
   cfg.optimizer.name = name
   cfg.optimizer.learning_rate = 0.05
-  tx = make_optimizer(cfg.optimizer, optax.constant_schedule(0.05), default_config().optimizer)
+  tx = make_optimizer(cfg.optimizer, optax.constant_schedule(0.05))
   w = _quadratic_steps(tx)
   assert np.all(np.isfinite(w)) and float(jnp.mean(jnp.abs(w - 3.0))) < 2.9
 
@@ -82,7 +82,7 @@ def test_every_schedule_is_finite_and_bounded(name):
   cfg.warmup_steps = 10
   if name == "step":
     cfg.boundaries = (50,)
-  fn = make_schedule(cfg, 0.1, 100, default_config().schedule)
+  fn = make_schedule(cfg, 0.1, 100)
   values = np.array([float(fn(s)) for s in range(100)])
   assert np.isfinite(values).all() and values.max() <= 0.1 + 1e-7 and values.min() >= 0
   assert values[0] == 0.0 and abs(values[10] - 0.1) < 1e-6  # warmup ends at the peak

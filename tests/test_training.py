@@ -104,3 +104,33 @@ def test_vae_learns(tmp_path):
   losses = [float(r["value"]) for r in rows if r["name"] == "train/nelbo"]
   assert losses[-1] < 0.7 * losses[0]
   assert result.metrics["eval/nelbo"] < 30.0  # nats per 64 binary pixels; untrained ~44
+
+
+def test_skip_mode_logs_the_learning_rate_actually_used(tmp_path):
+  # One training example is NaN: each epoch, the step whose batch holds it is skipped, and a
+  # skipped update does not advance the optimizer's schedule.
+  (tmp_path / "nan_data.py").write_text(
+      "import numpy as np\n"
+      "from gmf_jax.data import ArraySplit, Dataset\n"
+      "def load():\n"
+      "  rng = np.random.default_rng(0)\n"
+      "  x = rng.normal(size=(64, 2)).astype(np.float32)\n"
+      "  x[5] = np.nan\n"
+      "  y = (x[:, 0] > 0).astype(np.int32)\n"
+      "  split = ArraySplit({'x': x, 'y': y})\n"
+      "  test = ArraySplit({'x': x[6:], 'y': y[6:]})\n"
+      "  return Dataset('nan_data', split, test, (2,), num_classes=2, kind='points')\n")
+  overrides = {"data.name": f"{tmp_path / 'nan_data.py'}:load", "batch_size": 8,
+               "num_steps": 40, "steps_per_call": 7, "log_every_steps": 1,
+               "on_nonfinite": "skip", "schedule.name": "exponential",
+               "schedule.decay_rate": 0.5, "schedule.transition_steps": 4}
+  _train(tmp_path, "skip", **overrides)
+  rows = list(csv.DictReader(open(tmp_path / "skip" / "metrics.csv")))
+  series = lambda name: {int(r["step"]): float(r["value"]) for r in rows if r["name"] == name}
+  skipped, rates = series("train/skipped"), series("train/learning_rate")
+  assert sum(skipped.values()) == 5  # one step per epoch of 8 steps
+  done = 0
+  for step in range(1, 41):
+    expected = 0.05 * 0.5 ** ((step - 1 - done) / 4)  # the rate at the optimizer's count
+    assert rates[step] == pytest.approx(expected, rel=1e-6), step
+    done += int(skipped[step])

@@ -12,7 +12,7 @@ from gmf_jax.data.digits import load_digits
 from gmf_jax.data.synthetic import load_gaussian_mixture, load_moons, load_spirals
 from gmf_jax.data.tfds_source import load_tfds
 from gmf_jax.errors import ConfigError
-from gmf_jax.registry import checked_kwargs, resolve
+from gmf_jax.registry import ComponentOptions, resolve
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": load_digits,
@@ -25,23 +25,30 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 PIPELINE_KEYS = ("name", "on_device", "max_device_bytes", "binarize")
 
 
-def make_dataset(data_config: Mapping[str, Any]) -> Dataset:
+def make_dataset(data_config: Mapping[str, Any],
+                 options: ComponentOptions | None = None) -> Dataset:
   """Builds the dataset named by `data_config.name`, passing it the other keys.
 
   Names: a built-in (see DATASETS), `tfds:<name>` for a prepared tfds dataset, or a user's
-  `my_pkg.my_data:load` / `file.py:load` returning a `gmf_jax.data.Dataset`.
+  `my_pkg.my_data:load` / `file.py:load` returning a `gmf_jax.data.Dataset`. Each loader
+  checks its own options.
+
+  Args:
+    data_config: `config.data`.
+    options: splits the section into the chosen loader's options (see
+      `gmf_jax.registry.ComponentOptions`); default: every set key must be an option.
   """
+  options = options or ComponentOptions()
   data_config = dict(data_config)
   name = data_config["name"]
   kwargs = {k: v for k, v in data_config.items() if k not in PIPELINE_KEYS}
   if isinstance(name, str) and name.startswith("tfds:"):
-    kwargs = checked_kwargs(load_tfds, kwargs, key="data")
-    dataset = load_tfds(name[len("tfds:") :], **kwargs)
+    dataset = load_tfds(name[len("tfds:") :], **options.take("data", kwargs, load_tfds, name=name))
   else:
     loader = resolve(name, {**DATASETS, "tfds:<name>": None}, key="data.name")
     if loader is None:
       raise ConfigError("data.name='tfds:<name>' needs a real name, e.g. 'tfds:mnist'.")
-    dataset = loader(**checked_kwargs(loader, kwargs, key="data"))
+    dataset = loader(**options.take("data", kwargs, loader, name=name))
   if not isinstance(dataset, Dataset):
     raise ConfigError(f"data.name={name!r} returned {type(dataset).__name__}, not a Dataset.")
   if data_config.get("binarize"):

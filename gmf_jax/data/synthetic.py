@@ -1,13 +1,22 @@
 """Synthetic 2-D datasets for fast analysis work; fixed by `data_seed`, not by the run's seed.
 
-Keeping the data fixed across training seeds makes multi-seed ensembles comparable.
+Keeping the data fixed across training seeds makes multi-seed ensembles comparable. Each loader
+checks its options (`data.<option>` in the config) before sampling anything.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from gmf_jax.checks import check_int, check_number
 from gmf_jax.data.dataset import ArraySplit, Dataset
+
+
+def _check_sizes(num_train, num_test, data_seed) -> None:
+  """The options every synthetic set shares."""
+  check_int("data.num_train", num_train, low=1)
+  check_int("data.num_test", num_test, low=1)  # the test split also holds the diagnostics' probe
+  check_int("data.data_seed", data_seed, low=0)  # numpy seeds must be >= 0
 
 
 def _make(name, sample, num_train, num_test, data_seed, num_classes) -> Dataset:
@@ -23,6 +32,8 @@ def _make(name, sample, num_train, num_test, data_seed, num_classes) -> Dataset:
 def load_moons(num_train: int = 2000, num_test: int = 500, noise: float = 0.1,
                data_seed: int = 0) -> Dataset:
   """Two interleaving half circles, labelled 0 and 1."""
+  _check_sizes(num_train, num_test, data_seed)
+  check_number("data.noise", noise, low=0)
 
   def sample(rng, n):
     y = rng.integers(0, 2, n)
@@ -38,6 +49,10 @@ def load_moons(num_train: int = 2000, num_test: int = 500, noise: float = 0.1,
 def load_gaussian_mixture(num_train: int = 2000, num_test: int = 500, num_components: int = 8,
                           radius: float = 2.0, std: float = 0.2, data_seed: int = 0) -> Dataset:
   """Isotropic Gaussians with centres evenly spaced on a circle, labelled by component."""
+  _check_sizes(num_train, num_test, data_seed)
+  check_int("data.num_components", num_components, low=1)
+  check_number("data.radius", radius, low=0, low_open=True)  # 0: one blob, labels by chance
+  check_number("data.std", std, low=0)
 
   def sample(rng, n):
     y = rng.integers(0, num_components, n)
@@ -51,6 +66,10 @@ def load_gaussian_mixture(num_train: int = 2000, num_test: int = 500, num_compon
 def load_spirals(num_train: int = 2000, num_test: int = 500, num_arms: int = 2,
                  noise: float = 0.05, turns: float = 1.5, data_seed: int = 0) -> Dataset:
   """Interleaved spiral arms, labelled by arm."""
+  _check_sizes(num_train, num_test, data_seed)
+  check_int("data.num_arms", num_arms, low=1)
+  check_number("data.noise", noise, low=0)
+  check_number("data.turns", turns, low=0, low_open=True)  # 0: straight rays, no spiral
 
   def sample(rng, n):
     y = rng.integers(0, num_arms, n)

@@ -17,7 +17,7 @@ from gmf_jax.errors import ConfigError
 class TfdsSplit:
   """One split of a tfds data source, returning `{'x', 'y'}` batches by index."""
 
-  source: Any  # a tfds random-access data source
+  source: Any  # a tfds random-access data source, or any sequence of records
   image_key: str
   label_key: str | None
   scale: float  # divide integer pixels by this
@@ -27,10 +27,11 @@ class TfdsSplit:
 
   def get(self, indices: np.ndarray) -> dict[str, np.ndarray]:
     keys = [int(i) for i in indices]
-    try:
-      records = self.source.__getitems__(keys)  # one batched read
-    except TypeError:  # tfds.testing.mock_data's source has no working __getitems__
-      records = [self.source[k] for k in keys]
+    # tfds sources read a batch in one call (`__getitems__`, the protocol PyTorch and Grain use);
+    # any other random-access sequence (a list, a user's source) is read item by item. Chosen by
+    # what the source offers, so an error raised while decoding a record always propagates.
+    read_batch = getattr(self.source, "__getitems__", None)
+    records = read_batch(keys) if read_batch is not None else [self.source[k] for k in keys]
     x = np.stack([np.asarray(r[self.image_key]) for r in records]).astype(np.float32)
     if self.scale != 1.0:
       x /= self.scale

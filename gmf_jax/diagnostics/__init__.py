@@ -6,7 +6,9 @@
 
 Each entry's `fn` (default: the entry's name) is a factory `factory(exp, **kwargs)` returning a
 callable `(state, probe, rng) -> DiagnosticResult` (see base.py); the entry's other keys, except
-the schedule keys `schedule`, `every_steps` and `num_points`, are the factory's kwargs.
+the schedule keys `schedule`, `every_steps` and `num_points`, are the factory's kwargs. The
+schedule is 'every' when `every_steps` is given, else 'end'; a schedule key the chosen schedule
+does not use is refused. Each factory checks its own options (`diagnostics.<name>.<option>`).
 """
 
 from __future__ import annotations
@@ -62,11 +64,11 @@ def make_diagnostics(diag_config: Mapping[str, Any], exp) -> list[ScheduledDiagn
       raise ConfigError(f"diagnostics.{name} must be a dict, e.g. dict(every_steps=1000).")
     key = f"diagnostics.{name}"
     factory = resolve(entry.pop("fn", name), DIAGNOSTICS, key=f"{key}.fn")
-    every = int(entry.pop("every_steps", 0) or 0)
-    kind = entry.pop("schedule", "every" if every else "end")
-    num_points = int(entry.pop("num_points", 10))
-    schedule = make_schedule(kind, exp.num_steps, every_steps=every, num_points=num_points,
-                             key=key)
+    # None counts as not given (a saved config.json may hold it); make_schedule checks the rest.
+    every = entry.pop("every_steps", None)
+    kind = entry.pop("schedule", "every" if every is not None else "end")
+    schedule = make_schedule(kind, exp.num_steps, every_steps=every,
+                             num_points=entry.pop("num_points", None), key=key)
     kwargs = checked_kwargs(factory, {k: v for k, v in entry.items()}, key=key)
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
     out.append(ScheduledDiagnostic(name, factory(exp, **kwargs), schedule))

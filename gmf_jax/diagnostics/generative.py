@@ -8,15 +8,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gmf_jax.checks import check_int, check_number
 from gmf_jax.diagnostics import figures
 from gmf_jax.diagnostics.base import DiagnosticResult, to_host
 from gmf_jax.diagnostics.requirements import (
     encode_mean,
     latent_dim,
+    probe_size,
     require_images,
     require_latent,
 )
-from gmf_jax.errors import ConfigError
 from gmf_jax.train.losses import likelihood_mean
 
 
@@ -27,8 +28,17 @@ def _output_mean(exp):
 
 def make_reconstructions(exp, num: int = 16):
   """Probe inputs beside their reconstructions decode(encode_mean(x)); scalar: mean squared
-  error per example (sum over pixels)."""
+  error per example (sum over pixels).
+
+  Args:
+    num: how many probe examples to keep and draw, at most the probe's size (probe_size, or the
+      test split when smaller); the mse is over the whole probe.
+  """
   require_latent(exp, "reconstructions")
+  size = probe_size(exp)
+  check_int("diagnostics.reconstructions.num", num, low=1, high=size,
+            hint=f"The probe holds {size} examples (probe_size={exp.config.probe_size}, test "
+            f"split of {len(exp.dataset.test)}).")
   mean_of = _output_mean(exp)
 
   @jax.jit
@@ -53,8 +63,15 @@ def make_reconstructions(exp, num: int = 16):
 
 
 def make_samples(exp, num: int = 16, temperature: float = 1.0):
-  """Decoded samples from the prior z ~ N(0, temperature^2 I), for VAEs."""
+  """Decoded samples from the prior z ~ N(0, temperature^2 I), for VAEs.
+
+  Args:
+    num: how many samples.
+    temperature: the prior's scale; > 0 (at 0 every sample is decode(0)).
+  """
   require_latent(exp, "samples", kinds=("vae",))
+  check_int("diagnostics.samples.num", num, low=1)
+  check_number("diagnostics.samples.temperature", temperature, low=0, low_open=True)
   dim = latent_dim(exp)
   mean_of = _output_mean(exp)
 
@@ -135,12 +152,18 @@ def make_latent_traversal(exp, num_dims: int = 8, num_values: int = 9, span: flo
   """Decodes z moving along one latent axis at a time from -span to +span, the others at 0.
 
   The axes with the largest variance of the probe's encoder means come first.
+
+  Args:
+    num_dims: how many axes (at most the latent size: more are capped to it).
+    num_values: points along each axis, >= 2 (the ends -span and +span).
+    span: the distance from 0 to each end, > 0.
   """
   require_latent(exp, "latent_traversal")
   require_images(exp, "latent_traversal")
+  check_int("diagnostics.latent_traversal.num_dims", num_dims, low=1)
+  check_int("diagnostics.latent_traversal.num_values", num_values, low=2)
+  check_number("diagnostics.latent_traversal.span", span, low=0, low_open=True)
   dim = latent_dim(exp)
-  if num_dims < 1 or num_values < 2:
-    raise ConfigError("diagnostics.latent_traversal needs num_dims >= 1 and num_values >= 2.")
   num_dims = min(num_dims, dim)
   values = jnp.linspace(-span, span, num_values)
   mean_of = _output_mean(exp)

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import numpy as np
 
+from gmf_jax.checks import check_choice, check_int
 from gmf_jax.diagnostics import figures, linalg
 from gmf_jax.diagnostics.base import DiagnosticResult, to_host
-from gmf_jax.diagnostics.requirements import encode_mean, latent_kind
+from gmf_jax.diagnostics.requirements import (
+    abstract_params,
+    abstract_probe,
+    encode_mean,
+    latent_kind,
+    model_output,
+    refuse_if_untraceable,
+)
 from gmf_jax.errors import ConfigError
 
 JACOBIAN_OF = ("auto", "decoder", "encoder", "model")
+JACOBIAN_MODES = ("auto", "fwd", "rev")
 
 
 def make_jacobian(exp, of: str = "auto", mode: str = "auto", num: int = 64):
@@ -21,18 +32,30 @@ def make_jacobian(exp, of: str = "auto", mode: str = "auto", num: int = 64):
       'model' (x -> the model's output, e.g. logits), or 'auto' (decoder when there is one).
     mode: 'auto' picks forward mode for tall maps (input dim <= output dim), reverse otherwise;
       'fwd' or 'rev' force one (for comparison).
-    num: how many probe examples.
+    num: how many probe examples (at most; all of the probe when it is smaller).
+
+  The jitted work is traced on shapes at build time (no FLOPs), so a map this model cannot
+  differentiate is refused then, not when the diagnostic first runs after training.
   """
+  key = "diagnostics.jacobian"
+  check_choice(f"{key}.of", of, JACOBIAN_OF)
+  check_choice(f"{key}.mode", mode, JACOBIAN_MODES)
+  check_int(f"{key}.num", num, low=1)
   kind = latent_kind(exp)
-  if of not in JACOBIAN_OF:
-    raise ConfigError(f"diagnostics.jacobian.of={of!r} must be one of {', '.join(JACOBIAN_OF)}.")
-  if of == "auto":
-    of = "decoder" if kind else "model"
-  if of in ("decoder", "encoder") and kind is None:
-    raise ConfigError(f"diagnostics.jacobian.of={of!r} needs a model with encode and decode; "
-                      f"model.name={exp.config.model.name!r} has none (use of='model').")
-  if mode not in ("auto", "fwd", "rev"):
-    raise ConfigError(f"diagnostics.jacobian.mode={mode!r} must be 'auto', 'fwd' or 'rev'.")
+  chosen = ("decoder" if kind else "model") if of == "auto" else of
+  name = exp.config.model.name
+  if chosen in ("decoder", "encoder") and kind is None:
+    raise ConfigError(f"{key}.of={of!r} needs a model with encode and decode; "
+                      f"model.name={name!r} has none (use of='model').")
+  output = model_output(exp) if chosen == "model" else None
+  if output is not None and not isinstance(output, jax.ShapeDtypeStruct):
+    picked = " (here: 'model', as there is no encode and decode)" if of == "auto" else ""
+    what = f"a {type(output).__name__} of {len(jax.tree_util.tree_leaves(output))} arrays"
+    what += " (a VAE's recon, mean, logvar)" if kind == "vae" else ""
+    fix = ": use of='decoder' or of='encoder'" if kind else ""
+    raise ConfigError(f"{key}.of={of!r}{picked} needs a model whose __call__ returns one array; "
+                      f"model.name={name!r} returns {what}{fix}.")
+  requested, of = of, chosen
   apply = exp.model.apply
 
   def single_map(params):
@@ -49,6 +72,10 @@ def make_jacobian(exp, of: str = "auto", mode: str = "auto", num: int = 64):
     jac = linalg.jacobian(single_map(params), points, mode=mode)  # (B, M, N)
     sv = linalg.singular_values(jac)  # (B, K)
     return sv, linalg.jacobian_stats(jac, s=sv)
+
+  params = abstract_params(exp)
+  if params is not None:  # None: init does not trace, which build refuses, naming the cause
+    refuse_if_untraceable(f"{key}.of", requested, compute, params, abstract_probe(exp, num)["x"])
 
   def run(state, probe, rng):
     sv, stats = to_host(compute(state.params, probe["x"][:num]))
@@ -82,9 +109,28 @@ def make_hessian(exp, k: int = 3, num_iters: int = 30, trace_samples: int = 20,
                  batch_size: int = 256):
   """Sharpness of the training loss at the probe batch: the top-k Hessian eigenvalues (Lanczos on
   Hessian-vector products, no dense Hessian) and the Hessian trace (Hutchinson), with the loss's
-  random draws (latent samples, dropout) fixed per call."""
-  if k < 1 or num_iters < k or trace_samples < 1:
-    raise ConfigError("diagnostics.hessian needs k >= 1, num_iters >= k and trace_samples >= 1.")
+  random draws (latent samples, dropout) fixed per call.
+
+  Args:
+    k: how many eigenvalues, at least 1 and at most the number of parameters.
+    num_iters: Lanczos steps, >= k (they give at most num_iters eigenvalues).
+    trace_samples: Hutchinson probes, >= 2 (the standard error needs two).
+    batch_size: how many probe examples the loss is taken over (at most; all of the probe when
+      it is smaller).
+  """
+  key = "diagnostics.hessian"
+  check_int(f"{key}.k", k, low=1)
+  check_int(f"{key}.num_iters", num_iters, low=k, hint=f"Lanczos gives at most num_iters "
+            f"eigenvalues, and k={k}.")
+  check_int(f"{key}.trace_samples", trace_samples, low=2,
+            hint="The Hutchinson trace's standard error needs two samples.")
+  check_int(f"{key}.batch_size", batch_size, low=1)
+  params = abstract_params(exp)
+  if params is not None:
+    num_params = sum(math.prod(p.shape) for p in jax.tree_util.tree_leaves(params))
+    check_int(f"{key}.k", k, high=num_params,
+              hint=f"The model has {num_params} parameters: its Hessian has {num_params} "
+              "eigenvalues.")
 
   @jax.jit
   def compute(params, batch, rng):

@@ -1,13 +1,21 @@
-"""What a diagnostic can ask of the experiment, checked abstractly (no compute) at build time."""
+"""What a diagnostic can ask of the experiment, checked abstractly (no compute) at build time.
+
+The model is traced once per experiment, on shapes only (`jax.eval_shape`), and what a factory
+needs from that trace (the parameters' shapes, the latent kind and size, the output's structure)
+is kept here, so several diagnostics in one config cost one trace.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from gmf_jax.errors import ConfigError
 
-_LATENT_CACHE: dict[int, tuple[object, tuple[str | None, int | None]]] = {}
+_CACHE: dict[int, tuple[object, dict[str, Any]]] = {}
+_RNG_STREAMS = ("params", "sample", "dropout")
 
 
 def _mean(encoded):
@@ -23,29 +31,74 @@ def encode_mean(apply_fn, params, x: jax.Array) -> jax.Array:
   return _mean(apply_fn({"params": params}, x, method="encode"))  # (B, L)
 
 
+def _cached(exp, name: str, compute):
+  """`compute()` once per experiment and name; one experiment at a time is kept, so a cache
+  entry holds no stale model alive (and an id reused by a new experiment is not trusted)."""
+  entry = _CACHE.get(id(exp))
+  if entry is None or entry[0] is not exp:
+    _CACHE.clear()
+    entry = _CACHE[id(exp)] = (exp, {})
+  values = entry[1]
+  if name not in values:
+    values[name] = compute()
+  return values[name]
+
+
+def _rngs() -> dict[str, jax.Array]:
+  return {k: jax.random.PRNGKey(0) for k in _RNG_STREAMS}
+
+
+def _example(exp, batch: int = 2) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct((batch, *exp.dataset.example_shape), jnp.float32)
+
+
+def abstract_params(exp):
+  """The model's parameters as a tree of ShapeDtypeStructs (init traced, not run), or None if
+  init does not trace on this data (build refuses such a model before the diagnostics)."""
+
+  def trace():
+    try:
+      return jax.eval_shape(
+          lambda x: exp.model.init(_rngs(), x, train=False).get("params", {}), _example(exp))
+    except Exception:  # noqa: BLE001 - build's own model check names the cause
+      return None
+
+  return _cached(exp, "params", trace)
+
+
+def probe_size(exp) -> int:
+  """How many examples the probe holds: the first probe_size of the test split, or all of it
+  when the split is smaller (see runner.probe_batch)."""
+  return min(exp.config.probe_size, len(exp.dataset.test))
+
+
+def abstract_probe(exp, limit: int | None = None) -> dict[str, jax.ShapeDtypeStruct]:
+  """The probe's shapes and dtypes (as runner.probe_batch makes it), for abstract traces; with
+  `limit`, of its first `limit` examples (`probe["x"][:limit]`)."""
+  n = probe_size(exp) if limit is None else min(limit, probe_size(exp))
+  return {"x": _example(exp, n), "y": jax.ShapeDtypeStruct((n,), jnp.int32)}
+
+
 def _latent_info(exp) -> tuple[str | None, int | None]:
   """(kind, latent dim) of the model, traced once per experiment."""
-  cached = _LATENT_CACHE.get(id(exp))
-  if cached is not None and cached[0] is exp:
-    return cached[1]
-  info: tuple[str | None, int | None] = (None, None)
-  try:
-    x = jax.ShapeDtypeStruct((2, *exp.dataset.example_shape), jnp.float32)
-    rngs = {k: jax.random.PRNGKey(0) for k in ("params", "sample", "dropout")}
 
-    def trace(x):
-      variables = exp.model.init(rngs, x, train=False)
-      encoded = exp.model.apply(variables, x, method="encode")
-      exp.model.apply(variables, _mean(encoded), method="decode")
+  def trace():
+    params = abstract_params(exp)
+    if params is None:
+      return None, None
+
+    def encode_decode(params, x):
+      encoded = exp.model.apply({"params": params}, x, method="encode")
+      exp.model.apply({"params": params}, _mean(encoded), method="decode")
       return encoded
 
-    encoded = jax.eval_shape(trace, x)
-    info = ("vae" if isinstance(encoded, tuple) else "ae", int(_mean(encoded).shape[-1]))
-  except Exception:  # noqa: BLE001 - no encode/decode, or they do not run on this data
-    pass
-  _LATENT_CACHE.clear()  # one experiment at a time; keeps no stale models alive
-  _LATENT_CACHE[id(exp)] = (exp, info)
-  return info
+    try:
+      encoded = jax.eval_shape(encode_decode, params, _example(exp))
+    except Exception:  # noqa: BLE001 - no encode/decode, or they do not run on this data
+      return None, None
+    return ("vae" if isinstance(encoded, tuple) else "ae"), int(_mean(encoded).shape[-1])
+
+  return _cached(exp, "latent", trace)
 
 
 def latent_kind(exp) -> str | None:
@@ -56,6 +109,45 @@ def latent_kind(exp) -> str | None:
 
 def latent_dim(exp) -> int:
   return _latent_info(exp)[1]
+
+
+def model_output(exp):
+  """The structure of `__call__(x, train=False)` (ShapeDtypeStructs; a VAE's is a tuple of
+  three), or None if it does not trace."""
+
+  def trace():
+    params = abstract_params(exp)
+    if params is None:
+      return None
+    try:
+      return jax.eval_shape(
+          lambda p, x: exp.model.apply({"params": p}, x, train=False, rngs=_rngs()), params,
+          _example(exp))
+    except Exception:  # noqa: BLE001 - build's own model check names the cause
+      return None
+
+  return _cached(exp, "output", trace)
+
+
+def refuse_if_untraceable(key: str, value: Any, fn, *args) -> None:
+  """Traces `fn(*args)` on shapes only (`jax.eval_shape`: no FLOPs) and turns any exception into
+  a ConfigError naming the option, so what cannot run is refused at build time and not when the
+  diagnostic first runs, after training.
+
+  Args:
+    key: the option that chose what is traced (`diagnostics.jacobian.of`).
+    value: its value.
+    fn: the diagnostic's jitted array work.
+    *args: ShapeDtypeStructs (see abstract_params, abstract_probe) or arrays.
+  """
+  try:
+    jax.eval_shape(fn, *args)
+  except ConfigError:
+    raise
+  except Exception as e:  # noqa: BLE001 - any failure to trace is a config this cannot run
+    lines = str(e).strip().splitlines()
+    cause = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+    raise ConfigError(f"{key}={value!r} cannot run on this model and data: {cause}") from e
 
 
 def require_latent(exp, name: str, kinds=("vae", "ae")) -> str:

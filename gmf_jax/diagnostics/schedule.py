@@ -6,9 +6,11 @@ import dataclasses
 
 import numpy as np
 
+from gmf_jax.checks import check_choice, check_int
 from gmf_jax.errors import ConfigError
 
 KINDS = ("every", "log", "end")
+DEFAULT_NUM_POINTS = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,29 +27,38 @@ class Schedule:
     return min(later) if later else None
 
 
-def make_schedule(kind: str, num_steps: int, *, every_steps: int = 0, num_points: int = 10,
-                  key: str = "diagnostics") -> Schedule:
+def make_schedule(kind: str, num_steps: int, *, every_steps: int | None = None,
+                  num_points: int | None = None, key: str = "diagnostics") -> Schedule:
   """Builds a schedule; every kind includes the last step.
 
   Args:
     kind: 'every' (multiples of `every_steps`), 'log' (`num_points` steps spaced evenly in
       log(step) from 1 to num_steps) or 'end'.
     num_steps: the run's length.
-    every_steps: for 'every'.
-    num_points: for 'log'.
-    key: the config key, for errors.
+    every_steps: for 'every' (required there), an integer >= 1.
+    num_points: for 'log', an integer >= 1 (default 10).
+    key: the config key of the diagnostic, for errors.
+
+  Raises:
+    ConfigError: a bad value, or a key the kind does not use (it would silently do nothing).
   """
+  check_choice(f"{key}.schedule", kind, KINDS)
+  # A key the schedule ignores is a mistake to point out, not a no-op: every_steps=500 with
+  # schedule='log' reads as if it ran every 500 steps.
+  for name, value, used_by in (("every_steps", every_steps, "every"),
+                               ("num_points", num_points, "log")):
+    if value is not None and kind != used_by:
+      raise ConfigError(f"{key}.{name}={value!r} does nothing with schedule={kind!r} (only with "
+                        f"schedule={used_by!r}); remove it or change the schedule.")
   if kind == "every":
-    if every_steps <= 0:
-      raise ConfigError(f"{key}.every_steps={every_steps} must be > 0 with schedule='every'.")
+    required = "schedule='every' needs it." if every_steps is None else ""
+    check_int(f"{key}.every_steps", every_steps, low=1, hint=required)
     steps = set(range(every_steps, num_steps + 1, every_steps))
   elif kind == "log":
-    if num_points < 1:
-      raise ConfigError(f"{key}.num_points={num_points} must be >= 1 with schedule='log'.")
+    num_points = DEFAULT_NUM_POINTS if num_points is None else num_points
+    check_int(f"{key}.num_points", num_points, low=1)
     steps = set(np.unique(np.round(np.geomspace(1, num_steps, num_points))).astype(int).tolist())
-  elif kind == "end":
+  else:  # 'end'
     steps = set()
-  else:
-    raise ConfigError(f"{key}.schedule={kind!r} must be one of {', '.join(KINDS)}.")
   steps.add(num_steps)
   return Schedule(frozenset(s for s in steps if 1 <= s <= num_steps))

@@ -16,7 +16,36 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gmf_jax.models.layers import MLP, activation
+from gmf_jax.errors import ConfigError
+from gmf_jax.models.layers import (
+    MLP,
+    activation,
+    check_activation,
+    check_data_shape,
+    check_features,
+    check_hidden,
+    check_latent_dim,
+)
+
+
+def check_image_shape(data_shape, features) -> None:
+  """ConvVAE's data: images (H, W, C) whose H and W each of the stride-2 layers can halve
+  exactly, so the decoder's transposed convs give back H and W."""
+  check_data_shape(data_shape)
+  check_features(features)
+  if len(data_shape) != 3:
+    raise ConfigError(f"model.data_shape={tuple(data_shape)!r} must be an image shape (H, W, C) "
+                      "for ConvVAE; use model.name='mlp_vae' for other data.")
+  height, width, _ = data_shape
+  factor = 2 ** len(features)
+  if height % factor or width % factor:
+    common = math.gcd(height, width)
+    fits = (common & -common).bit_length() - 1  # the most halvings both H and W allow
+    fix = (f"use at most {fits} entries in model.features" if fits else
+           "no ConvVAE fits odd H or W: use model.name='mlp_vae' or pad the images")
+    raise ConfigError(
+        f"model.features={tuple(features)!r} has {len(features)} stride-2 layers, so ConvVAE "
+        f"needs H and W divisible by {factor}; model.data_shape={tuple(data_shape)!r}: {fix}.")
 
 
 def reparameterize(rng: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
@@ -26,12 +55,20 @@ def reparameterize(rng: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Ar
 
 
 class MLPVAE(nn.Module):
-  """A VAE with dense encoder and decoder and a diagonal Gaussian posterior."""
+  """A VAE with dense encoder and decoder and a diagonal Gaussian posterior (`hidden=()`: both
+  linear)."""
 
   data_shape: tuple[int, ...]
   latent_dim: int = 8
   hidden: tuple[int, ...] = (256, 128)
   activation: str = "relu"
+
+  def __post_init__(self):
+    check_data_shape(self.data_shape)
+    check_latent_dim(self.latent_dim)
+    check_hidden(self.hidden)  # () is allowed: a linear encoder and decoder
+    check_activation(self.activation)
+    super().__post_init__()
 
   def setup(self):
     self.encoder = MLP(self.hidden, self.activation)
@@ -58,6 +95,11 @@ class ConvEncoder(nn.Module):
   features: tuple[int, ...]
   activation: str
 
+  def __post_init__(self):
+    check_features(self.features)
+    check_activation(self.activation)
+    super().__post_init__()
+
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     act = activation(self.activation)
@@ -71,16 +113,16 @@ class ConvDecoder(nn.Module):
   features: tuple[int, ...]
   activation: str
 
+  def __post_init__(self):
+    check_image_shape(self.data_shape, self.features)
+    check_activation(self.activation)
+    super().__post_init__()
+
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
     act = activation(self.activation)
     height, width, channels = self.data_shape
     factor = 2 ** len(self.features)
-    if height % factor or width % factor:
-      raise ValueError(
-          f"ConvVAE with {len(self.features)} stride-2 layers needs H and W divisible by "
-          f"{factor}; data_shape is {self.data_shape}. Use fewer model.features."
-      )
     h0, w0 = height // factor, width // factor
     x = act(nn.Dense(h0 * w0 * self.features[-1], name="project")(z))
     x = x.reshape((z.shape[0], h0, w0, self.features[-1]))  # (B, H/f, W/f, C_last)
@@ -97,9 +139,13 @@ class ConvVAE(nn.Module):
   features: tuple[int, ...] = (32, 64)
   activation: str = "relu"
 
+  def __post_init__(self):
+    check_image_shape(self.data_shape, self.features)
+    check_latent_dim(self.latent_dim)
+    check_activation(self.activation)
+    super().__post_init__()
+
   def setup(self):
-    if len(self.data_shape) != 3:
-      raise ValueError(f"ConvVAE needs image data (H, W, C); data_shape is {self.data_shape}.")
     self.encoder = ConvEncoder(self.features, self.activation)
     self.to_mean = nn.Dense(self.latent_dim)
     self.to_logvar = nn.Dense(self.latent_dim)
@@ -119,12 +165,20 @@ class ConvVAE(nn.Module):
 
 
 class Autoencoder(nn.Module):
-  """A deterministic autoencoder with dense encoder and decoder."""
+  """A deterministic autoencoder with dense encoder and decoder (`hidden=()`: both linear, as in
+  PCA)."""
 
   data_shape: tuple[int, ...]
   latent_dim: int = 8
   hidden: tuple[int, ...] = (256, 128)
   activation: str = "relu"
+
+  def __post_init__(self):
+    check_data_shape(self.data_shape)
+    check_latent_dim(self.latent_dim)
+    check_hidden(self.hidden)  # () is allowed: a linear encoder and decoder
+    check_activation(self.activation)
+    super().__post_init__()
 
   def setup(self):
     self.encoder = MLP(self.hidden, self.activation)

@@ -5,16 +5,32 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from gmf_jax.models.layers import activation
+from gmf_jax.checks import check_int
+from gmf_jax.models.layers import (
+    activation,
+    check_activation,
+    check_dropout_rate,
+    check_features,
+    check_hidden,
+    check_num_classes,
+)
 
 
 class MLPClassifier(nn.Module):
-  """Flattens the input, then dense layers and a linear read-out."""
+  """Flattens the input, then dense layers and a linear read-out (`hidden=()`: a linear model,
+  multinomial logistic regression)."""
 
   num_classes: int
   hidden: tuple[int, ...] = (64,)
   activation: str = "relu"
   dropout_rate: float = 0.0  # applied after each hidden layer when train=True
+
+  def __post_init__(self):
+    check_num_classes(self.num_classes)
+    check_hidden(self.hidden)
+    check_activation(self.activation)
+    check_dropout_rate(self.dropout_rate)
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -35,6 +51,15 @@ class CNNClassifier(nn.Module):
   kernel_size: int = 3
   activation: str = "relu"
   dropout_rate: float = 0.0
+
+  def __post_init__(self):
+    check_num_classes(self.num_classes)
+    check_features(self.features)
+    check_int("model.dense", self.dense, low=1)
+    check_int("model.kernel_size", self.kernel_size, low=1)
+    check_activation(self.activation)
+    check_dropout_rate(self.dropout_rate)
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

@@ -1,4 +1,4 @@
-"""Small pieces shared by the model families."""
+"""Small pieces shared by the model families, and the checks their fields share."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 
+from gmf_jax.checks import check_choice, check_int, check_ints, check_number
 from gmf_jax.errors import ConfigError
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -29,11 +30,59 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
   return ACTIVATIONS[name]
 
 
+# Field checks, called from each Module's __post_init__ so a bad value refuses construction
+# (in `make_model`, at build time) instead of failing when the model is first traced. Flax runs
+# __post_init__ again on every clone it makes during init/apply, so these stay cheap and pure.
+# The keys are `model.<field>`: the config section the fields come from.
+
+
+def check_activation(name: str) -> None:
+  check_choice("model.activation", name, sorted(ACTIVATIONS))
+
+
+def check_hidden(hidden) -> None:
+  """Widths of dense layers; empty is allowed and means no hidden layer (a linear map)."""
+  check_ints("model.hidden", hidden, low=1)
+
+
+def check_features(features) -> None:
+  """Channels of conv layers; at least one layer (a model without any is an MLP)."""
+  check_ints("model.features", features, low=1, nonempty=True)
+
+
+def check_latent_dim(latent_dim) -> None:
+  check_int("model.latent_dim", latent_dim, low=1)
+
+
+def check_dropout_rate(rate) -> None:
+  """In [0, 1): a rate of 1 drops every unit (and flax divides by 1 - rate)."""
+  check_number("model.dropout_rate", rate, low=0, high=1, high_open=True)
+
+
+def check_num_classes(num_classes) -> None:
+  """At least 2: a softmax over one class is always 1, so a classifier of one class learns
+  nothing. The value is filled in from the data when the config leaves it out."""
+  check_int("model.num_classes", num_classes, low=2,
+            hint="A softmax over one class learns nothing; the value comes from the data when "
+            "model.num_classes is not set.")
+
+
+def check_data_shape(data_shape) -> None:
+  """One example's shape, e.g. (28, 28, 1) or (2,); filled in from the data when not set."""
+  check_ints("model.data_shape", data_shape, low=1, nonempty=True)
+
+
 class MLP(nn.Module):
-  """Dense layers with an activation after each: (B, D) -> (B, hidden[-1])."""
+  """Dense layers with an activation after each: (B, D) -> (B, hidden[-1]); no layers when
+  `hidden` is empty (the input passes through)."""
 
   hidden: tuple[int, ...]
   activation: str = "relu"
+
+  def __post_init__(self):
+    check_hidden(self.hidden)
+    check_activation(self.activation)
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:

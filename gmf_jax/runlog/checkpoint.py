@@ -16,6 +16,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from gmf_jax import failpoints
+
 log = logging.getLogger("gmf_jax")
 
 LATEST_DIR = "checkpoints"
@@ -32,19 +34,29 @@ class Checkpointer:
     self.latest = ocp.CheckpointManager(os.path.join(workdir, LATEST_DIR),
                                         options=options(max_to_keep))
     self.best = ocp.CheckpointManager(os.path.join(workdir, BEST_DIR), options=options(1))
+    # Steps saved or being saved (an asynchronous save is listed by orbax only once done).
+    self._saved = {False: set(self.latest.all_steps()), True: set(self.best.all_steps())}
 
   def save(self, step: int, state: Any, meta: dict[str, Any], *, best: bool = False) -> None:
     """Starts an asynchronous save; returns once the arrays are copied off the device.
 
     The state is first copied to host memory, so the caller may donate its buffers to the next
-    jitted call while the files are written in the background.
+    jitted call while the files are written in the background. A step already saved (or being
+    saved) is not saved again.
     """
-    manager = self.best if best else self.latest
-    if step in manager.all_steps():
+    if self.has(step, best=best):
       return
+    manager = self.best if best else self.latest
     host_state = jax.device_get(state)
     manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(host_state), meta=ocp.args.JsonSave(meta)))
+    self._saved[best].add(step)
+    # A test's fault lands while the files are written.
+    failpoints.reach("best_checkpoint_save" if best else "checkpoint_save")
+
+  def has(self, step: int, *, best: bool = False) -> bool:
+    """Whether `step` is saved, or being saved, in this manager."""
+    return step in self._saved[best]
 
   def steps(self) -> list[int]:
     return sorted(self.latest.all_steps())
@@ -89,6 +101,7 @@ class Checkpointer:
     target = f"{folder}.unreadable-{int(time.time())}"
     os.rename(folder, target)
     self.latest.reload()
+    self._saved[False].discard(step)
     return target
 
   def wait(self) -> None:

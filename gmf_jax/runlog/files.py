@@ -7,13 +7,17 @@ import os
 from typing import Any
 
 
-def write_json(path: str, data: Any) -> None:
-  """Writes JSON atomically (temp file + rename): a crash leaves the old file or the new one."""
+def write_json(path: str, data: Any, *, sync: bool = True) -> None:
+  """Writes JSON atomically (temp file + rename): a crash leaves the old file or the new one.
+
+  With `sync`, the data is on disk before the rename (it survives a power cut too).
+  """
   tmp = f"{path}.tmp"
   with open(tmp, "w") as f:
     json.dump(data, f, indent=2, sort_keys=True, default=_jsonable)
-    f.flush()
-    os.fsync(f.fileno())
+    if sync:
+      f.flush()
+      os.fsync(f.fileno())
   os.replace(tmp, path)
 
 

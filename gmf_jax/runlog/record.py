@@ -10,24 +10,32 @@ import dataclasses
 import datetime
 import os
 import shutil
+import threading
 from typing import Any
 
 import gmf_jax
 from gmf_jax.errors import ConfigError
 from gmf_jax.runlog import provenance
 from gmf_jax.runlog.files import read_json, write_json, write_text
+from gmf_jax.runlog.liveness import heartbeat_record, liveness, process_identity
 from gmf_jax.runlog.resume import check_same_run
 
+# What metadata.json's `status` holds; `gmf_jax.runlog.effective_status` adds `crashed`.
 STATUSES = ("running", "completed", "failed", "preempted")
 
 
 @dataclasses.dataclass
 class RunFolder:
-  """A run's folder, and its metadata as written to `metadata.json`."""
+  """A run's folder, and its metadata as written to `metadata.json`.
+
+  The training thread and the heartbeat thread both write metadata.json: every change goes
+  through `update`, `set_status` or `beat`, which hold one lock.
+  """
 
   path: str
   metadata: dict[str, Any]
   saved_config: dict[str, Any] | None  # the config.json found in the folder, when resuming
+  _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
 
   @property
   def resumed(self) -> bool:
@@ -43,12 +51,28 @@ class RunFolder:
   def set_status(self, status: str, **fields: Any) -> None:
     """Records the status (and e.g. the error) in metadata.json, atomically."""
     assert status in STATUSES, status
-    self.metadata["status"] = status
-    if status != "running":
-      self.metadata["end_time"] = _now()
-    self.metadata.update(fields)
-    self.metadata["sessions"][-1].update(status=status, end_time=self.metadata.get("end_time"))
-    write_json(self.file("metadata.json"), self.metadata)
+    with self._lock:
+      self.metadata["status"] = status
+      self.metadata["end_time"] = None if status == "running" else _now()
+      self.metadata.update(fields)
+      self.metadata["sessions"][-1].update(status=status,
+                                           end_time=self.metadata.get("end_time"), **fields)
+      write_json(self.file("metadata.json"), self.metadata)
+
+  def update(self, **fields: Any) -> None:
+    """Sets top-level metadata fields (e.g. the wandb run id) and writes metadata.json."""
+    with self._lock:
+      self.metadata.update(fields)
+      write_json(self.file("metadata.json"), self.metadata)
+
+  def beat(self, step: int | None) -> None:
+    """Refreshes the heartbeat: a reader can tell this run is alive (see runlog.liveness).
+
+    Not fsynced: a heartbeat lost in a power cut says nothing wrong.
+    """
+    with self._lock:
+      self.metadata["heartbeat"] = heartbeat_record(step)
+      write_json(self.file("metadata.json"), self.metadata, sync=False)
 
 
 def open_run_folder(workdir: str, config: dict[str, Any], config_file: str | None,
@@ -73,6 +97,7 @@ def open_run_folder(workdir: str, config: dict[str, Any], config_file: str | Non
   if resumed:
     check_same_run(previous, config, path)
     metadata = _read_metadata(path)
+    _check_not_in_use(metadata, path)
   elif os.path.exists(os.path.join(path, "metrics.csv")):
     raise ConfigError(
         f"--workdir={path} holds a metrics.csv but no config.json: not a gmf_jax run. "
@@ -80,9 +105,15 @@ def open_run_folder(workdir: str, config: dict[str, Any], config_file: str | Non
     )
   else:
     metadata = _new_metadata(config, config_file, variant)
-  metadata.setdefault("sessions", []).append(
-      {"start_time": _now(), "command": provenance.command_line(), "status": "running"}
-  )
+  sessions = metadata.setdefault("sessions", [])
+  if sessions and sessions[-1].get("status") == "running":  # it died without a word
+    sessions[-1]["status"] = "crashed"
+  identity = process_identity()
+  sessions.append({"start_time": _now(), "command": provenance.command_line(),
+                   "status": "running", "pid": identity["pid"],
+                   "hostname": identity["hostname"]})
+  metadata["process"] = identity  # who owns the run now, and its heartbeat
+  metadata["heartbeat"] = heartbeat_record(0)
   folder = RunFolder(path, metadata, previous)
   write_json(saved_config, config)  # the resolved config (num_steps may have been extended)
   if config_file and not resumed:
@@ -120,6 +151,15 @@ def _new_metadata(config: dict[str, Any], config_file: str | None,
       config_git.pop("diff", None)
       metadata["config_git"] = config_git
   return metadata
+
+
+def _check_not_in_use(metadata: dict[str, Any], path: str) -> None:
+  """Refuses a folder whose run is alive in another process: two writers would corrupt it."""
+  status, why = liveness(metadata)
+  if status == "running":
+    raise ConfigError(
+        f"--workdir={path} is in use by a live run ({why}). Wait for it to end or stop it "
+        "(SIGTERM saves a checkpoint), then run this command again. Nothing was changed.")
 
 
 def _read_metadata(path: str) -> dict[str, Any]:

@@ -7,16 +7,23 @@ import csv
 import os
 from typing import Any
 
+from gmf_jax.config import flatten, same_value
 from gmf_jax.errors import ConfigError
 from gmf_jax.runlog.summary import Summary
 from gmf_jax.runlog.writers import METRICS_COLUMNS
 
-# Keys that may differ between the saved config and the resuming one: they do not change what
-# was already computed. (num_steps may grow: the run is extended.)
+# Keys that may differ between the saved config and the resuming one: they do not change the
+# result (num_steps may grow: the run is extended; steps_per_call is bitwise neutral; a data
+# folder or cache path differs from machine to machine, e.g. for a requeued cluster job or a
+# copied run folder).
 RESUMABLE_KEYS = (
     "num_steps",
     "num_epochs",
+    "steps_per_call",
     "progress_bar",
+    "data.data_dir",
+    "compile_cache.dir",
+    "compile_cache.max_size_mb",
     "checkpoint.every_steps",
     "checkpoint.max_to_keep",
     "checkpoint.async_save",
@@ -27,13 +34,13 @@ RESUMABLE_KEYS = (
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
   """`key: saved -> now` for every key that differs and would change the run."""
-  flat_saved, flat_now = _flatten(saved), _flatten(current)
+  flat_saved, flat_now = flatten(saved), flatten(current)
   lines = []
   for key in sorted(set(flat_saved) | set(flat_now)):
     if key in RESUMABLE_KEYS:
       continue
     a, b = flat_saved.get(key, "<absent>"), flat_now.get(key, "<absent>")
-    if _normal(a) != _normal(b):
+    if not same_value(a, b):
       lines.append(f"{key}: {a!r} -> {b!r}")
   return lines
 
@@ -82,17 +89,3 @@ def _complete(row: dict[str, str | None]) -> bool:
   except (TypeError, ValueError, KeyError):
     return False
   return bool(row["name"])
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
-
-
-def _normal(value):
-  return tuple(value) if isinstance(value, list) else value

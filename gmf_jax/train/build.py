@@ -1,8 +1,14 @@
 """Config -> objects, once, at the edge. Every check on user input happens here, before the
-run directory exists and before any compute."""
+run directory exists and before any compute.
+
+Each component checks its own options where it is defined (optimizers in optim.py, losses in
+losses.py, models in their modules, diagnostics in their factories); this module checks the
+keys that belong to the run itself (steps, sizes, checkpoints, wandb, data placement).
+"""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -17,23 +23,28 @@ import numpy as np
 import optax
 from flax.training.train_state import TrainState
 
-from gmf_jax.config import default_config
+from gmf_jax.checks import check_choice, check_int, check_number
+from gmf_jax.config import config_origin, default_config, flatten
 from gmf_jax.data import Dataset, make_dataset
 from gmf_jax.errors import ConfigError
 from gmf_jax.models import make_model
+from gmf_jax.registry import ComponentOptions
 from gmf_jax.train.losses import make_loss
 from gmf_jax.train.optim import make_optimizer, make_schedule
 from gmf_jax.train.step import RunKeys
 
 POSITIVE_INTS = ("batch_size", "eval_batch_size", "steps_per_call", "log_every_steps",
                  "eval_every_steps")
+MAX_STEPS = 2**31 - 1  # the step counter is an int32
+# Characters wandb refuses in a project name (it would fail when the run starts).
+_WANDB_PROJECT_FORBIDDEN = "/\\#?%:"
 
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
   """Everything a run needs, resolved from the config."""
 
-  config: ml_collections.ConfigDict
+  config: ml_collections.ConfigDict  # resolved: options of switched-away components left out
   dataset: Dataset
   model: nn.Module
   loss: Any  # see gmf_jax.train.losses
@@ -50,11 +61,16 @@ class Experiment:
 def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   """Builds data, model, loss, optimizer and schedule, checking the config as it goes.
 
+  Returns:
+    The experiment; its `config` is the resolved config (what config.json records): options
+    the config file set for a component the user switched away from are left out.
+
   Raises:
     ConfigError: on the first bad key or value, naming it.
   """
   _check_scalars(config)
-  dataset = make_dataset(config.data)
+  options = ComponentOptions(config_origin(config))
+  dataset = make_dataset(config.data, options)
   num_train = len(dataset.train)
   if config.batch_size > num_train:
     raise ConfigError(
@@ -64,30 +80,48 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   steps_per_epoch = num_train // config.batch_size
   num_steps = config.num_steps
   if config.num_epochs is not None:
-    if config.num_epochs <= 0:
-      raise ConfigError(f"num_epochs={config.num_epochs} must be > 0 (or None to use num_steps).")
     num_steps = config.num_epochs * steps_per_epoch
-  model = make_model(config.model, dataset)
-  loss = make_loss(config.loss)
+    check_int("num_steps", num_steps, low=1, high=MAX_STEPS,
+              hint=f"(num_epochs={config.num_epochs} x {steps_per_epoch} steps per epoch)")
+  model = make_model(config.model, dataset, options)
+  loss = make_loss(config.loss, options)
   eval_metrics = _check_model_fits_loss(model, loss, dataset, config)
   _check_checkpoint(config.checkpoint, eval_metrics)
   _check_wandb(config.wandb)
-  defaults = default_config()
-  schedule = make_schedule(config.schedule, config.optimizer.learning_rate, num_steps,
-                           defaults.schedule)
-  tx = make_optimizer(config.optimizer, schedule, defaults.optimizer)
+  schedule = make_schedule(config.schedule, config.optimizer.learning_rate, num_steps, options)
+  tx = make_optimizer(config.optimizer, schedule, options)
   if config.on_nonfinite == "skip":  # a NaN/Inf step leaves params and optimizer state alone
     tx = optax.apply_if_finite(tx, max_consecutive_errors=config.max_consecutive_nonfinite)
-  exp = Experiment(config, dataset, model, loss, tx, schedule, num_steps, steps_per_epoch,
-                   on_device=_keep_on_device(config.data, dataset), eval_metrics=eval_metrics)
-  if config.probe_size < 1:
-    raise ConfigError(f"probe_size={config.probe_size} must be >= 1.")
+  exp = Experiment(_without(config, options.dropped), dataset, model, loss, tx, schedule,
+                   num_steps, steps_per_epoch, on_device=_keep_on_device(config.data, dataset),
+                   eval_metrics=eval_metrics)
   from gmf_jax.diagnostics import make_diagnostics  # diagnostics build on the experiment
 
   start = time.perf_counter()
   diagnostics = tuple(make_diagnostics(config.diagnostics, exp))
   return dataclasses.replace(exp, diagnostics=diagnostics,
                              diagnostics_build_sec=time.perf_counter() - start)
+
+
+def _without(config: ml_collections.ConfigDict, dropped: list[str]) -> ml_collections.ConfigDict:
+  """A copy of `config` with the `dropped` keys back at their defaults (or removed, for keys
+  the default config does not have)."""
+  if not dropped:
+    return config
+  defaults = flatten(default_config())
+  resolved = copy.deepcopy(config)
+  resolved.unlock()
+  for key in dropped:
+    *parents, leaf = key.split(".")
+    node = resolved
+    for part in parents:
+      node = node[part]
+    if key in defaults:
+      node[leaf] = defaults[key]
+    else:
+      del node[leaf]
+  resolved.lock()
+  return resolved
 
 
 def init_state(exp: Experiment, keys: RunKeys) -> TrainState:
@@ -115,29 +149,29 @@ def abstract_state(exp: Experiment, keys: RunKeys) -> TrainState:
 
 
 def _check_scalars(config) -> None:
-  if not isinstance(config.seed, int) or config.seed < 0:
-    raise ConfigError(f"seed={config.seed!r} must be an integer >= 0.")
-  if config.num_epochs is None and config.num_steps <= 0:
-    raise ConfigError(f"num_steps={config.num_steps} must be > 0.")
+  """The run's own keys: seed, lengths, sizes, data placement, the non-finite policy."""
+  check_int("seed", config.seed, low=0, high=2**32 - 1,
+            hint="(JAX keys hold 32 bits: larger seeds would repeat smaller ones.)")
+  if config.num_epochs is None:
+    check_int("num_steps", config.num_steps, low=1, high=MAX_STEPS)
+  else:
+    check_int("num_epochs", config.num_epochs, low=1, allow_none=True,
+              hint="None: use num_steps.")
   for key in POSITIVE_INTS:
-    if config[key] <= 0:
-      raise ConfigError(f"{key}={config[key]} must be > 0.")
-  if config.data.on_device not in ("auto", "yes", "no"):
-    raise ConfigError(f"data.on_device={config.data.on_device!r} must be 'auto', 'yes' or 'no'.")
-  if config.on_nonfinite not in ("stop", "skip"):
-    raise ConfigError(f"on_nonfinite={config.on_nonfinite!r} must be 'stop' or 'skip'.")
-  if config.max_consecutive_nonfinite < 1:
-    raise ConfigError(
-        f"max_consecutive_nonfinite={config.max_consecutive_nonfinite} must be >= 1.")
+    check_int(key, config[key], low=1)
+  check_int("probe_size", config.probe_size, low=1)
+  check_choice("on_nonfinite", config.on_nonfinite, ("stop", "skip"))
+  check_int("max_consecutive_nonfinite", config.max_consecutive_nonfinite, low=1)
+  check_choice("data.on_device", config.data.on_device, ("auto", "yes", "no"))
+  check_int("data.max_device_bytes", config.data.max_device_bytes, low=0,
+            hint="Larger datasets stream from the host with data.on_device='auto'.")
 
 
 def _check_checkpoint(ckpt, eval_metrics: tuple[str, ...]) -> None:
-  if ckpt.every_steps < 0:
-    raise ConfigError(f"checkpoint.every_steps={ckpt.every_steps} must be >= 0 (0: at the end).")
-  if ckpt.max_to_keep < 1:
-    raise ConfigError(f"checkpoint.max_to_keep={ckpt.max_to_keep} must be >= 1.")
-  if ckpt.best_mode not in ("auto", "min", "max"):
-    raise ConfigError(f"checkpoint.best_mode={ckpt.best_mode!r} must be 'auto', 'min' or 'max'.")
+  check_int("checkpoint.every_steps", ckpt.every_steps, low=0,
+            hint="0: only at the end and on preemption.")
+  check_int("checkpoint.max_to_keep", ckpt.max_to_keep, low=1)
+  check_choice("checkpoint.best_mode", ckpt.best_mode, ("auto", "min", "max"))
   names = [f"eval/{m}" for m in eval_metrics]
   if ckpt.best_metric and ckpt.best_metric not in names:
     raise ConfigError(
@@ -153,6 +187,16 @@ def _check_wandb(wandb_config) -> None:
   if mode not in MODES:
     source = "WANDB_MODE" if os.environ.get("WANDB_MODE") else "wandb.mode"
     raise ConfigError(f"{source}={mode!r} must be one of {', '.join(MODES)}.")
+  check_number("wandb.init_timeout", wandb_config.init_timeout, low=0, low_open=True)
+  project = wandb_config.project
+  if not isinstance(project, str) or not project or len(project) > 128 or any(
+      c in project for c in _WANDB_PROJECT_FORBIDDEN):
+    raise ConfigError(f"wandb.project={project!r} must be 1 to 128 characters without any of "
+                      f"{' '.join(_WANDB_PROJECT_FORBIDDEN)}.")
+  for tag in wandb_config.tags:
+    if not isinstance(tag, str) or not 1 <= len(tag) <= 64:
+      raise ConfigError(f"wandb.tags: {tag!r} must be a string of 1 to 64 characters.")
+
 
 def _check_model_fits_loss(model, loss, dataset: Dataset, config) -> tuple[str, ...]:
   """Traces init and apply abstractly (no compute) and checks the output against the loss.

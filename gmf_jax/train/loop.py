@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -23,9 +24,9 @@ import ml_collections
 import numpy as np
 from flax.training.train_state import TrainState
 
-from gmf_jax import compile_cache
+from gmf_jax import compile_cache, failpoints
 from gmf_jax.diagnostics import runner
-from gmf_jax.errors import ConfigError
+from gmf_jax.errors import ConfigError, NonFiniteError
 from gmf_jax.runlog import (
     CsvWriter,
     MultiWriter,
@@ -36,6 +37,7 @@ from gmf_jax.runlog import (
     plots,
 )
 from gmf_jax.runlog.checkpoint import Checkpointer
+from gmf_jax.runlog.liveness import Heartbeat
 from gmf_jax.runlog.resume import summary_from_rows, trim_metrics
 from gmf_jax.runlog.wandb_writer import BackgroundWandb, WandbWriter, wandb_mode
 from gmf_jax.train import pipeline
@@ -54,10 +56,6 @@ from gmf_jax.train.step import (
 log = logging.getLogger("gmf_jax")
 
 
-class NonFiniteError(RuntimeError):
-  """Training produced NaN or Inf; the message names the step and the metric."""
-
-
 @dataclasses.dataclass
 class TrainResult:
   """What `train_and_evaluate` returns."""
@@ -74,7 +72,9 @@ def train_and_evaluate(
   """Trains the model the config describes and records the run in `workdir`.
 
   A `workdir` that already holds this run resumes it from its latest checkpoint (bitwise the
-  same result as never stopping); a completed run is not trained again.
+  same result as never stopping); a completed run is not trained again. From the moment the
+  run folder is written until this returns, the folder's status is true: `running` with a
+  heartbeat while it lives, then `completed`, `failed` (with the error) or `preempted`.
 
   Args:
     config: from `gmf_jax.load_config` (or a config file's `get_config()`).
@@ -87,7 +87,9 @@ def train_and_evaluate(
   Raises:
     ConfigError: bad input, found before anything is written or computed.
     NonFiniteError: the loss or gradient norm became NaN or Inf (status 'failed').
-    Preempted: SIGTERM or Ctrl-C; a checkpoint was saved (status 'preempted').
+    Preempted: SIGTERM or Ctrl-C before the last step (status 'preempted'); its message says
+      which checkpoint holds the run. A signal after the last step lets the run finish
+      recording and complete.
   """
   _ensure_console_logging()
   run_start = time.perf_counter()
@@ -95,96 +97,164 @@ def train_and_evaluate(
   exp = build_experiment(config)  # every check on the input happens here
   cache_dir = compile_cache.enable(config.compile_cache)
   cache_before = compile_cache.counter().snapshot()
-  resolved = resolved_config(config, exp)
+  resolved = resolved_config(exp)
   source = getattr(config, "_gmf_config_source", (None, None))  # set by load_config
   config_file, variant = (config_file, None) if config_file else source
-  with recording("run_folder"):
-    folder = open_run_folder(workdir or new_run_dir(config.name), resolved, config_file,
-                             variant)
-  log.info("run directory: %s%s", folder.path, " (resuming)" if folder.resumed else "")
-  log.info("config:\n%s", format_config(resolved))
-
-  keys = make_keys(config.seed)
-  state = init_state(exp, keys)
-  checkpointer = Checkpointer(folder.path, config.checkpoint.max_to_keep,
-                              config.checkpoint.async_save)
-  window = MetricWindow()
-  start_step = 0
-  if folder.resumed:
-    restored = checkpointer.restore_latest(like=state)
-    if restored is not None:
-      start_step, state, meta = restored
-      window.load_state_dict(meta.get("window", {}))
-  rows = trim_metrics(folder.file("metrics.csv"), start_step)
-  summary = Summary(folder.file("summary.json"))
-  summary_from_rows(summary, rows)
-  summary.info.update(
-      seed=config.seed, num_steps=exp.num_steps, num_params=parameter_count(state.params),
-      dataset=exp.dataset.name, num_train=len(exp.dataset.train),
-      num_test=len(exp.dataset.test), data_on_device=exp.on_device,
-      platform=jax.default_backend(),
-  )
-  if folder.resumed:
-    _log_resume(folder, start_step, exp)
-
-  csv_writer = CsvWriter(folder.file("metrics.csv"))
-  wandb_writer, plots_ready = None, None
-  status, error, exit_code = "failed", None, 1
-  try:
-    if start_step < exp.num_steps:
-      plots_ready = plots.warm_up()
-      if wandb_mode(config.wandb.mode) != "disabled":
-
-        def remember_run_id(run):  # so a resumed session continues the same wandb run
-          folder.metadata["wandb_run_id"] = run.run_id
-          folder.set_status("running")
-
-        wandb_writer = BackgroundWandb(
-            functools.partial(WandbWriter.open, config.wandb, folder.path, resolved,
-                              folder.metadata.get("wandb_run_id")), remember_run_id)
-      writer = MultiWriter([csv_writer, summary, wandb_writer])
-      with PreemptionGuard() as guard:
-        state = _train(exp, state, keys, start_step, writer, summary, window, checkpointer,
-                       guard, folder.path, wandb_writer, recording)
-    status, exit_code = "completed", 0
-  except Preempted as e:
-    status, error, exit_code = "preempted", str(e), e.exit_code
-    raise
-  except BaseException as e:
-    error = f"{type(e).__name__}: {e}"
-    raise
-  finally:
-    with recording("checkpoints"):
-      checkpointer.close()  # waits for background saves: the last checkpoint is complete
-    csv_writer.close()
-    summary.info["status"] = status
-    summary.save()  # before the plots and wandb, which may fail or be killed; again below
-    if start_step < exp.num_steps:
-      with recording("plots"):
-        if plots_ready is not None:
-          plots_ready.join()
-        _finish_plots(folder, wandb_writer, summary)
-    if wandb_writer is not None:
-      with recording("wandb_finish"):
-        wandb_writer.close(exit_code)
-    summary.info.update(record_sec=recording.seconds, record_calls=recording.calls,
-                        run_sec=time.perf_counter() - run_start,
-                        compile_cache=compile_cache.usage_since(cache_before, cache_dir))
-    if wandb_writer is not None:  # beside the training thread, on the same cores
-      summary.info["record_background_cpu_sec"] = {"wandb": wandb_writer.thread_cpu_sec}
-    summary.save()
-    folder.set_status(status, error=error)
-  final = summary.final()
+  # The guard is up before the folder exists: from then on a signal is recorded, never fatal.
+  with PreemptionGuard() as guard:
+    with recording("run_folder"):
+      folder = open_run_folder(workdir or new_run_dir(exp.config.name), resolved,
+                               config_file, variant)
+    heartbeat = Heartbeat(folder.beat).start()
+    run = _Session(exp, resolved, folder, guard, recording, heartbeat)
+    error: BaseException | None = None
+    try:
+      failpoints.reach("run_folder")
+      log.info("run directory: %s%s", folder.path, " (resuming)" if folder.resumed else "")
+      log.info("config:\n%s", format_config(resolved))
+      run.train()
+      run.status, run.error = "completed", None
+    except Preempted as e:
+      error, run.status, run.error = e, "preempted", str(e)
+    except KeyboardInterrupt as e:  # a second Ctrl-C: no checkpoint of this step
+      error, run.status, run.error = e, "preempted", run.interrupted_message()
+    except BaseException as e:  # noqa: BLE001 - recorded, then raised again below
+      error, run.status, run.error = e, "failed", f"{type(e).__name__}: {e}"
+    problem = run.finish(run_start, cache_before, cache_dir)
+    heartbeat.stop()
+    with guard.protected():
+      folder.set_status(run.status, error=run.error)
+    if problem is not None and (error is None or isinstance(error, Preempted)):
+      raise problem from error  # a checkpoint that was promised is not there
+    if error is not None:
+      raise error
+  final = run.summary.final()
   log.info("final: %s", _format_scalars({k: v for k, v in final.items() if k.startswith("eval/")}))
   if "eval/nelbo" in final:
     log.info("test-set negative ELBO: %.3f nats per example", final["eval/nelbo"])
-  return TrainResult(state=state, metrics=final, workdir=folder.path)
+  return TrainResult(state=run.state, metrics=final, workdir=folder.path)
+
+
+class _Session:
+  """One session of a run in its folder: restore, train, then close what it opened.
+
+  Every part it opens is closed by `finish`, whatever happened before; the caller records the
+  status only after that, so `preempted` and `completed` mean the checkpoints are on disk.
+  """
+
+  def __init__(self, exp: Experiment, resolved: dict[str, Any], folder: RunFolder,
+               guard: PreemptionGuard, recording: Stopwatch, heartbeat: Heartbeat):
+    self.exp, self.resolved, self.folder, self.guard = exp, resolved, folder, guard
+    self.recording, self.heartbeat = recording, heartbeat
+    self.status, self.error = "failed", None
+    self.state: TrainState | None = None
+    self.start_step = 0
+    self.summary = Summary(folder.file("summary.json"))
+    self.checkpointer: Checkpointer | None = None
+    self.csv_writer: CsvWriter | None = None
+    self.wandb_writer: BackgroundWandb | None = None
+    self.plots_ready = None
+
+  def train(self) -> None:
+    exp, config, folder = self.exp, self.exp.config, self.folder
+    keys = make_keys(config.seed)
+    self.state = init_state(exp, keys)
+    failpoints.reach("init")
+    self.checkpointer = Checkpointer(folder.path, config.checkpoint.max_to_keep,
+                                     config.checkpoint.async_save)
+    window = MetricWindow()
+    if folder.resumed:
+      restored = self.checkpointer.restore_latest(like=self.state)
+      if restored is not None:
+        self.start_step, self.state, meta = restored
+        window.load_state_dict(meta.get("window", {}))
+    failpoints.reach("restore")
+    self.heartbeat.step = self.start_step
+    summary = self.summary
+    summary_from_rows(summary, trim_metrics(folder.file("metrics.csv"), self.start_step))
+    summary.info.update(
+        seed=config.seed, num_steps=exp.num_steps,
+        num_params=parameter_count(self.state.params), dataset=exp.dataset.name,
+        num_train=len(exp.dataset.train), num_test=len(exp.dataset.test),
+        data_on_device=exp.on_device, platform=jax.default_backend(),
+    )
+    if folder.resumed:
+      _log_resume(folder, self.start_step, exp)
+    self.csv_writer = CsvWriter(folder.file("metrics.csv"))
+    self.guard.stop_if_signalled(self.start_step)
+    if self.start_step >= exp.num_steps:
+      return
+    self.plots_ready = plots.warm_up()
+    if wandb_mode(config.wandb.mode) != "disabled":
+
+      def remember_run_id(run):  # so a resumed session continues the same wandb run
+        folder.update(wandb_run_id=run.run_id)
+
+      self.wandb_writer = BackgroundWandb(
+          functools.partial(WandbWriter.open, config.wandb, folder.path, self.resolved,
+                            folder.metadata.get("wandb_run_id")), remember_run_id)
+    writer = MultiWriter([self.csv_writer, summary, self.wandb_writer])
+    self.state = _train(exp, self.state, keys, self.start_step, writer, summary, window,
+                        self.checkpointer, self.guard, folder.path, self.wandb_writer,
+                        self.recording, self.heartbeat)
+
+  def interrupted_message(self) -> str:
+    latest = self.checkpointer.latest_step() if self.checkpointer is not None else None
+    held = f"the checkpoint of step {latest}" if latest else "step 0 (no checkpoint yet)"
+    return f"stopped at once by a second Ctrl-C; resuming starts from {held}."
+
+  def finish(self, run_start: float, cache_before: dict, cache_dir: str) -> BaseException | None:
+    """Closes checkpoints, metrics, plots and wandb, in that order; never raises.
+
+    Returns:
+      The error that makes a saved checkpoint untrue (the background save failed), if any;
+      the status is then `failed`.
+    """
+    recording, summary, problem = self.recording, self.summary, None
+    with self.guard.protected():  # a second Ctrl-C does not cut the final save short
+      if self.checkpointer is not None:
+        with recording("checkpoints"):
+          try:
+            self.checkpointer.close()  # waits for background saves: the last one is complete
+          except Exception as e:  # noqa: BLE001 - recorded as the run's error
+            problem = e
+            self.error = "; ".join(filter(None, [
+                self.error, f"saving a checkpoint failed: {type(e).__name__}: {e}"]))
+            self.status = "failed"
+      if self.csv_writer is not None:
+        self.csv_writer.close()
+      summary.info["status"] = self.status
+      summary.save()  # before the plots and wandb, which may be slow; again below
+    trained = self.csv_writer is not None and self.start_step < self.exp.num_steps
+    try:
+      failpoints.reach("final_plots")
+      if trained:
+        with recording("plots"):
+          if self.plots_ready is not None:
+            self.plots_ready.join()
+          _finish_plots(self.folder, self.wandb_writer, summary)
+      failpoints.reach("wandb_finish")
+      if self.wandb_writer is not None:
+        with recording("wandb_finish"):
+          self.wandb_writer.close(0 if self.status == "completed" else 1)
+    except KeyboardInterrupt:
+      log.warning("warning: a second Ctrl-C: the final plots or the wandb finish were skipped "
+                  "(metrics.csv and the checkpoints are complete).")
+    summary.info.update(record_sec=recording.seconds, record_calls=recording.calls,
+                        run_sec=time.perf_counter() - run_start,
+                        compile_cache=compile_cache.usage_since(cache_before, cache_dir))
+    if self.wandb_writer is not None:  # beside the training thread, on the same cores
+      summary.info["record_background_cpu_sec"] = {"wandb": self.wandb_writer.thread_cpu_sec}
+      summary.info["wandb_error"] = self.wandb_writer.error  # None: wandb has every row
+    with self.guard.protected():
+      summary.save()
+    return problem
 
 
 def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer: MultiWriter,
            summary: Summary, window: MetricWindow, checkpointer: Checkpointer,
            guard: PreemptionGuard, folder_path: str, image_writer,
-           recording: Stopwatch) -> TrainState:
+           recording: Stopwatch, heartbeat: Heartbeat) -> TrainState:
   config = exp.config
   run_chunk, prefetch, close_feed = _make_feed(exp, keys)
   eval_data, eval_mask = pipeline.padded_eval_data(exp.dataset.test, config.eval_batch_size)
@@ -200,19 +270,23 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
     state_copy = jax.tree_util.tree_map(jax.numpy.copy, state)  # `state` will be donated
     diag_seconds["build"] = exp.diagnostics_build_sec
   boundaries = _Boundaries(exp)
-  nonfinite = _NonFiniteCheck(config.on_nonfinite, config.max_consecutive_nonfinite)
+  nonfinite = _NonFiniteCheck(config.on_nonfinite, config.max_consecutive_nonfinite,
+                              skipped=_skipped_so_far(state))
   progress = Progress(exp.num_steps, enabled=config.progress_bar, initial=step)
   timer = ChunkTimer()
   loop_start = time.perf_counter()
+  meta = lambda: {"window": window.state_dict()}
 
   def dispatch(state, start):
     """Starts the chunk from `start` (asynchronously); returns (start, n, state, metrics)."""
+    failpoints.reach("train_call")
     n = boundaries.chunk_length(start)
     if start + n < exp.num_steps:  # read the next chunk's batches while this one computes
       prefetch(start + n, boundaries.chunk_length(start + n))
     return (start, n, *run_chunk(state, start, n))
 
   try:
+    failpoints.reach("first_call")
     current = dispatch(state, step)
     if exp.diagnostics:  # the first chunk is compiled and running: compile theirs beside it
       warm_up = runner.warm_up(list(exp.diagnostics), state_copy, probe, keys.diag)
@@ -226,12 +300,14 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
       current = None if stop_here else dispatch(state, step)
       metrics = {k: v[:n] for k, v in jax.device_get(device_metrics).items()}  # one sync
       timer.chunk_done(n)
+      heartbeat.step = step
       failure = nonfinite.check(metrics, start)
       end = step if failure is None else failure.step
       log_steps = [s for s in range(start + 1, end + 1) if boundaries.is_log_step(s)]
       # No device work from here to the next dispatch: it would wait for the queued chunk.
-      for s, means, lr in zip(log_steps, window.add(metrics, start, log_steps),
-                              learning_rates(log_steps), strict=True):
+      rates = learning_rates(nonfinite.schedule_steps(log_steps, start))
+      for s, means, lr in zip(log_steps, window.add(metrics, start, log_steps), rates,
+                              strict=True):
         scalars = {f"train/{k}": v for k, v in means.items()}
         scalars["train/learning_rate"] = float(lr)  # the rate used by step s
         with recording("metrics"):
@@ -242,6 +318,7 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
       if not stop_here:
         continue
       if boundaries.is_eval_step(step):
+        failpoints.reach("eval")
         scalars = {f"eval/{k}": float(v) for k, v in jax.device_get(
             eval_fn(state.params, keys=keys, data=eval_data, mask=eval_mask)).items()}
         best = config.checkpoint.best_metric
@@ -253,24 +330,30 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
         progress.message(f"step {step}: {_format_scalars(scalars)}")
         if improved:
           with recording("checkpoints"):
-            checkpointer.save(step, state, {"window": window.state_dict()}, best=True)
+            checkpointer.save(step, state, meta(), best=True)
       # Saved first: the checkpoint is written in the background while the diagnostics run.
       if boundaries.is_checkpoint_step(step) or guard.signum is not None:
         with recording("checkpoints"):
-          checkpointer.save(step, state, {"window": window.state_dict()})
+          checkpointer.save(step, state, meta())
       if exp.diagnostics:
         if warm_up is not None:
           waited = time.perf_counter()
           warm_up.join()
           diag_seconds["warm_up_wait"] = time.perf_counter() - waited
           warm_up = None
+        failpoints.reach("diagnostics")
         for name, sec in runner.run_due(list(exp.diagnostics), step, state, probe, keys.diag,
                                         folder_path, writer, image_writer).items():
           diag_seconds[name] = diag_seconds.get(name, 0.0) + sec
-      if guard.signum is not None:
-        raise Preempted(guard.signum, step)
       if step >= exp.num_steps:
+        if guard.signum is not None:  # the work is done: finish recording, then complete
+          log.info("%s after the last step: finishing the run's record.",
+                   signal.Signals(guard.signum).name)
         break
+      if guard.signum is not None:  # also when it came during evaluation or diagnostics
+        with recording("checkpoints"):
+          checkpointer.save(step, state, meta())  # a no-op if this step is saved already
+        raise Preempted(guard.signum, step)
       current = dispatch(state, step)
   finally:
     progress.close()
@@ -278,6 +361,12 @@ def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer:
     summary.info.update(timer.as_dict(), loop_sec=time.perf_counter() - loop_start,
                         diagnostics_sec=diag_seconds)
   return state
+
+
+def _skipped_so_far(state: TrainState) -> int:
+  """Updates skipped for non-finite values before this session (optax.apply_if_finite)."""
+  total = getattr(state.opt_state, "total_notfinite", None)
+  return 0 if total is None else int(total)
 
 
 def _make_feed(exp: Experiment, keys: RunKeys):
@@ -347,16 +436,21 @@ class _NonFiniteCheck:
   """Finds the non-finite steps of a chunk (loss or gradient norm NaN or infinite): stop at the
   first, or allow skipped steps."""
 
-  def __init__(self, mode: str, max_consecutive: int):
+  def __init__(self, mode: str, max_consecutive: int, skipped: int = 0):
     self.mode = mode
     self.max_consecutive = max_consecutive
     self.consecutive = 0
+    self.skipped = skipped  # updates skipped before the current chunk, in the whole run
+    self._skipped_before: np.ndarray | None = None  # per step of the current chunk
 
   def check(self, metrics: dict[str, np.ndarray], start: int) -> NonFiniteError | None:
     """Adds `skipped` to `metrics` in skip mode; returns the error to raise, if any."""
     finite = np.isfinite(metrics["loss"]) & np.isfinite(metrics["grad_norm"])
     if self.mode == "skip":
-      metrics["skipped"] = (~finite).astype(np.float32)
+      skipped = (~finite).astype(np.float32)
+      metrics["skipped"] = skipped  # its window mean: the fraction of steps skipped
+      self._skipped_before = self.skipped + np.cumsum(skipped) - skipped
+      self.skipped += int(skipped.sum())
       for i, ok in enumerate(finite):
         self.consecutive = 0 if ok else self.consecutive + 1
         if self.consecutive > self.max_consecutive:
@@ -365,6 +459,16 @@ class _NonFiniteCheck:
     if not finite.all():
       return self._error(metrics, start, int(np.argmin(finite)), None)
     return None
+
+  def schedule_steps(self, steps: list[int], start: int) -> list[int]:
+    """The step of the learning-rate schedule each of `steps` trained with.
+
+    A skipped update does not advance the optimizer's count (optax.apply_if_finite keeps its
+    inner state), so after skips the schedule lags the step by their number.
+    """
+    if self._skipped_before is None:
+      return steps
+    return [s - int(self._skipped_before[s - start - 1]) for s in steps]
 
   def _error(self, metrics, start, i, streak) -> NonFiniteError:
     bad = [k for k in ("loss", "grad_norm") if not math.isfinite(float(metrics[k][i]))]
@@ -409,9 +513,10 @@ def _finish_plots(folder: RunFolder, wandb_writer: BackgroundWandb | None,
     log.warning("warning: could not write plots (%s: %s).", type(e).__name__, e)
 
 
-def resolved_config(config: ml_collections.ConfigDict, exp: Experiment) -> dict[str, Any]:
-  """The config as a dict, with values derived at build time written in."""
-  data = json.loads(config.to_json_best_effort())
+def resolved_config(exp: Experiment) -> dict[str, Any]:
+  """The config as a dict, with values derived at build time written in (what config.json
+  holds)."""
+  data = json.loads(exp.config.to_json_best_effort())
   data["num_steps"] = exp.num_steps
   return data
 

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gmf_jax.errors import ConfigError
-from gmf_jax.registry import checked_kwargs, resolve
+from gmf_jax.checks import check_choice, check_number
+from gmf_jax.registry import ComponentOptions, resolve
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -46,10 +46,10 @@ def likelihood_mean(likelihood: str, output: jax.Array) -> jax.Array:
   return jax.nn.sigmoid(output) if likelihood == "bernoulli" else output
 
 
-def _check_likelihood(likelihood: str) -> None:
-  if likelihood not in LIKELIHOODS:
-    valid = ", ".join(LIKELIHOODS)
-    raise ConfigError(f"loss.likelihood={likelihood!r} is unknown; valid: {valid}.")
+def _check_likelihood(likelihood: str, obs_sigma: float) -> None:
+  check_choice("loss.likelihood", likelihood, LIKELIHOODS)
+  check_number("loss.obs_sigma", obs_sigma, low=0, low_open=True,
+               hint="It is the Gaussian likelihood's standard deviation.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +57,9 @@ class CrossEntropy:
   """Softmax cross-entropy for classifiers; reports accuracy."""
 
   label_smoothing: float = 0.0
+
+  def __post_init__(self):
+    check_number("loss.label_smoothing", self.label_smoothing, low=0, high=1, high_open=True)
 
   def _per_example(self, logits, labels):
     if self.label_smoothing:
@@ -99,7 +102,8 @@ class ELBO:
   obs_sigma: float = 0.1  # the Gaussian likelihood's fixed standard deviation
 
   def __post_init__(self):
-    _check_likelihood(self.likelihood)
+    check_number("loss.beta", self.beta, low=0, hint="1 is the ELBO; > 1 a beta-VAE.")
+    _check_likelihood(self.likelihood, self.obs_sigma)
 
   def _terms(self, params, apply_fn, batch, rng, train):
     recon, mean, logvar = apply_fn({"params": params}, batch["x"], train=train,
@@ -137,7 +141,7 @@ class Reconstruction:
   obs_sigma: float = 0.1
 
   def __post_init__(self):
-    _check_likelihood(self.likelihood)
+    _check_likelihood(self.likelihood, self.obs_sigma)
 
   def per_example(self, params, apply_fn, batch, rng):
     recon = apply_fn({"params": params}, batch["x"], train=False, rngs=model_rngs(rng))
@@ -159,8 +163,16 @@ class Reconstruction:
 LOSSES = {"cross_entropy": CrossEntropy, "elbo": ELBO, "reconstruction": Reconstruction}
 
 
-def make_loss(loss_config: Mapping[str, Any]):
-  """Builds `loss_config.name` with the other keys as its fields."""
+def make_loss(loss_config: Mapping[str, Any], options: ComponentOptions | None = None):
+  """Builds `loss_config.name` with the other keys as its fields (each loss checks its ranges).
+
+  Args:
+    loss_config: `config.loss`.
+    options: splits the section into the chosen loss's fields (see
+      `gmf_jax.registry.ComponentOptions`); default: every set key must be a field.
+  """
   loss_config = dict(loss_config)
-  cls = resolve(loss_config.pop("name"), LOSSES, key="loss.name")
-  return cls(**checked_kwargs(cls, loss_config, key="loss"))
+  name = loss_config.pop("name")
+  cls = resolve(name, LOSSES, key="loss.name")
+  options = options or ComponentOptions()
+  return cls(**options.take("loss", loss_config, cls, name=name))

@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 
 
 class Preempted(Exception):
-  """Raised after a checkpoint was saved because of SIGTERM or SIGINT (Ctrl-C)."""
+  """Raised when SIGTERM or SIGINT (Ctrl-C) stopped a run; the message says what was saved.
 
-  def __init__(self, signum: int, step: int):
+  Attributes:
+    signum: the signal.
+    step: the step the run stopped at.
+    saved: whether a checkpoint of `step` was saved now. False when the signal came before
+      the first training step of this session: nothing new to save, and a rerun resumes
+      from `step` (0, or the checkpoint it was about to resume from).
+  """
+
+  def __init__(self, signum: int, step: int, saved: bool = True):
     self.signum = signum
     self.step = step
-    super().__init__(
-        f"stopped by {signal.Signals(signum).name} at step {step}; a checkpoint was saved. "
-        "Run the same command with the same --workdir to resume."
-    )
+    self.saved = saved
+    name = signal.Signals(signum).name
+    rerun = "Run the same command with the same --workdir to"
+    if saved:
+      message = f"stopped by {name} at step {step}; a checkpoint of step {step} was saved. "
+      message += f"{rerun} resume."
+    elif step:
+      message = (f"stopped by {name} before training resumed from the checkpoint of step "
+                 f"{step}, which holds the run. {rerun} resume.")
+    else:
+      message = (f"stopped by {name} before the first training step; nothing to save. "
+                 f"{rerun} start it.")
+    super().__init__(message)
 
   @property
   def exit_code(self) -> int:
@@ -23,7 +41,8 @@ class Preempted(Exception):
 
 
 class PreemptionGuard:
-  """While active, SIGTERM/SIGINT set `signum` instead of killing; a second Ctrl-C still does.
+  """While active, SIGTERM/SIGINT set `signum` instead of killing; a second Ctrl-C still
+  stops at once (KeyboardInterrupt), except inside `protected()`.
 
   Signal handlers only exist in the main thread; elsewhere the guard does nothing.
   """
@@ -33,6 +52,7 @@ class PreemptionGuard:
   def __init__(self):
     self.signum: int | None = None
     self._previous = {}
+    self._protected = 0
 
   def __enter__(self) -> PreemptionGuard:
     if threading.current_thread() is threading.main_thread():
@@ -47,6 +67,21 @@ class PreemptionGuard:
     return False
 
   def _handle(self, signum, frame):
-    if self.signum is not None and signum == signal.SIGINT:
+    if self.signum is not None and signum == signal.SIGINT and not self._protected:
       raise KeyboardInterrupt  # a second Ctrl-C: stop now
-    self.signum = signum
+    if self.signum is None:
+      self.signum = signum
+
+  @contextlib.contextmanager
+  def protected(self):
+    """A section a second Ctrl-C does not cut short (the final checkpoint wait, the status)."""
+    self._protected += 1
+    try:
+      yield
+    finally:
+      self._protected -= 1
+
+  def stop_if_signalled(self, step: int) -> None:
+    """Before training starts: raises Preempted (nothing saved) if a signal has come."""
+    if self.signum is not None:
+      raise Preempted(self.signum, step, saved=False)

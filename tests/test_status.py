@@ -1,0 +1,259 @@
+"""A run's status is always true: faults at every moment of its life, kill -9, live runs.
+
+Faults land at exact moments through `gmf_jax.failpoints`: a real signal sent to the process
+at a named point (handled by the run's real handlers), or SIGKILL. After each, the status is
+not `running`, a rerun completes the run, and its final parameters and metrics are bitwise
+those of an uninterrupted run.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import orbax.checkpoint as ocp
+import pytest
+
+import gmf_jax
+from gmf_jax import failpoints
+from gmf_jax.runlog import effective_status
+from gmf_jax.runlog.liveness import Heartbeat, liveness, process_identity
+from gmf_jax.runlog.record import open_run_folder
+from tests.conftest import CONFIGS, run_cli, tree_equal
+
+VAE = str(CONFIGS / "vae.py")
+# 120 steps in calls of 10; evaluations at 40, 80, 120; checkpoints every 50 and at the end;
+# a diagnostic every 40 steps, so faults can land while one runs.
+RUN = {"num_steps": 120, "steps_per_call": 10, "eval_every_steps": 40,
+       "checkpoint.every_steps": 50}
+
+
+def _config(**extra):
+  config = gmf_jax.load_config(VAE + ":smoke", {**RUN, **extra})
+  config.unlock()
+  config.diagnostics.reconstructions = {"every_steps": 40, "num": 4}
+  config.lock()
+  return config
+
+
+def _json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def _rows(workdir):
+  import csv
+
+  with open(os.path.join(workdir, "metrics.csv"), newline="") as f:
+    return sorted((r["step"], r["name"], r["value"]) for r in csv.DictReader(f))
+
+
+def _final_params(workdir):
+  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+  path = os.path.join(workdir, "checkpoints", str(steps[-1]), "state")
+  return steps[-1], ocp.StandardCheckpointer().restore(path)["params"]
+
+
+@pytest.fixture
+def disarm():
+  yield
+  failpoints.arm(None)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """The uninterrupted run, in this process."""
+  workdir = str(tmp_path_factory.mktemp("reference") / "ref")
+  gmf_jax.train_and_evaluate(_config(), workdir)
+  return workdir
+
+
+# Every moment of a run's life: before the first step (the folder just written, the state being
+# built, the first call compiling), mid-training, during an evaluation, a checkpoint save and
+# the diagnostics, at a step without a checkpoint, and after the last step (the final plots
+# and the wandb finish).
+MOMENTS = [
+    ("run_folder", "before the first step"),
+    ("init", "before the first step"),
+    ("first_call=SIGTERM+0.02", "while the first call compiles"),
+    ("train_call@4", "mid-training"),
+    ("train_call@11", "late in training"),
+    ("eval@2", "during an evaluation"),
+    ("checkpoint_save@2", "during a checkpoint save"),
+    ("diagnostics@1", "during diagnostics at a step without a checkpoint"),
+    ("diagnostics@3", "during the last diagnostics"),
+    ("final_plots", "during the final plots"),
+    ("wandb_finish", "during the wandb finish"),
+]
+
+
+@pytest.mark.parametrize("point, when", MOMENTS, ids=[m[0] for m in MOMENTS])
+def test_sigterm_at_any_moment_leaves_a_true_status(tmp_path, reference, disarm, point, when):
+  failpoints.arm(point if "=" in point else f"{point}=SIGTERM")
+  workdir = str(tmp_path / "run")
+  try:
+    gmf_jax.train_and_evaluate(_config(), workdir)
+    preempted = None
+  except gmf_jax.Preempted as e:
+    preempted = e
+  meta = _json(os.path.join(workdir, "metadata.json"))
+  assert meta["status"] != "running", when
+  if preempted is None:  # the signal came after the last step: the run completed
+    assert meta["status"] == "completed" and point in ("diagnostics@3", "final_plots",
+                                                       "wandb_finish"), (when, meta)
+  else:
+    assert meta["status"] == "preempted" and meta["error"] == str(preempted)
+    if preempted.saved:  # the message says so: the checkpoint of that step is there
+      assert f"a checkpoint of step {preempted.step} was saved" in meta["error"]
+      assert str(preempted.step) in os.listdir(os.path.join(workdir, "checkpoints"))
+      assert 0 < preempted.step < 120
+    else:
+      assert preempted.step == 0 and "before the first training step" in meta["error"]
+  assert effective_status(workdir) == meta["status"]
+  failpoints.arm(None)
+  result = gmf_jax.train_and_evaluate(_config(), workdir)
+  assert int(result.state.step) == 120
+  assert _json(os.path.join(workdir, "metadata.json"))["status"] == "completed"
+  assert tree_equal(_final_params(workdir)[1], _final_params(reference)[1]), when
+  assert _rows(workdir) == _rows(reference), when
+
+
+def test_exception_before_the_loop_marks_the_run_failed(tmp_path, disarm):
+  failpoints.arm("restore=raise")
+  workdir = str(tmp_path / "run")
+  with pytest.raises(failpoints.FailpointError):
+    gmf_jax.train_and_evaluate(_config(), workdir)
+  meta = _json(os.path.join(workdir, "metadata.json"))
+  assert meta["status"] == "failed" and "FailpointError" in meta["error"]
+  assert meta["sessions"][-1]["status"] == "failed"
+  assert effective_status(workdir) == "failed"
+  failpoints.arm(None)
+  gmf_jax.train_and_evaluate(_config(), workdir)  # a rerun completes it
+  meta = _json(os.path.join(workdir, "metadata.json"))
+  assert meta["status"] == "completed" and meta["error"] is None
+  assert [s["status"] for s in meta["sessions"]] == ["failed", "completed"]
+
+
+def _cli_args(**extra):
+  args = [f"--config={VAE}:smoke", "--config.num_steps=300", "--config.steps_per_call=10",
+          "--config.eval_every_steps=100", "--config.checkpoint.every_steps=50",
+          "--config.data.on_device=no"]  # streamed batches; the warmup_cosine schedule
+  return args + [f"--config.{k}={v}" for k, v in extra.items()]
+
+
+@pytest.fixture(scope="module")
+def streamed_reference(tmp_path_factory):
+  cwd = tmp_path_factory.mktemp("streamed")
+  proc = run_cli(*_cli_args(), "--workdir=ref", cwd=cwd)
+  assert proc.returncode == 0, proc.stderr
+  return str(cwd / "ref")
+
+
+# Kill points over the whole run of 30 calls: early, the middle, late, and while the last
+# periodic checkpoint before the end (step 250) is being written.
+KILLS = ["train_call@3", "train_call@15", "train_call@28", "checkpoint_save@5"]
+
+
+@pytest.mark.parametrize("point", KILLS)
+def test_kill_9_then_resume_equals_uninterrupted(tmp_path, streamed_reference, point):
+  proc = run_cli(*_cli_args(), "--workdir=run", cwd=tmp_path,
+                 env={failpoints.ENV: f"{point}=SIGKILL"})
+  assert proc.returncode == -signal.SIGKILL, proc.stderr
+  run = tmp_path / "run"
+  meta = _json(run / "metadata.json")
+  assert meta["status"] == "running"  # what it wrote last: it was killed unfinished
+  assert effective_status(str(run)) == "crashed"
+  steps = [int(s) for s in os.listdir(run / "checkpoints") if s.isdigit()]
+  assert max(steps, default=0) < 300
+  resumed = run_cli(*_cli_args(), "--workdir=run", cwd=tmp_path)
+  assert resumed.returncode == 0, resumed.stderr
+  latest = max(steps, default=0)
+  said = (f"resuming from the checkpoint at step {latest}" if latest
+          else "no usable checkpoint: restarting from step 0")
+  assert said in resumed.stdout
+  meta = _json(run / "metadata.json")
+  assert meta["status"] == "completed"
+  assert [s["status"] for s in meta["sessions"]] == ["crashed", "completed"]
+  assert tree_equal(_final_params(run)[1], _final_params(streamed_reference)[1]), point
+  assert _rows(run) == _rows(streamed_reference), point
+
+
+def _wait_for(predicate, proc, timeout=120):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if predicate():
+      return
+    assert proc.poll() is None, proc.communicate()
+    time.sleep(0.05)
+  raise TimeoutError
+
+
+def test_a_live_run_is_running_then_crashed_after_kill_9_and_its_folder_is_guarded(tmp_path):
+  cmd = [sys.executable, "-m", "gmf_jax.main", *_cli_args(**{"num_steps": 100000}),
+         "--workdir=run"]
+  proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  run = str(tmp_path / "run")
+  try:
+    _wait_for(lambda: os.path.exists(os.path.join(run, "metrics.csv")), proc)
+    meta = _json(os.path.join(run, "metadata.json"))
+    assert meta["process"]["pid"] == proc.pid
+    assert meta["process"]["hostname"] == socket.gethostname()
+    assert meta["sessions"][-1]["pid"] == proc.pid
+    assert isinstance(meta["heartbeat"]["unix"], float)
+    assert effective_status(run) == "running"
+    # A second process on the same folder is refused, and changes nothing.
+    before = open(os.path.join(run, "config.json")).read()
+    second = run_cli(*_cli_args(**{"num_steps": 100000}), "--workdir=run", cwd=tmp_path)
+    assert second.returncode == 2 and "is in use by a live run" in second.stderr
+    assert f"pid {proc.pid}" in second.stderr
+    assert open(os.path.join(run, "config.json")).read() == before
+  finally:
+    proc.kill()
+    proc.wait()
+  assert _json(os.path.join(run, "metadata.json"))["status"] == "running"
+  assert effective_status(run) == "crashed"
+
+
+def test_heartbeat_is_rewritten_while_the_run_lives(tmp_path):
+  folder = open_run_folder(str(tmp_path / "run"), {"seed": 0}, None)
+  first = _json(tmp_path / "run" / "metadata.json")["heartbeat"]
+  assert first["step"] == 0
+  heartbeat = Heartbeat(folder.beat, every=0.05).start()
+  heartbeat.step = 7
+  time.sleep(0.3)
+  heartbeat.stop()
+  beat = _json(tmp_path / "run" / "metadata.json")["heartbeat"]
+  assert beat["step"] == 7 and beat["unix"] > first["unix"]
+  folder.set_status("completed")
+  assert effective_status(str(tmp_path / "run")) == "completed"
+
+
+def test_stale_heartbeat_or_a_gone_process_means_crashed():
+  now = time.time()
+  elsewhere = {"pid": 1, "hostname": "another-node", "boot_id": "x", "start_ticks": 1}
+  fresh = {"status": "running", "process": elsewhere, "heartbeat": {"unix": now - 5, "step": 3}}
+  stale = {"status": "running", "process": elsewhere, "heartbeat": {"unix": now - 600}}
+  assert liveness(fresh, now=now)[0] == "running"
+  assert liveness(stale, now=now) == ("crashed",
+                                      "its heartbeat (pid 1 on another-node) is 600 s old")
+  me = process_identity()
+  alive = {"status": "running", "process": me, "heartbeat": {"unix": now}}
+  assert liveness(alive, now=now)[0] == "running"
+  gone = {**me, "pid": _a_dead_pid()}
+  assert liveness({"status": "running", "process": gone, "heartbeat": {"unix": now}},
+                  now=now)[0] == "crashed"  # same host, process gone: no need to wait
+  reused = {**me, "start_ticks": me["start_ticks"] + 1}  # the pid now names another process
+  assert liveness({"status": "running", "process": reused, "heartbeat": {"unix": now}},
+                  now=now)[0] == "crashed"
+  for status in ("completed", "failed", "preempted"):
+    assert liveness({**stale, "status": status}, now=now)[0] == status
+
+
+def _a_dead_pid() -> int:
+  proc = subprocess.Popen([sys.executable, "-c", "pass"])
+  proc.wait()
+  return proc.pid
