@@ -17,6 +17,7 @@ import ml_collections
 
 from gmf_jax.errors import ConfigError
 from gmf_jax.runlog.files import read_json
+from gmf_jax.runlog.liveness import liveness
 
 
 def diagnose(workdir: str, names: list[str] | None = None,
@@ -44,6 +45,11 @@ def diagnose(workdir: str, names: list[str] | None = None,
   if not os.path.exists(config_path):
     raise ConfigError(f"--workdir={workdir} holds no config.json: not a gmf_jax run.")
   saved = read_json(config_path)
+  metadata_path = os.path.join(workdir, "metadata.json")
+  status, why = liveness(read_json(metadata_path)) if os.path.exists(metadata_path) else ("", "")
+  if status == "running":  # its metrics.csv has a writer already; rows would interleave
+    raise ConfigError(f"--workdir={workdir} is a live run ({why}); run diagnostics on it once "
+                      "it has ended.")
   entries = saved.get("diagnostics", {})
   if names:
     for name in names:

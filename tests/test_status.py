@@ -211,6 +211,9 @@ def test_a_live_run_is_running_then_crashed_after_kill_9_and_its_folder_is_guard
     assert second.returncode == 2 and "is in use by a live run" in second.stderr
     assert f"pid {proc.pid}" in second.stderr
     assert open(os.path.join(run, "config.json")).read() == before
+    backfill = run_cli("--workdir=run", "--diagnostics=weight_stats", cwd=tmp_path,
+                       module="gmf_jax.diagnose")
+    assert backfill.returncode == 2 and "is a live run" in backfill.stderr
   finally:
     proc.kill()
     proc.wait()

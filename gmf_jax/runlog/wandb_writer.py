@@ -77,7 +77,7 @@ class WandbWriter:
       except Exception as e:  # noqa: BLE001 - online falls back to offline
         if mode != "online":
           raise
-        log.warning("warning: wandb cannot reach its server (%s); logging offline to %s "
+        log.warning("warning: wandb could not start online (%s); logging offline to %s "
                     "instead (`wandb sync` uploads it later).", _describe(e),
                     os.path.join(workdir, "wandb"))
         run = wandb.init(mode="offline", settings=settings, **kwargs)
