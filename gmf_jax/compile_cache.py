@@ -24,6 +24,7 @@ import threading
 import jax
 from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
+from gmf_jax.checks import check_number
 from gmf_jax.errors import ConfigError
 
 log = logging.getLogger("gmf_jax")
@@ -80,9 +81,8 @@ def enable(cache_config) -> str:
   """
   spec = cache_config.get("dir", "auto")
   max_size_mb = cache_config.get("max_size_mb", 2048)
-  if not isinstance(max_size_mb, (int, float)) or max_size_mb <= 0:
-    raise ConfigError(f"compile_cache.max_size_mb={max_size_mb!r} must be a number > 0 "
-                      "(or set compile_cache.dir='' to turn the cache off).")
+  check_number("compile_cache.max_size_mb", max_size_mb, low=0, low_open=True,
+               hint="(Or set compile_cache.dir='' to turn the cache off.)")
   path = resolve_dir(spec)
   current = jax.config.jax_compilation_cache_dir
   if not path:

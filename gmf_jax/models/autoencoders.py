@@ -48,6 +48,14 @@ def check_image_shape(data_shape, features) -> None:
         f"needs H and W divisible by {factor}; model.data_shape={tuple(data_shape)!r}: {fix}.")
 
 
+def _check_dense_fields(module) -> None:
+  """The fields MLPVAE and Autoencoder share."""
+  check_data_shape(module.data_shape)
+  check_latent_dim(module.latent_dim)
+  check_hidden(module.hidden)  # () is allowed: a linear encoder and decoder
+  check_activation(module.activation)
+
+
 def reparameterize(rng: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
   """z = mean + sigma * eps, differentiable in mean and logvar."""
   eps = jax.random.normal(rng, mean.shape, mean.dtype)
@@ -64,10 +72,7 @@ class MLPVAE(nn.Module):
   activation: str = "relu"
 
   def __post_init__(self):
-    check_data_shape(self.data_shape)
-    check_latent_dim(self.latent_dim)
-    check_hidden(self.hidden)  # () is allowed: a linear encoder and decoder
-    check_activation(self.activation)
+    _check_dense_fields(self)
     super().__post_init__()
 
   def setup(self):
@@ -174,10 +179,7 @@ class Autoencoder(nn.Module):
   activation: str = "relu"
 
   def __post_init__(self):
-    check_data_shape(self.data_shape)
-    check_latent_dim(self.latent_dim)
-    check_hidden(self.hidden)  # () is allowed: a linear encoder and decoder
-    check_activation(self.activation)
+    _check_dense_fields(self)
     super().__post_init__()
 
   def setup(self):
