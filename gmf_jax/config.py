@@ -55,6 +55,34 @@ class ConfigOrigin:
     return default if self.file_values is None else self.file_values.get(key, default)
 
 
+class LoadedConfig(ml_collections.ConfigDict):
+  """What `load_config` returns: a ConfigDict that remembers its file and its origin
+  (`config_origin`), also in its copies (`copy.deepcopy`, pickle, `copy_and_resolve_references`),
+  so a sweep that copies a loaded config per trial keeps the rules that need them.
+
+  A ConfigDict made otherwise (a config file's `get_config()` called directly, or
+  `ConfigDict(dict)`) has no origin: every value in it counts as the user's choice.
+  """
+
+  _KEPT = ("_gmf_origin", "_gmf_config_source")
+
+  def __getstate__(self):
+    return super().__getstate__(), {k: self.__dict__[k] for k in self._KEPT if k in self.__dict__}
+
+  def __setstate__(self, state):
+    fields, kept = state
+    super().__setstate__(fields)
+    for key, value in kept.items():
+      object.__setattr__(self, key, value)
+
+  def copy_and_resolve_references(self, visit_map=None):
+    copied = super().copy_and_resolve_references(visit_map)
+    for key in self._KEPT:
+      if key in self.__dict__:
+        object.__setattr__(copied, key, self.__dict__[key])
+    return copied
+
+
 def config_origin(config: ml_collections.ConfigDict) -> ConfigOrigin:
   """The origin `load_config` recorded for `config` (an empty one for configs made in Python)."""
   return getattr(config, "_gmf_origin", None) or ConfigOrigin()
@@ -180,7 +208,7 @@ def load_config(path: str, overrides: Overrides = None) -> ml_collections.Config
       `lr` is an alias of `optimizer.learning_rate`.
 
   Returns:
-    The locked ConfigDict: a typo in a key now fails instead of adding a key.
+    The locked config (a `LoadedConfig`): a typo in a key now fails instead of adding a key.
 
   Raises:
     ConfigError: a missing file, a typo in a key, a value of the wrong type.
@@ -202,6 +230,7 @@ def load_config(path: str, overrides: Overrides = None) -> ml_collections.Config
     raise ConfigError(f"config file {file_path!r} rejected variant {arg!r}: {e}") from e
   if not isinstance(config, ml_collections.ConfigDict):
     raise ConfigError(f"get_config() in {file_path!r} must return an ml_collections.ConfigDict.")
+  config = LoadedConfig(config)  # the same fields (and their types), able to keep its origin
   config.lock()
   file_values = flatten(config)
   overridden = apply_overrides(config, overrides)

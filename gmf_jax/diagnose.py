@@ -45,8 +45,10 @@ def diagnose(workdir: str, names: list[str] | None = None,
   if not os.path.exists(config_path):
     raise ConfigError(f"--workdir={workdir} holds no config.json: not a gmf_jax run.")
   saved = read_json(config_path)
-  metadata_path = os.path.join(workdir, "metadata.json")
-  status, why = liveness(read_json(metadata_path)) if os.path.exists(metadata_path) else ("", "")
+  try:
+    status, why = liveness(read_json(os.path.join(workdir, "metadata.json")))
+  except (OSError, ValueError):  # lost or torn: no live run can be shown to own the folder
+    status, why = "unknown", ""
   if status == "running":  # its metrics.csv has a writer already; rows would interleave
     raise ConfigError(f"--workdir={workdir} is a live run ({why}); run diagnostics on it once "
                       "it has ended.")

@@ -37,7 +37,7 @@ examples:
   python -m gmf_jax.main --config=configs/vae.py:conv,smoke --workdir=runs/try
   python -m gmf_jax.main --config=configs/mlp.py --config.schedule.name=constant
 
-exit status: 0 completed; 1 failed (non-finite loss); 2 bad input (nothing written);
+exit status: 0 completed; 1 failed (non-finite loss); 2 bad input (refused before training);
 128+signal preempted by SIGTERM/Ctrl-C (rerun the same command to resume).
 """
 

@@ -224,7 +224,7 @@ def test_a_live_run_is_running_then_crashed_after_kill_9_and_its_folder_is_guard
 def test_heartbeat_is_rewritten_while_the_run_lives(tmp_path):
   folder = open_run_folder(str(tmp_path / "run"), {"seed": 0}, None)
   first = _json(tmp_path / "run" / "metadata.json")["heartbeat"]
-  assert first["step"] == 0
+  assert first["step"] is None  # not known until the state is restored
   heartbeat = Heartbeat(folder.beat, every=0.05).start()
   heartbeat.step = 7
   time.sleep(0.3)
@@ -252,6 +252,9 @@ def test_stale_heartbeat_or_a_gone_process_means_crashed():
   reused = {**me, "start_ticks": me["start_ticks"] + 1}  # the pid now names another process
   assert liveness({"status": "running", "process": reused, "heartbeat": {"unix": now}},
                   now=now)[0] == "crashed"
+  suspended = {"status": "running", "process": me, "heartbeat": {"unix": now - 600}}
+  assert liveness(suspended, now=now)[0] == "running"  # alive here: the process decides
+  assert liveness({"status": "running"}, now=now)[0] == "crashed"  # nothing shows it lives
   for status in ("completed", "failed", "preempted"):
     assert liveness({**stale, "status": status}, now=now)[0] == status
 
@@ -260,3 +263,21 @@ def _a_dead_pid() -> int:
   proc = subprocess.Popen([sys.executable, "-c", "pass"])
   proc.wait()
   return proc.pid
+
+
+def test_a_signal_while_rerunning_a_completed_run_changes_nothing(tmp_path, disarm):
+  workdir = str(tmp_path / "run")
+  gmf_jax.train_and_evaluate(_config(num_steps=20), workdir)
+  failpoints.arm("init=SIGTERM")
+  result = gmf_jax.train_and_evaluate(_config(num_steps=20), workdir)  # nothing to train
+  assert int(result.state.step) == 20
+  assert _json(os.path.join(workdir, "metadata.json"))["status"] == "completed"
+
+
+def test_a_folder_whose_metadata_was_lost_can_be_resumed(tmp_path):
+  workdir = tmp_path / "run"
+  gmf_jax.train_and_evaluate(_config(num_steps=20), str(workdir))
+  (workdir / "metadata.json").unlink()  # nothing shows a live run owns the folder
+  result = gmf_jax.train_and_evaluate(_config(num_steps=40), str(workdir))
+  assert int(result.state.step) == 40
+  assert _json(workdir / "metadata.json")["status"] == "completed"

@@ -4,10 +4,11 @@ A run writes `status: running` when it starts and its final status (`completed`,
 `preempted`) when it ends. A process killed by `kill -9`, the OOM killer or a lost node never
 writes the second, so `running` alone cannot tell a live run from a dead one. While a run
 lives, a background thread rewrites `metadata.json`'s `heartbeat` every `HEARTBEAT_SEC`
-seconds (a few hundred microseconds each; training never waits for it), beside the
-`process` that owns the run (pid, host, boot id, the pid's start time).
-`effective_status(run_dir)` reads both and says `crashed` for a `running` run whose process is
-gone (on this host) or whose heartbeat is older than `STALE_SEC`.
+seconds (about 0.2 ms each, under the lock the training thread takes for its own rare
+metadata writes), beside the `process` that owns the run (pid, host, boot id, pid namespace,
+the pid's start time). `effective_status(run_dir)` reads both: on the host that owns the run
+the process decides (gone: `crashed`; alive, even suspended: `running`); elsewhere the
+heartbeat does (older than `STALE_SEC`: `crashed`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any
 
 HEARTBEAT_SEC = 5.0  # how often a live run rewrites its heartbeat
 STALE_SEC = 60.0  # older than this, a heartbeat means the run is gone (also across hosts)
-STATUSES = ("running", "completed", "failed", "preempted", "crashed")
+RECORDED = ("running", "completed", "failed", "preempted")  # what metadata.json's status holds
+STATUSES = (*RECORDED, "crashed")  # what effective_status returns (and "unknown")
 
 
 def _read(path: str) -> str | None:
@@ -47,18 +49,29 @@ def _start_ticks(pid: int) -> int | None:
     return None
 
 
+def _pid_namespace() -> str | None:
+  try:
+    return os.readlink("/proc/self/ns/pid")
+  except OSError:
+    return None
+
+
 def process_identity() -> dict[str, Any]:
-  """This process: pid, hostname, boot id and start time (what `effective_status` checks)."""
+  """This process: pid, hostname, boot id, pid namespace and start time (what
+  `effective_status` checks)."""
   boot = _read("/proc/sys/kernel/random/boot_id")
   return {"pid": os.getpid(), "hostname": socket.gethostname(),
-          "boot_id": boot.strip() if boot else None, "start_ticks": _start_ticks(os.getpid())}
+          "boot_id": boot.strip() if boot else None, "pid_namespace": _pid_namespace(),
+          "start_ticks": _start_ticks(os.getpid())}
 
 
-def _on_this_host(identity: dict[str, Any]) -> bool:
+def _sees_its_pid(identity: dict[str, Any]) -> bool:
+  """Whether this process can look the run's pid up: the same host, booted once, and the
+  same pid namespace (containers sharing a host and boot id have their own pids)."""
   here = process_identity()
-  if identity.get("hostname") != here["hostname"]:
-    return False
-  return identity.get("boot_id") is None or identity.get("boot_id") == here["boot_id"]
+  return all(identity.get(k) is None or identity.get(k) == here[k]
+             for k in ("boot_id", "pid_namespace")) and identity.get("hostname") == here[
+                 "hostname"]
 
 
 def _process_alive(identity: dict[str, Any]) -> bool:
@@ -88,8 +101,11 @@ def liveness(metadata: dict[str, Any], *, now: float | None = None,
   """The effective status of a run's metadata, and why (for messages).
 
   Returns:
-    (status, reason): `crashed` replaces `running` when the owning process is gone from this
-    host or its heartbeat is older than `stale_after` seconds.
+    (status, reason): for a recorded `running`, on the host (and pid namespace) that owns the
+    run the process decides: gone (or its pid reused) is `crashed`, alive is `running`, even
+    with an old heartbeat (a suspended job). Elsewhere, a heartbeat older than `stale_after`
+    seconds is `crashed`. A record with neither a process nor a heartbeat (a lost
+    metadata.json, or one written by an older gmf_jax) is `crashed`: nothing can show it lives.
   """
   status = metadata.get("status") or "running"
   if status != "running":
@@ -97,14 +113,19 @@ def liveness(metadata: dict[str, Any], *, now: float | None = None,
   identity = metadata.get("process") or {}
   beat = metadata.get("heartbeat") or {}
   where = f"pid {identity.get('pid')} on {identity.get('hostname')}"
-  if identity and _on_this_host(identity) and not _process_alive(identity):
+  has_beat = isinstance(beat.get("unix"), (int, float))
+  age = (time.time() if now is None else now) - beat["unix"] if has_beat else None
+  last = f"heartbeat {max(age, 0):.0f} s ago at step {beat.get('step')}" if has_beat else (
+      "no heartbeat")
+  if identity.get("pid") is not None and _sees_its_pid(identity):
+    if _process_alive(identity):
+      return "running", f"{where} is alive, {last}"
     return "crashed", f"{where} is gone"
-  if isinstance(beat.get("unix"), (int, float)):
-    age = (time.time() if now is None else now) - beat["unix"]
-    if age > stale_after:
-      return "crashed", f"its heartbeat ({where}) is {age:.0f} s old"
-    return "running", f"{where}, heartbeat {max(age, 0):.0f} s ago at step {beat.get('step')}"
-  return "running", f"{where} (no heartbeat recorded)"
+  if not has_beat:
+    return "crashed", "no process or heartbeat is recorded"
+  if age > stale_after:
+    return "crashed", f"its heartbeat ({where}) is {age:.0f} s old"
+  return "running", f"{where}, {last}"
 
 
 def effective_status(run_dir: str, *, stale_after: float = STALE_SEC) -> str:
@@ -112,9 +133,9 @@ def effective_status(run_dir: str, *, stale_after: float = STALE_SEC) -> str:
 
   One of `running` (its process lives), `completed`, `failed`, `preempted` (as recorded) or
   `crashed`: recorded as `running`, but its process is gone from this host (`kill -9`, the
-  OOM killer) or, on any host, its heartbeat is older than `stale_after` seconds (a lost
-  node). A run folder without a readable `metadata.json` gives `unknown`. Rerun the run's
-  command with the same --workdir to resume a crashed or preempted run.
+  OOM killer) or, read from another host, its heartbeat is older than `stale_after` seconds
+  (a lost node). A run folder without a readable `metadata.json` gives `unknown`. Rerun the
+  run's command with the same --workdir to resume a crashed or preempted run.
 
   Args:
     run_dir: a run folder (holding metadata.json).

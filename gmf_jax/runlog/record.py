@@ -17,11 +17,10 @@ import gmf_jax
 from gmf_jax.errors import ConfigError
 from gmf_jax.runlog import provenance
 from gmf_jax.runlog.files import read_json, write_json, write_text
-from gmf_jax.runlog.liveness import heartbeat_record, liveness, process_identity
+from gmf_jax.runlog.liveness import RECORDED, heartbeat_record, liveness, process_identity
 from gmf_jax.runlog.resume import check_same_run
 
-# What metadata.json's `status` holds; `gmf_jax.runlog.effective_status` adds `crashed`.
-STATUSES = ("running", "completed", "failed", "preempted")
+STATUSES = RECORDED  # what metadata.json's `status` holds; effective_status adds `crashed`
 
 
 @dataclasses.dataclass
@@ -113,7 +112,7 @@ def open_run_folder(workdir: str, config: dict[str, Any], config_file: str | Non
                    "status": "running", "pid": identity["pid"],
                    "hostname": identity["hostname"]})
   metadata["process"] = identity  # who owns the run now, and its heartbeat
-  metadata["heartbeat"] = heartbeat_record(0)
+  metadata["heartbeat"] = heartbeat_record(None)  # the step is known once the state is restored
   folder = RunFolder(path, metadata, previous)
   write_json(saved_config, config)  # the resolved config (num_steps may have been extended)
   if config_file and not resumed:
@@ -121,7 +120,7 @@ def open_run_folder(workdir: str, config: dict[str, Any], config_file: str | Non
   diff = (metadata.get("git") or {}).pop("diff", None)
   if diff and not resumed:
     write_text(folder.file("git.diff"), diff)
-  folder.set_status("running")
+  folder.set_status("running", error=None)  # a previous session's error is not this one's
   return folder
 
 

@@ -77,7 +77,8 @@ def train_and_evaluate(
   heartbeat while it lives, then `completed`, `failed` (with the error) or `preempted`.
 
   Args:
-    config: from `gmf_jax.load_config` (or a config file's `get_config()`).
+    config: from `gmf_jax.load_config` (or a config file's `get_config()`; without the origin
+      `load_config` records, switching a component's name needs its old options reset too).
     workdir: the run's folder; default `runs/<config.name>-<time>-<id>`.
     config_file: the config's source file, copied into the run; `load_config` remembers it.
 
@@ -105,10 +106,10 @@ def train_and_evaluate(
     with recording("run_folder"):
       folder = open_run_folder(workdir or new_run_dir(exp.config.name), resolved,
                                config_file, variant)
-    heartbeat = Heartbeat(folder.beat).start()
-    run = _Session(exp, resolved, folder, guard, recording, heartbeat)
+    run = _Session(exp, resolved, folder, guard, recording)
     error: BaseException | None = None
     try:
+      run.heartbeat.start()
       failpoints.reach("run_folder")
       log.info("run directory: %s%s", folder.path, " (resuming)" if folder.resumed else "")
       log.info("config:\n%s", format_config(resolved))
@@ -120,10 +121,13 @@ def train_and_evaluate(
       error, run.status, run.error = e, "preempted", run.interrupted_message()
     except BaseException as e:  # noqa: BLE001 - recorded, then raised again below
       error, run.status, run.error = e, "failed", f"{type(e).__name__}: {e}"
-    problem = run.finish(run_start, cache_before, cache_dir)
-    heartbeat.stop()
-    with guard.protected():
-      folder.set_status(run.status, error=run.error)
+    problem = None
+    try:
+      problem = run.finish(run_start, cache_before, cache_dir)
+    finally:  # the status is written whatever happened, and a second Ctrl-C cannot cut it
+      with guard.protected():
+        run.heartbeat.stop()
+        folder.set_status(run.status, error=run.error)
     if problem is not None and (error is None or isinstance(error, Preempted)):
       raise problem from error  # a checkpoint that was promised is not there
     if error is not None:
@@ -143,9 +147,10 @@ class _Session:
   """
 
   def __init__(self, exp: Experiment, resolved: dict[str, Any], folder: RunFolder,
-               guard: PreemptionGuard, recording: Stopwatch, heartbeat: Heartbeat):
+               guard: PreemptionGuard, recording: Stopwatch):
     self.exp, self.resolved, self.folder, self.guard = exp, resolved, folder, guard
-    self.recording, self.heartbeat = recording, heartbeat
+    self.recording = recording
+    self.heartbeat = Heartbeat(folder.beat)  # started by the caller, stopped after `finish`
     self.status, self.error = "failed", None
     self.state: TrainState | None = None
     self.start_step = 0
@@ -181,9 +186,9 @@ class _Session:
     if folder.resumed:
       _log_resume(folder, self.start_step, exp)
     self.csv_writer = CsvWriter(folder.file("metrics.csv"))
-    self.guard.stop_if_signalled(self.start_step)
-    if self.start_step >= exp.num_steps:
+    if self.start_step >= exp.num_steps:  # completed already: a signal now changes nothing
       return
+    self.guard.stop_if_signalled(self.start_step)
     self.plots_ready = plots.warm_up()
     if wandb_mode(config.wandb.mode) != "disabled":
 
@@ -207,24 +212,32 @@ class _Session:
     """Closes checkpoints, metrics, plots and wandb, in that order; never raises.
 
     Returns:
-      The error that makes a saved checkpoint untrue (the background save failed), if any;
-      the status is then `failed`.
+      An error that makes the record untrue (a checkpoint's background save failed, or the
+      summary cannot be written), if any; the status is then `failed`. The final plots and
+      wandb are a copy of the record: their failures are warnings.
     """
     recording, summary, problem = self.recording, self.summary, None
+
+    def failed(e: Exception, what: str) -> None:
+      nonlocal problem
+      problem = problem or e
+      self.status = "failed"
+      self.error = "; ".join(filter(None, [self.error, f"{what}: {type(e).__name__}: {e}"]))
+
     with self.guard.protected():  # a second Ctrl-C does not cut the final save short
       if self.checkpointer is not None:
         with recording("checkpoints"):
           try:
             self.checkpointer.close()  # waits for background saves: the last one is complete
           except Exception as e:  # noqa: BLE001 - recorded as the run's error
-            problem = e
-            self.error = "; ".join(filter(None, [
-                self.error, f"saving a checkpoint failed: {type(e).__name__}: {e}"]))
-            self.status = "failed"
-      if self.csv_writer is not None:
-        self.csv_writer.close()
-      summary.info["status"] = self.status
-      summary.save()  # before the plots and wandb, which may be slow; again below
+            failed(e, "saving a checkpoint failed")
+      try:
+        if self.csv_writer is not None:
+          self.csv_writer.close()
+        summary.info["status"] = self.status
+        summary.save()  # before the plots and wandb, which may be slow; again below
+      except Exception as e:  # noqa: BLE001
+        failed(e, "writing metrics.csv or summary.json failed")
     trained = self.csv_writer is not None and self.start_step < self.exp.num_steps
     try:
       failpoints.reach("final_plots")
@@ -240,14 +253,22 @@ class _Session:
     except KeyboardInterrupt:
       log.warning("warning: a second Ctrl-C: the final plots or the wandb finish were skipped "
                   "(metrics.csv and the checkpoints are complete).")
-    summary.info.update(record_sec=recording.seconds, record_calls=recording.calls,
-                        run_sec=time.perf_counter() - run_start,
-                        compile_cache=compile_cache.usage_since(cache_before, cache_dir))
-    if self.wandb_writer is not None:  # beside the training thread, on the same cores
-      summary.info["record_background_cpu_sec"] = {"wandb": self.wandb_writer.thread_cpu_sec}
-      summary.info["wandb_error"] = self.wandb_writer.error  # None: wandb has every row
+    except Exception as e:  # noqa: BLE001 - e.g. recording the wandb run id failed
+      log.warning("warning: finishing the plots or wandb failed (%s: %s); metrics.csv and the "
+                  "checkpoints are complete.", type(e).__name__, e)
     with self.guard.protected():
-      summary.save()
+      try:
+        summary.info.update(record_sec=recording.seconds, record_calls=recording.calls,
+                            run_sec=time.perf_counter() - run_start,
+                            compile_cache=compile_cache.usage_since(cache_before, cache_dir))
+        if self.wandb_writer is not None:  # beside the training thread, on the same cores
+          summary.info["record_background_cpu_sec"] = {
+              "wandb": self.wandb_writer.thread_cpu_sec}
+          summary.info["wandb_error"] = self.wandb_writer.error  # None: wandb has every row
+        summary.info["status"] = self.status
+        summary.save()
+      except Exception as e:  # noqa: BLE001
+        failed(e, "writing summary.json failed")
     return problem
 
 

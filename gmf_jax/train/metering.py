@@ -68,14 +68,18 @@ class LearningRates:
   def __call__(self, steps: list[int]) -> list[float]:
     """The rate used by each of `steps` (the 1-based step that ends a log window)."""
     if any(s not in self._cache for s in steps):
-      self._fill(min(s for s in steps if s not in self._cache), extra=steps)
+      # From the first step missing on, at the log stride: after skipped updates (which lag
+      # the schedule by a fixed number of steps until the next skip), the lagged log steps
+      # are in the block too.
+      self._fill(min(s for s in steps if s not in self._cache), extra=steps, aligned=False)
     return [self._cache[s] for s in steps]
 
-  def _fill(self, first: int, extra=()) -> None:
+  def _fill(self, first: int, extra=(), aligned: bool = True) -> None:
     """Rates for the next `block` log steps from `first` on (and `extra`); fixed length, so the
-    schedule compiles once."""
+    schedule compiles once. `aligned`: at the multiples of the log stride."""
     end = first + self._block * self._every
-    want = {*range(-(-first // self._every) * self._every, end, self._every), *extra}
+    start = -(-first // self._every) * self._every if aligned else first
+    want = {*range(start, end, self._every), *extra}
     if self._last < end:
       want.add(self._last)
     want = sorted(want)

@@ -105,8 +105,10 @@ def exponential(peak, num_steps, decay_rate=0.1, transition_steps=None):
 
 def step(peak, num_steps, boundaries=(), decay_rate=0.1, *, warmup_steps=0):
   check_number("schedule.decay_rate", decay_rate, low=0, low_open=True)
-  check_ints("schedule.boundaries", tuple(boundaries), low=warmup_steps + 1,
-             high=num_steps - 1, increasing=True)
+  check_ints("schedule.boundaries", tuple(boundaries), low=warmup_steps + 1, increasing=True)
+  if any(b >= num_steps for b in boundaries):  # as with a warmup longer than a short trial run
+    log.warning("warning: schedule.boundaries=%s: the run ends (num_steps=%d) before some of "
+                "them.", tuple(boundaries), num_steps)
   return optax.piecewise_constant_schedule(
       peak, {int(b) - warmup_steps: decay_rate for b in boundaries})
 
