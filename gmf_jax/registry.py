@@ -177,14 +177,15 @@ class ComponentOptions:
       if full in self.defaults and same_value(value, self.defaults[full]):
         continue  # left at its default: nothing to refuse
       file_name = self.origin.file_value(f"{section}.name", name)
-      if not self.origin.set_by_user(full, value) and file_name != name:
+      by_user = self.origin.set_by_user(full, value)
+      if not by_user and file_name != name:
         self.dropped.append(full)
         log.info("%s=%r (set in %s for %s.name=%r) is left out: %s.name=%r does not use it.",
                  full, value, self.origin.file, section, file_name, section, name)
         continue
       close = difflib.get_close_matches(key, list(takes), n=1)
       hint = f" Did you mean {section}.{close[0]}?" if close else ""
-      where = "" if self.origin.set_by_user(full, value) else (
+      where = "" if by_user else (
           f" (set in {self.origin.file}; remove it there)")
       raise ConfigError(
           f"{full}={value!r}{where} has no effect with {section}.name={name!r}; it takes: "
