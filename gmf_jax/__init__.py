@@ -6,6 +6,7 @@ From a notebook:
     config = gmf_jax.load_config("configs/vae.py", {"lr": 1e-3})
     result = gmf_jax.train_and_evaluate(config, workdir="runs/my_vae")
     result.metrics["eval/nelbo"]
+    gmf_jax.run_sweep("sweeps/vae_lr_beta.py")  # a sweep, every population one vmapped program
 
 `import gmf_jax` and `load_config` stay light (no jax, flax, orbax, wandb or matplotlib), so a
 typo in a config is reported in a fraction of a second; the training stack is imported the
@@ -18,7 +19,9 @@ from gmf_jax.train.preemption import Preempted
 
 __version__ = "0.1.0"
 
-_LAZY = {"train_and_evaluate": "gmf_jax.train.loop", "TrainResult": "gmf_jax.train.loop"}
+_LAZY = {"train_and_evaluate": "gmf_jax.train.loop", "TrainResult": "gmf_jax.train.loop",
+         "run_sweep": "gmf_jax.sweep", "load_sweep": "gmf_jax.sweep",
+         "seed_ensemble": "gmf_jax.sweep"}
 
 
 def __getattr__(name: str):
@@ -42,5 +45,8 @@ __all__ = [
     "TrainResult",
     "default_config",
     "load_config",
+    "load_sweep",
+    "run_sweep",
+    "seed_ensemble",
     "train_and_evaluate",
 ]

@@ -116,6 +116,12 @@ def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.name = "run"  # names the run folder under runs/
   c.seed = 0  # every random key of the run is derived from this
+  # The data order's seed; None: the seed's. Members of an ensemble that share it see the same
+  # batches in the same order (a paired design).
+  c.data_seed = config_dict.placeholder(int)
+  # > 1: a seed ensemble of seeds seed, seed+1, ... trained together in one vmapped program
+  # (python -m gmf_jax.main --config.num_seeds=16); every member is a run folder of its own.
+  c.num_seeds = 1
   c.num_steps = 1000
   c.num_epochs = config_dict.placeholder(int)  # if set, num_steps = num_epochs * steps/epoch
   c.batch_size = 128

@@ -37,6 +37,7 @@ def diagnose(workdir: str, names: list[str] | None = None,
   from gmf_jax.config import default_config
   from gmf_jax.diagnostics import DIAGNOSTICS, runner
   from gmf_jax.runlog.checkpoint import Checkpointer
+  from gmf_jax.runlog.population import member_steps, restore_from_population
   from gmf_jax.runlog.writers import CsvWriter
   from gmf_jax.train.build import abstract_state, build_experiment
   from gmf_jax.train.step import make_keys
@@ -70,7 +71,8 @@ def diagnose(workdir: str, names: list[str] | None = None,
   checkpointer = Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep,
                               async_save=False)
   try:
-    available = checkpointer.steps()
+    own = checkpointer.steps()
+    available = member_steps(workdir, own)  # a sweep member's are in its population's
     chosen = _choose_steps(steps, available, workdir)
     keys = make_keys(config.seed)
     like = abstract_state(exp, keys)
@@ -79,7 +81,10 @@ def diagnose(workdir: str, names: list[str] | None = None,
     done = {}
     try:
       for step in chosen:
-        state, _ = checkpointer.restore(step, like)
+        if step in own:
+          state, _ = checkpointer.restore(step, like)
+        else:
+          state = restore_from_population(workdir, like, step)[1]
         runner.run_due(list(exp.diagnostics), step, state, probe, keys.diag, workdir, writer,
                        force=True)
         done[step] = [d.name for d in exp.diagnostics]

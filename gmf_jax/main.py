@@ -36,6 +36,7 @@ examples:
   python -m gmf_jax.main --config=configs/vae.py --config.lr=3e-4 --config.loss.beta=4
   python -m gmf_jax.main --config=configs/vae.py:conv,smoke --workdir=runs/try
   python -m gmf_jax.main --config=configs/mlp.py --config.schedule.name=constant
+  python -m gmf_jax.main --config=configs/mlp.py --config.num_seeds=16   # a seed ensemble
 
 exit status: 0 completed; 1 failed (non-finite loss); 2 bad input (refused before training);
 128+signal preempted by SIGTERM/Ctrl-C (rerun the same command to resume).
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
   try:
     path, overrides, workdir = parse_args(argv)
     config = load_config(path, overrides)
+    if config.num_seeds != 1:  # a seed ensemble: one vmapped program, a folder per seed
+      return _ensemble(path, overrides, config, workdir)
     from gmf_jax.train.loop import train_and_evaluate  # the heavy imports, once input parses
 
     train_and_evaluate(config, workdir)
@@ -86,6 +89,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"preempted: {e}", file=sys.stderr)
     return e.exit_code
   return 0
+
+
+def _ensemble(path: str, overrides: list[str], config, workdir: str | None) -> int:
+  from gmf_jax.checks import check_int
+  from gmf_jax.runlog.workdir import new_run_dir
+  from gmf_jax.sweep import run_sweep, seed_ensemble
+
+  check_int("num_seeds", config.num_seeds, low=1, hint="Each seed is a member of the ensemble.")
+  rest = [o for o in overrides if o.partition("=")[0].lstrip("-") not in (
+      "config.num_seeds", "num_seeds")]
+  sweep = seed_ensemble(path, config.num_seeds, rest)
+  result = run_sweep(sweep, workdir or new_run_dir(f"{config.name}-seeds"))
+  counts = result.counts()
+  print(f"seed ensemble {result.workdir}: "
+        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+  return 0 if set(counts) <= {"completed"} else 1
 
 
 if __name__ == "__main__":

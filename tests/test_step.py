@@ -24,7 +24,7 @@ def test_train_step_is_pure():
   state = init_state(exp, keys)
   batch = pipeline.materialize(exp.dataset.train)
   batch = {k: v[:16] for k, v in batch.items()}
-  step = jax.jit(make_train_step(exp.loss))
+  step = jax.jit(make_train_step(exp.loss_for, exp.tx_for))
   a, metrics_a = step(state, batch, keys.train)
   b, metrics_b = step(state, batch, keys.train)
   assert int(a.step) == 1 and int(state.step) == 0  # the input state is untouched
@@ -35,7 +35,8 @@ def test_train_step_is_pure():
 def test_chunk_vmaps_over_seeds():
   exp = _experiment()
   data = pipeline.to_device(exp.dataset.train)
-  chunk = functools.partial(train_chunk_on_device, loss_fn=exp.loss, batch_size=32, num_steps=20,
+  chunk = functools.partial(train_chunk_on_device, loss_for=exp.loss_for, tx_for=exp.tx_for,
+                            batch_size=32, num_steps=20,
                             num_active=np.int32(20))
   seeds = [0, 1, 2]
   keys = [make_keys(s) for s in seeds]
@@ -59,8 +60,8 @@ def test_chunk_steps_only_the_active_slots():
   exp = _experiment()
   keys = make_keys(0)
   data = pipeline.to_device(exp.dataset.train)
-  chunk = jax.jit(functools.partial(train_chunk_on_device, loss_fn=exp.loss, batch_size=32,
-                                    num_steps=10))
+  chunk = jax.jit(functools.partial(train_chunk_on_device, loss_for=exp.loss_for,
+                                    tx_for=exp.tx_for, batch_size=32, num_steps=10))
   short, metrics = chunk(init_state(exp, keys), keys, data, np.int32(3))
   assert int(short.step) == 3 and np.all(np.asarray(metrics["loss"][3:]) == 0)
   full, _ = chunk(init_state(exp, keys), keys, data, np.int32(10))
@@ -89,7 +90,8 @@ def test_chunk_rejects_non_scalar_metrics():
     loss, aux = exp.loss(params, apply_fn, batch, rng, train)
     return loss, {**aux, "per_example": batch["x"].reshape(batch["x"].shape[0], -1).sum(-1)}
 
-  chunk = functools.partial(train_chunk_on_device, loss_fn=loss_fn, batch_size=32, num_steps=4)
+  chunk = functools.partial(train_chunk_on_device, loss_for=lambda h: loss_fn,
+                            tx_for=exp.tx_for, batch_size=32, num_steps=4)
   with pytest.raises(ValueError, match="per_example"):
     chunk(init_state(exp, keys), keys, pipeline.to_device(exp.dataset.train), np.int32(4))
 
@@ -100,7 +102,7 @@ def test_learning_rates_match_the_schedule_across_blocks():
   from gmf_jax.train.metering import LearningRates
 
   schedule = optax.warmup_cosine_decay_schedule(0.0, 1.0, 7, 1003, 0.01)
-  rates = LearningRates(schedule, every=10, start=0, last=1003, block=8)
+  rates = LearningRates(jax.jit(jax.vmap(schedule)), every=10, start=0, last=1003, block=8)
   for chunk_start in range(0, 1003, 30):  # crosses several blocks and ends off the grid
     steps = [s for s in range(chunk_start + 1, min(chunk_start + 30, 1003) + 1)
              if s % 10 == 0 or s == 1003]

@@ -133,16 +133,17 @@ def make_hessian(exp, k: int = 3, num_iters: int = 30, trace_samples: int = 20,
               "eigenvalues.")
 
   @jax.jit
-  def compute(params, batch, rng):
+  def compute(params, hparams, batch, rng):
     loss_rng, lanczos_rng, trace_rng = jax.random.split(rng, 3)
-    loss_fn = lambda p: exp.loss(p, exp.model.apply, batch, loss_rng, True)[0]
+    loss = exp.loss_for(hparams)
+    loss_fn = lambda p: loss(p, exp.model.apply, batch, loss_rng, True)[0]
     top = linalg.top_hessian_eigenvalues(loss_fn, params, lanczos_rng, k=k, num_iters=num_iters)
     trace, stderr = linalg.hutchinson_trace(loss_fn, params, trace_rng, num_samples=trace_samples)
     return top, trace, stderr
 
   def run(state, probe, rng):
     batch = {key: v[:batch_size] for key, v in probe.items()}
-    top, trace, stderr = to_host(compute(state.params, batch, rng))
+    top, trace, stderr = to_host(compute(state.params, state.hparams, batch, rng))
     scalars = {f"eigenvalue_{i + 1}": float(v) for i, v in enumerate(top)}
     scalars.update(trace=float(trace), trace_stderr=float(stderr))
     return DiagnosticResult(scalars=scalars, arrays={"top_eigenvalues": top,

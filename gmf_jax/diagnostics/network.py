@@ -21,8 +21,9 @@ def make_weight_stats(exp):
 
   @jax.jit
   def compute(state, batch, rng):
-    grads = jax.grad(lambda p: exp.loss(p, state.apply_fn, batch, rng, True)[0])(state.params)
-    updates, _ = state.tx.update(grads, state.opt_state, state.params)
+    loss = exp.loss_for(state.hparams)
+    grads = jax.grad(lambda p: loss(p, state.apply_fn, batch, rng, True)[0])(state.params)
+    updates, _ = exp.tx_for(state.hparams).update(grads, state.opt_state, state.params)
     norm = lambda tree: jax.tree_util.tree_map(jnp.linalg.norm, tree)
     return norm(state.params), norm(grads), norm(updates)
 

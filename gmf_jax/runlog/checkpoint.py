@@ -61,10 +61,12 @@ class Checkpointer:
   def steps(self) -> list[int]:
     return sorted(self.latest.all_steps())
 
-  def restore(self, step: int, like: Any) -> tuple[Any, dict[str, Any]]:
-    """Restores one step into the structure of `like`; errors propagate."""
+  def restore(self, step: int, like: Any, *, best: bool = False) -> tuple[Any, dict[str, Any]]:
+    """Restores one step (of the best checkpoint, with `best`) into the structure of `like`;
+    errors propagate."""
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
-    restored = self.latest.restore(step, args=ocp.args.Composite(
+    manager = self.best if best else self.latest
+    restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return restored.state, dict(restored.meta)
 

@@ -70,7 +70,9 @@ class WandbWriter:
     settings = wandb.Settings(
         init_timeout=float(wandb_config["init_timeout"]), console="off", silent=True,
         x_disable_stats=True, save_code=False,
+        reinit="create_new",  # the members of a population are runs side by side
     )
+    _open_runs.acquire()
     try:
       try:
         run = wandb.init(mode=mode, settings=settings, **kwargs)
@@ -82,7 +84,8 @@ class WandbWriter:
                     os.path.join(workdir, "wandb"))
         run = wandb.init(mode="offline", settings=settings, **kwargs)
     except BaseException:
-      _teardown_quietly()
+      if _open_runs.release():
+        _teardown_quietly()
       raise
     return cls(run)
 
@@ -105,7 +108,29 @@ class WandbWriter:
     try:
       self.run.finish(exit_code=exit_code)
     finally:
-      wandb.teardown()
+      if _open_runs.release():  # the last run of this process
+        wandb.teardown()
+
+
+class _OpenRuns:
+  """Counts this process's open wandb runs: wandb's service is shut down after the last."""
+
+  def __init__(self):
+    self._count = 0
+    self._lock = threading.Lock()
+
+  def acquire(self) -> None:
+    with self._lock:
+      self._count += 1
+
+  def release(self) -> bool:
+    """Returns whether no run is open any more."""
+    with self._lock:
+      self._count = max(0, self._count - 1)
+      return self._count == 0
+
+
+_open_runs = _OpenRuns()
 
 
 def _teardown_quietly() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -21,7 +22,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from flax.training.train_state import TrainState
 
 from gmf_jax.checks import check_choice, check_int, check_number
 from gmf_jax.config import config_origin, default_config, flatten
@@ -29,9 +29,10 @@ from gmf_jax.data import Dataset, make_dataset
 from gmf_jax.errors import ConfigError
 from gmf_jax.models import make_model
 from gmf_jax.registry import ComponentOptions
-from gmf_jax.train.losses import make_loss
-from gmf_jax.train.optim import make_optimizer, make_schedule
-from gmf_jax.train.step import RunKeys
+from gmf_jax.train import hparams as hparams_lib
+from gmf_jax.train.losses import loss_values, make_loss, with_values
+from gmf_jax.train.optim import Optimizer, Schedule, make_schedule, prepare_optimizer
+from gmf_jax.train.step import RunKeys, TrainState, member_axes
 
 POSITIVE_INTS = ("batch_size", "eval_batch_size", "steps_per_call", "log_every_steps",
                  "eval_every_steps")
@@ -48,18 +49,39 @@ class Experiment:
   dataset: Dataset
   model: nn.Module
   loss: Any  # see gmf_jax.train.losses
-  tx: optax.GradientTransformation
-  schedule: optax.Schedule
+  tx: optax.GradientTransformation  # built from the concrete values (init, diagnostics)
+  schedule: Schedule
   num_steps: int
   steps_per_epoch: int
   on_device: bool  # the train split is kept on the device and batched in the jitted chunk
   eval_metrics: tuple[str, ...]  # names written as eval/<name>
+  optimizer: Optimizer | None = None
+  hparams: dict[str, Any] = dataclasses.field(default_factory=dict)  # data values by key
+  dropped: tuple[str, ...] = ()  # keys left out of the resolved config (see ComponentOptions)
   diagnostics: tuple = ()  # gmf_jax.diagnostics.ScheduledDiagnostic, built from the config
   diagnostics_build_sec: float = 0.0
 
+  def loss_for(self, values: dict[str, Any]):
+    """The loss with its data fields from `values` (e.g. `state.hparams`, arrays)."""
+    return with_values(self.loss, values)
 
-def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
+  def tx_for(self, values: dict[str, Any]) -> optax.GradientTransformation:
+    """The optimizer (and its schedule) with the values in `values` (e.g. `state.hparams`)."""
+    tx = self.optimizer.build(lambda count: self.schedule(count, values), values)
+    if self.config.on_nonfinite == "skip":  # a NaN/Inf step leaves params and state alone
+      tx = optax.apply_if_finite(tx, max_consecutive_errors=self.config.max_consecutive_nonfinite)
+    return tx
+
+
+def build_experiment(config: ml_collections.ConfigDict,
+                     like: Experiment | None = None) -> Experiment:
   """Builds data, model, loss, optimizer and schedule, checking the config as it goes.
+
+  Args:
+    config: the run's config.
+    like: an experiment with the same program (a population's first member, see
+      `gmf_jax.train.hparams.program_key`): its data, model and diagnostics are shared, and
+      only the member's own values are built and checked.
 
   Returns:
     The experiment; its `config` is the resolved config (what config.json records): options
@@ -70,7 +92,11 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   """
   _check_scalars(config)
   options = ComponentOptions(config_origin(config))
-  dataset = make_dataset(config.data, options)
+  if like is None:
+    dataset = make_dataset(config.data, options)
+  else:
+    dataset = like.dataset
+    options.dropped.extend(k for k in like.dropped if k.startswith(("data.", "model.")))
   num_train = len(dataset.train)
   if config.batch_size > num_train:
     raise ConfigError(
@@ -83,18 +109,24 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     num_steps = config.num_epochs * steps_per_epoch
     check_int("num_steps", num_steps, low=1, high=MAX_STEPS,
               hint=f"(num_epochs={config.num_epochs} x {steps_per_epoch} steps per epoch)")
-  model = make_model(config.model, dataset, options)
+  model = make_model(config.model, dataset, options) if like is None else like.model
   loss = make_loss(config.loss, options)
-  eval_metrics = _check_model_fits_loss(model, loss, dataset, config)
+  if like is None:
+    eval_metrics = _check_model_fits_loss(model, loss, dataset, config)
+  else:
+    eval_metrics = like.eval_metrics
   _check_checkpoint(config.checkpoint, eval_metrics)
   _check_wandb(config.wandb)
   schedule = make_schedule(config.schedule, config.optimizer.learning_rate, num_steps, options)
-  tx = make_optimizer(config.optimizer, schedule, options)
-  if config.on_nonfinite == "skip":  # a NaN/Inf step leaves params and optimizer state alone
-    tx = optax.apply_if_finite(tx, max_consecutive_errors=config.max_consecutive_nonfinite)
-  exp = Experiment(_without(config, options.dropped), dataset, model, loss, tx, schedule,
+  optimizer = prepare_optimizer(config.optimizer, options)
+  values = {**optimizer.values(), **schedule.values(), **loss_values(loss)}
+  exp = Experiment(_without(config, options.dropped), dataset, model, loss, None, schedule,
                    num_steps, steps_per_epoch, on_device=_keep_on_device(config.data, dataset),
-                   eval_metrics=eval_metrics)
+                   eval_metrics=eval_metrics, optimizer=optimizer,
+                   hparams=hparams_lib.as_arrays(values), dropped=tuple(options.dropped))
+  exp = dataclasses.replace(exp, tx=exp.tx_for({}))
+  if like is not None:
+    return dataclasses.replace(exp, diagnostics=like.diagnostics)
   from gmf_jax.diagnostics import make_diagnostics  # diagnostics build on the experiment
 
   start = time.perf_counter()
@@ -124,23 +156,44 @@ def _without(config: ml_collections.ConfigDict, dropped: list[str]) -> ml_collec
   return resolved
 
 
-def init_state(exp: Experiment, keys: RunKeys) -> TrainState:
-  """The initial train state: parameters from `keys.init`, optimizer state from `exp.tx`.
+def init_state(exp: Experiment, keys: RunKeys, values: dict[str, Any] | None = None
+               ) -> TrainState:
+  """The initial train state: parameters from `keys.init`, optimizer state from `exp.tx`,
+  and the hyperparameters (`values`, default `exp.hparams`) as arrays.
 
   One jitted program: run eagerly, every initializer and layer of `init` compiled on its own
   (about 70 small programs, 3.6 s for the default VAE against 1.2 s; the values are bitwise
-  the same).
+  the same). The hyperparameters are arguments, not constants, so every value shares it.
   """
+  values = exp.hparams if values is None else values
+  return jax.jit(functools.partial(_init, exp))(keys.init, values)
 
-  def init(key):
-    x = jnp.zeros((1, *exp.dataset.example_shape), jnp.float32)
-    params_key, sample_key, dropout_key = jax.random.split(key, 3)
-    variables = exp.model.init(
-        {"params": params_key, "sample": sample_key, "dropout": dropout_key}, x, train=False
-    )
-    return TrainState.create(apply_fn=exp.model.apply, params=variables["params"], tx=exp.tx)
 
-  return jax.jit(init)(keys.init)
+def init_population(exp: Experiment, keys: RunKeys, values: dict[str, Any]) -> TrainState:
+  """The initial state of a population: `keys` and `values` have a leading member axis; so
+  does every leaf of the state except the shared step counter. A population of one is the
+  single run's state with a member axis added."""
+  size = len(keys.init)
+  if size == 1:
+    first = jax.tree_util.tree_map(lambda a: a[0], values)
+    state = init_state(exp, jax.tree_util.tree_map(lambda a: a[0], keys), first)
+    step = state.step
+    return jax.tree_util.tree_map(lambda a: a[None], state.replace(step=None)).replace(step=step)
+  like = jax.eval_shape(functools.partial(_init, exp), keys.init[0],
+                        jax.tree_util.tree_map(lambda a: a[0], values))
+  fn = jax.vmap(functools.partial(_init, exp), out_axes=member_axes(like))
+  return jax.jit(fn)(keys.init, values)
+
+
+def _init(exp: Experiment, key: jax.Array, values: dict[str, Any]) -> TrainState:
+  x = jnp.zeros((1, *exp.dataset.example_shape), jnp.float32)
+  params_key, sample_key, dropout_key = jax.random.split(key, 3)
+  variables = exp.model.init(
+      {"params": params_key, "sample": sample_key, "dropout": dropout_key}, x, train=False
+  )
+  hparams = {k: jnp.asarray(v) for k, v in values.items()}
+  return TrainState.create(apply_fn=exp.model.apply, params=variables["params"], tx=exp.tx,
+                           hparams=hparams)
 
 
 def abstract_state(exp: Experiment, keys: RunKeys) -> TrainState:

@@ -1,8 +1,15 @@
-"""`train_and_evaluate`: the outer loop, read top to bottom.
+"""The training loop, read top to bottom, for one run and for a population of many.
 
-Run a jitted chunk of steps; fetch its metrics once; write them; evaluate, checkpoint and stop
-when due. A chunk ends at every evaluation and checkpoint step and at the end, so those see the
-exact state of that step.
+A single run is a population of one and goes through this same code. Run a jitted chunk of
+steps for every member at once; fetch its metrics once; record each member; then evaluate,
+checkpoint and diagnose when due. A chunk ends at every evaluation and checkpoint step and at
+the end, so those see the exact state of that step.
+
+Members step together: the step counter is shared, everything else has a leading member axis
+(see `gmf_jax.train.step.population_chunk`). Each member has its own recorder (folder,
+metrics, summary, wandb run); a member whose loss goes non-finite is marked `failed` at that
+step and recorded no further, while the others go on, their numbers untouched. The
+population's checkpoint is one orbax checkpoint of the stacked state.
 """
 
 from __future__ import annotations
@@ -12,7 +19,6 @@ import dataclasses
 import functools
 import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -20,40 +26,35 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax.training.train_state import TrainState
 
 from gmf_jax import compile_cache, failpoints
 from gmf_jax.diagnostics import runner
 from gmf_jax.errors import ConfigError, NonFiniteError
-from gmf_jax.runlog import (
-    CsvWriter,
-    MultiWriter,
-    RunFolder,
-    Summary,
-    new_run_dir,
-    open_run_folder,
-    plots,
-)
-from gmf_jax.runlog.checkpoint import Checkpointer
+from gmf_jax.runlog import RunFolder, new_run_dir, open_run_folder, plots
 from gmf_jax.runlog.liveness import Heartbeat
-from gmf_jax.runlog.resume import summary_from_rows, trim_metrics
-from gmf_jax.runlog.wandb_writer import BackgroundWandb, WandbWriter, wandb_mode
+from gmf_jax.runlog.population import PopulationCheckpoints, check_run_folder
 from gmf_jax.train import pipeline
-from gmf_jax.train.build import Experiment, build_experiment, init_state, parameter_count
-from gmf_jax.train.metering import ChunkTimer, LearningRates, MetricWindow, Stopwatch
+from gmf_jax.train.build import Experiment, build_experiment, init_population, parameter_count
+from gmf_jax.train.hparams import program_key
+from gmf_jax.train.metering import ChunkTimer, LearningRates, Stopwatch, schedule_rates
 from gmf_jax.train.preemption import Preempted, PreemptionGuard
 from gmf_jax.train.progress import Progress
+from gmf_jax.train.recorder import MemberRecorder, MemberSetup
 from gmf_jax.train.step import (
     RunKeys,
+    TrainState,
     evaluate,
     make_keys,
+    population_chunk,
     train_chunk_on_batches,
     train_chunk_on_device,
 )
 
 log = logging.getLogger("gmf_jax")
+_ = LearningRates  # re-exported for callers that meter a schedule
 
 
 @dataclasses.dataclass
@@ -63,6 +64,17 @@ class TrainResult:
   state: TrainState
   metrics: dict[str, float]  # the final value of every metric, e.g. metrics['eval/nelbo']
   workdir: str
+
+
+@dataclasses.dataclass
+class MemberResult:
+  """One member of `train_population`: its folder, status and final metrics."""
+
+  name: str
+  workdir: str
+  status: str  # completed | failed | preempted
+  error: BaseException | None
+  metrics: dict[str, float]
 
 
 def train_and_evaluate(
@@ -76,9 +88,12 @@ def train_and_evaluate(
   run folder is written until this returns, the folder's status is true: `running` with a
   heartbeat while it lives, then `completed`, `failed` (with the error) or `preempted`.
 
+  The run is a population of one (`train_population`): the same code trains sweeps.
+
   Args:
     config: from `gmf_jax.load_config` (or a config file's `get_config()`; without the origin
       `load_config` records, switching a component's name needs its old options reset too).
+      With `num_seeds` > 1, use `gmf_jax.run_sweep` or `python -m gmf_jax.main`.
     workdir: the run's folder; default `runs/<config.name>-<time>-<id>`.
     config_file: the config's source file, copied into the run; `load_config` remembers it.
 
@@ -92,324 +107,446 @@ def train_and_evaluate(
       which checkpoint holds the run. A signal after the last step lets the run finish
       recording and complete.
   """
+  if config.get("num_seeds", 1) != 1:
+    raise ConfigError(
+        f"num_seeds={config.num_seeds}: a seed ensemble is a sweep; run it with "
+        "gmf_jax.run_sweep(gmf_jax.sweep.seed_ensemble(config_file, num_seeds)) or "
+        "python -m gmf_jax.main --config=... --config.num_seeds=N.")
+  source = getattr(config, "_gmf_config_source", (None, None))  # set by load_config
+  config_file, variant = (config_file, None) if config_file else source
+  session = train_population([MemberSetup(config, workdir, config_file, variant)])
+  member = session.members[0]
+  if member.failure is not None:
+    raise member.failure
+  final = member.summary.final()
+  log.info("final: %s", _format_scalars({k: v for k, v in final.items() if k.startswith("eval/")}))
+  if "eval/nelbo" in final:
+    log.info("test-set negative ELBO: %.3f nats per example", final["eval/nelbo"])
+  state = session.state
+  step = state.step
+  single = jax.tree_util.tree_map(lambda a: a[0], state.replace(step=None)).replace(step=step)
+  return TrainResult(state=single, metrics=final, workdir=member.folder.path)
+
+
+def build_population(setups: list[MemberSetup]) -> list[Experiment]:
+  """Builds and checks every member (the first fully, the others' own values only).
+
+  Raises:
+    ConfigError: a member's bad input, or members that cannot share one program.
+  """
+  first = build_experiment(setups[0].config)
+  exps = [first]
+  key = program_key(resolved_config(first))
+  for setup in setups[1:]:
+    exp = build_experiment(setup.config, like=first)
+    other = program_key(resolved_config(exp))
+    if other != key:
+      diff = sorted({k for k, _ in set(other) ^ set(key)})
+      raise ConfigError(
+          f"member {setup.name!r} cannot train in one program with {setups[0].name!r}: they "
+          f"differ in {', '.join(diff)} (group members by these keys).")
+    exps.append(exp)
+  return exps
+
+
+def train_population(setups: list[MemberSetup], *, population_dir: str | None = None,
+                     label: str | None = None) -> _Session:
+  """Trains members together in one vmapped program, each recorded in its own run folder.
+
+  Args:
+    setups: the members; all must share one program (see `gmf_jax.train.hparams`).
+    population_dir: where the stacked checkpoint of the population lives (a sweep's
+      `populations/<id>`); None for a single run, whose checkpoints stay in its folder.
+    label: shown in the progress bar.
+
+  Returns:
+    The finished session: `members` (recorders with status, error and summary), `state`.
+
+  Raises:
+    ConfigError: bad input, before anything is written.
+    Preempted: a signal before the last step, after every member was recorded `preempted`.
+  """
   _ensure_console_logging()
   run_start = time.perf_counter()
   recording = Stopwatch()  # the training thread's time spent recording the run
-  exp = build_experiment(config)  # every check on the input happens here
-  cache_dir = compile_cache.enable(config.compile_cache)
+  exps = build_population(setups)  # every check on the input happens here
+  cache_dir = compile_cache.enable(exps[0].config.compile_cache)
   cache_before = compile_cache.counter().snapshot()
-  resolved = resolved_config(exp)
-  source = getattr(config, "_gmf_config_source", (None, None))  # set by load_config
-  config_file, variant = (config_file, None) if config_file else source
-  # The guard is up before the folder exists: from then on a signal is recorded, never fatal.
+  resolved = [resolved_config(e) for e in exps]
+  workdirs = [os.path.abspath(s.workdir or new_run_dir(e.config.name))
+              for s, e in zip(setups, exps, strict=True)]
+  for setup, path, r in zip(setups, workdirs, resolved, strict=True):
+    if setup.train:
+      check_run_folder(path, r)  # every folder is checked before any is written
+  # The guard is up before the folders exist: from then on a signal is recorded, never fatal.
   with PreemptionGuard() as guard:
+    folders: list[RunFolder | None] = []
     with recording("run_folder"):
-      folder = open_run_folder(workdir or new_run_dir(exp.config.name), resolved,
-                               config_file, variant)
-    run = _Session(exp, resolved, folder, guard, recording)
+      for setup, path, r in zip(setups, workdirs, resolved, strict=True):
+        folders.append(open_run_folder(path, r, setup.config_file, setup.variant)
+                       if setup.train else None)
+    session = _Session(exps, resolved, setups, folders, guard, recording, population_dir, label)
     error: BaseException | None = None
     try:
-      run.heartbeat.start()
+      session.heartbeat.start()
       failpoints.reach("run_folder")
-      log.info("run directory: %s%s", folder.path, " (resuming)" if folder.resumed else "")
-      log.info("config:\n%s", format_config(resolved))
-      run.train()
-      run.status, run.error = "completed", None
+      for m in session.members:
+        log.info("run directory: %s%s", m.folder.path, " (resuming)" if m.folder.resumed else "")
+      log.info("config:\n%s", format_config(resolved[0]))
+      session.train()
+      for m in session.members:
+        m.status, m.error = ("completed", None) if m.failure is None else (
+            "failed", f"NonFiniteError: {m.failure}")
     except Preempted as e:
-      error, run.status, run.error = e, "preempted", str(e)
+      error = e
+      session.set_status("preempted", str(e))
     except KeyboardInterrupt as e:  # a second Ctrl-C: no checkpoint of this step
-      error, run.status, run.error = e, "preempted", run.interrupted_message()
+      error = e
+      session.set_status("preempted", session.interrupted_message())
     except BaseException as e:  # noqa: BLE001 - recorded, then raised again below
-      error, run.status, run.error = e, "failed", f"{type(e).__name__}: {e}"
+      error = e
+      session.set_status("failed", f"{type(e).__name__}: {e}")
     problem = None
     try:
-      problem = run.finish(run_start, cache_before, cache_dir)
+      problem = session.finish(run_start, cache_before, cache_dir)
     finally:  # the status is written whatever happened, and a second Ctrl-C cannot cut it
       with guard.protected():
-        run.heartbeat.stop()
-        folder.set_status(run.status, error=run.error)
+        session.heartbeat.stop()
+        for m in session.members:
+          m.folder.set_status(m.status, error=m.error)
     if problem is not None and (error is None or isinstance(error, Preempted)):
       raise problem from error  # a checkpoint that was promised is not there
     if error is not None:
       raise error
-  final = run.summary.final()
-  log.info("final: %s", _format_scalars({k: v for k, v in final.items() if k.startswith("eval/")}))
-  if "eval/nelbo" in final:
-    log.info("test-set negative ELBO: %.3f nats per example", final["eval/nelbo"])
-  return TrainResult(state=run.state, metrics=final, workdir=folder.path)
+  return session
 
 
 class _Session:
-  """One session of a run in its folder: restore, train, then close what it opened.
+  """One session of a population: restore, train, then close what it opened.
 
   Every part it opens is closed by `finish`, whatever happened before; the caller records the
-  status only after that, so `preempted` and `completed` mean the checkpoints are on disk.
+  statuses only after that, so `preempted` and `completed` mean the checkpoints are on disk.
   """
 
-  def __init__(self, exp: Experiment, resolved: dict[str, Any], folder: RunFolder,
-               guard: PreemptionGuard, recording: Stopwatch):
-    self.exp, self.resolved, self.folder, self.guard = exp, resolved, folder, guard
-    self.recording = recording
-    self.heartbeat = Heartbeat(folder.beat)  # started by the caller, stopped after `finish`
-    self.status, self.error = "failed", None
+  def __init__(self, exps: list[Experiment], resolved: list[dict[str, Any]],
+               setups: list[MemberSetup], folders: list[RunFolder | None],
+               guard: PreemptionGuard, recording: Stopwatch, population_dir: str | None,
+               label: str | None):
+    self.exps, self.exp, self.guard, self.recording = exps, exps[0], guard, recording
+    self.size = len(exps)
+    self.label = label
+    names = [s.name or os.path.basename(f.path if f else f"member-{i}")
+             for i, (s, f) in enumerate(zip(setups, folders, strict=True))]
+    self.names = names
+    self.members = [MemberRecorder(i, names[i], exps[i], resolved[i], folders[i])
+                    for i in range(self.size) if folders[i] is not None]
+    self.heartbeat = Heartbeat(self._beat)  # started by the caller, stopped after `finish`
+    self.store = PopulationCheckpoints(
+        population_dir, [f.path if f else None for f in folders], names,
+        self.exp.config.checkpoint.max_to_keep, self.exp.config.checkpoint.async_save)
     self.state: TrainState | None = None
     self.start_step = 0
-    self.summary = Summary(folder.file("summary.json"))
-    self.checkpointer: Checkpointer | None = None
-    self.csv_writer: CsvWriter | None = None
-    self.wandb_writer: BackgroundWandb | None = None
-    self.plots_ready = None
+    self.best_host = None  # the best state of every member, on the host (populations only)
+
+  def _beat(self, step) -> None:
+    for m in self.members:
+      m.folder.beat(step)
+
+  def set_status(self, status: str, error: str) -> None:
+    for m in self.members:
+      if m.failure is None:
+        m.status, m.error = status, error
+      else:
+        m.status, m.error = "failed", f"NonFiniteError: {m.failure}"
 
   def train(self) -> None:
-    exp, config, folder = self.exp, self.exp.config, self.folder
-    keys = make_keys(config.seed)
-    self.state = init_state(exp, keys)
+    exps, exp = self.exps, self.exp
+    keys = _stack([make_keys(e.config.seed, e.config.get("data_seed")) for e in exps])
+    values = _stack([e.hparams for e in exps])
+    self.state = init_population(exp, keys, values)
     failpoints.reach("init")
-    self.checkpointer = Checkpointer(folder.path, config.checkpoint.max_to_keep,
-                                     config.checkpoint.async_save)
-    window = MetricWindow()
-    if folder.resumed:
-      restored = self.checkpointer.restore_latest(like=self.state)
+    windows = [{} for _ in exps]
+    if any(m.folder.resumed for m in self.members):
+      restored = self.store.restore_latest(like=self.state)
       if restored is not None:
-        self.start_step, self.state, meta = restored
-        window.load_state_dict(meta.get("window", {}))
+        self.start_step, self.state, windows = restored
+        self.best_host = self.store.restore_best(self.state)
     failpoints.reach("restore")
     self.heartbeat.step = self.start_step
-    summary = self.summary
-    summary_from_rows(summary, trim_metrics(folder.file("metrics.csv"), self.start_step))
-    summary.info.update(
-        seed=config.seed, num_steps=exp.num_steps,
-        num_params=parameter_count(self.state.params), dataset=exp.dataset.name,
-        num_train=len(exp.dataset.train), num_test=len(exp.dataset.test),
-        data_on_device=exp.on_device, platform=jax.default_backend(),
-    )
-    if folder.resumed:
-      _log_resume(folder, self.start_step, exp)
-    self.csv_writer = CsvWriter(folder.file("metrics.csv"))
+    skipped = _skipped_so_far(self.state, self.size)
+    rates = schedule_rates(exp.schedule)
+    num_params = parameter_count(jax.tree_util.tree_map(lambda a: a[0], self.state.params))
+    for m in self.members:
+      m.summary.info.update(
+          seed=m.exp.config.seed, num_steps=exp.num_steps, num_params=num_params,
+          dataset=exp.dataset.name, num_train=len(exp.dataset.train),
+          num_test=len(exp.dataset.test), data_on_device=exp.on_device,
+          platform=jax.default_backend())
+      if self.size > 1:
+        m.summary.info["population"] = {"size": self.size, "index": m.index,
+                                        "members": self.names}
+      h = {k: jnp.asarray(v) for k, v in m.exp.hparams.items()}
+      m.start(self.start_step, windows[m.index], skipped[m.index],
+              functools.partial(lambda steps, h: np.asarray(rates(steps, h)), h=h))
+      if m.folder.resumed:
+        _log_resume(m.folder, self.start_step, exp)
     if self.start_step >= exp.num_steps:  # completed already: a signal now changes nothing
       return
     self.guard.stop_if_signalled(self.start_step)
     self.plots_ready = plots.warm_up()
-    if wandb_mode(config.wandb.mode) != "disabled":
-
-      def remember_run_id(run):  # so a resumed session continues the same wandb run
-        folder.update(wandb_run_id=run.run_id)
-
-      self.wandb_writer = BackgroundWandb(
-          functools.partial(WandbWriter.open, config.wandb, folder.path, self.resolved,
-                            folder.metadata.get("wandb_run_id")), remember_run_id)
-    writer = MultiWriter([self.csv_writer, summary, self.wandb_writer])
-    self.state = _train(exp, self.state, keys, self.start_step, writer, summary, window,
-                        self.checkpointer, self.guard, folder.path, self.wandb_writer,
-                        self.recording, self.heartbeat)
+    self.state = self._train(keys)
 
   def interrupted_message(self) -> str:
-    latest = self.checkpointer.latest_step() if self.checkpointer is not None else None
+    latest = self.store.latest_step()
     held = f"the checkpoint of step {latest}" if latest else "step 0 (no checkpoint yet)"
     return f"stopped at once by a second Ctrl-C; resuming starts from {held}."
+
+  def _meta(self) -> dict[str, Any]:
+    windows = [{} for _ in range(self.size)]
+    for m in self.members:
+      windows[m.index] = m.window.state_dict()
+    return {"windows": windows, "members": self.names}
+
+  def _save(self, step: int, state, *, best: bool = False) -> None:
+    with self.recording("checkpoints"):
+      self.store.save(step, state, self._meta(), best=best)
+
+  def _train(self, keys: RunKeys) -> TrainState:
+    exp, config, guard, recording = self.exp, self.exp.config, self.guard, self.recording
+    state, step, size = self.state, self.start_step, self.size
+    run_chunk, prefetch, close_feed = _make_feed(exp, keys, state, size)
+    eval_data, eval_mask = pipeline.padded_eval_data(exp.dataset.test, config.eval_batch_size)
+    eval_fn = _make_eval(exp, state, size, min(config.eval_batch_size, len(exp.dataset.test)))
+    probe, warm_up = None, None
+    diag_seconds: dict[str, float] = {}
+    if exp.diagnostics:
+      probe = runner.probe_batch(exp, config.probe_size)
+      diag_seconds["build"] = exp.diagnostics_build_sec
+      first_copy = _member_state(state, self.members[0].index)  # `state` will be donated
+    boundaries = _Boundaries(exp)
+    progress = Progress(exp.num_steps, enabled=config.progress_bar, initial=step,
+                        members=size, label=self.label)
+    timer = ChunkTimer()
+    loop_start = time.perf_counter()
+
+    def dispatch(state, start):
+      """Starts the chunk from `start` (asynchronously); returns (start, n, state, metrics)."""
+      failpoints.reach("train_call")
+      n = boundaries.chunk_length(start)
+      if start + n < exp.num_steps:  # read the next chunk's batches while this one computes
+        prefetch(start + n, boundaries.chunk_length(start + n))
+      return (start, n, *run_chunk(state, start, n))
+
+    try:
+      failpoints.reach("first_call")
+      current = dispatch(state, step)
+      if exp.diagnostics:  # the first chunk is compiled and running: compile theirs beside it
+        m0 = self.members[0]
+        warm_up = runner.warm_up(list(exp.diagnostics), first_copy, probe,
+                                 _member_keys(keys, m0.index).diag)
+        del first_copy
+      while True:
+        start, n, state, device_metrics = current
+        step = start + n
+        # Where nothing needs this chunk's state on the host, the next chunk is queued before
+        # this one's metrics are read, so the device never waits for the host's bookkeeping.
+        stop_here = boundaries.needs_state(step) or guard.signum is not None
+        current = None if stop_here else dispatch(state, step)
+        metrics = {k: v[:, :n] for k, v in jax.device_get(device_metrics).items()}  # one sync
+        timer.chunk_done(n * size)
+        self.heartbeat.step = step
+        log_steps = [s for s in range(start + 1, step + 1) if boundaries.is_log_step(s)]
+        # No device work from here to the next dispatch: it would wait for the queued chunk.
+        for m in self.members:
+          if m.active:
+            failure = m.record_chunk({k: v[m.index] for k, v in metrics.items()}, start,
+                                     log_steps, recording)
+            if failure is not None:
+              self.store.member_failed(m.index, failure.step)
+              if size > 1:
+                progress.message(f"{m.name}: failed: {failure}")
+        active = [m for m in self.members if m.active]
+        if not active:  # every member failed: nothing more to train or record
+          break
+        progress.update(n, loss=float(metrics["loss"][active[0].index, -1]),
+                        failed=len(self.members) - len(active))
+        if not stop_here:
+          continue
+        if boundaries.is_eval_step(step):
+          failpoints.reach("eval")
+          evals = jax.device_get(eval_fn(state.params, state.hparams, keys, eval_data,
+                                         eval_mask))
+          improved = np.zeros(size, bool)
+          for m in active:
+            scalars = {f"eval/{k}": float(v[m.index]) for k, v in evals.items()}
+            improved[m.index] = m.record_eval(step, scalars, recording)
+            if size == 1 or m is active[0]:
+              progress.message(f"step {step}: {_format_scalars(scalars)}"
+                               + (f" ({m.name}; {len(active)} members)" if size > 1 else ""))
+          if improved.any():
+            self._save(step, self._best(state, improved), best=True)
+        # Saved first: the checkpoint is written in the background while the diagnostics run.
+        if boundaries.is_checkpoint_step(step) or guard.signum is not None:
+          self._save(step, state)
+        if exp.diagnostics:
+          if warm_up is not None:
+            waited = time.perf_counter()
+            warm_up.join()
+            diag_seconds["warm_up_wait"] = time.perf_counter() - waited
+            warm_up = None
+          failpoints.reach("diagnostics")
+          due = any(d.schedule.due(step) for d in exp.diagnostics)
+          for m in active if due else ():
+            member_state = _member_state(state, m.index)
+            for name, sec in runner.run_due(list(exp.diagnostics), step, member_state, probe,
+                                            _member_keys(keys, m.index).diag, m.folder.path,
+                                            m.writer, m.wandb_writer).items():
+              diag_seconds[name] = diag_seconds.get(name, 0.0) + sec
+        if step >= exp.num_steps:
+          if guard.signum is not None:  # the work is done: finish recording, then complete
+            log.info("%s after the last step: finishing the run's record.",
+                     signal.Signals(guard.signum).name)
+          break
+        if guard.signum is not None:  # also when it came during evaluation or diagnostics
+          self._save(step, state)  # a no-op if this step is saved already
+          raise Preempted(guard.signum, step)
+        current = dispatch(state, step)
+    finally:
+      progress.close()
+      close_feed()
+      for m in self.members:
+        m.summary.info.update(timer.as_dict(), loop_sec=time.perf_counter() - loop_start,
+                              diagnostics_sec=diag_seconds)
+        if size > 1:
+          m.summary.info["member_steps_per_sec"] = m.summary.info.pop("steps_per_sec", None)
+    return state
+
+  def _best(self, state: TrainState, improved: np.ndarray):
+    """The state to save as the best checkpoint: each member's best so far."""
+    if self.size == 1:
+      return state
+    host = jax.device_get(state)
+    if self.best_host is None:
+      self.best_host = host
+      return host
+    def pick(best, now):
+      mask = improved.reshape((-1,) + (1,) * (np.ndim(now) - 1))
+      return np.where(mask, now, best)
+    step = host.step
+    self.best_host = jax.tree_util.tree_map(
+        pick, self.best_host.replace(step=None), host.replace(step=None)).replace(step=step)
+    return self.best_host
 
   def finish(self, run_start: float, cache_before: dict, cache_dir: str) -> BaseException | None:
     """Closes checkpoints, metrics, plots and wandb, in that order; never raises.
 
     Returns:
       An error that makes the record untrue (a checkpoint's background save failed, or the
-      summary cannot be written), if any; the status is then `failed`. The final plots and
-      wandb are a copy of the record: their failures are warnings.
+      summary cannot be written), if any; those members are then `failed`. The final plots
+      and wandb are a copy of the record: their failures are warnings.
     """
-    recording, summary, problem = self.recording, self.summary, None
+    recording, problem = self.recording, None
 
-    def failed(e: Exception, what: str) -> None:
+    def failed(member, e: Exception, what: str) -> None:
       nonlocal problem
       problem = problem or e
-      self.status = "failed"
-      self.error = "; ".join(filter(None, [self.error, f"{what}: {type(e).__name__}: {e}"]))
+      member.status = "failed"
+      member.error = "; ".join(filter(None, [member.error, f"{what}: {type(e).__name__}: {e}"]))
 
     with self.guard.protected():  # a second Ctrl-C does not cut the final save short
-      if self.checkpointer is not None:
-        with recording("checkpoints"):
-          try:
-            self.checkpointer.close()  # waits for background saves: the last one is complete
-          except Exception as e:  # noqa: BLE001 - recorded as the run's error
-            failed(e, "saving a checkpoint failed")
-      try:
-        if self.csv_writer is not None:
-          self.csv_writer.close()
-        summary.info["status"] = self.status
-        summary.save()  # before the plots and wandb, which may be slow; again below
-      except Exception as e:  # noqa: BLE001
-        failed(e, "writing metrics.csv or summary.json failed")
-    trained = self.csv_writer is not None and self.start_step < self.exp.num_steps
-    try:
-      failpoints.reach("final_plots")
-      if trained:
-        with recording("plots"):
-          if self.plots_ready is not None:
-            self.plots_ready.join()
-          _finish_plots(self.folder, self.wandb_writer, summary)
-      failpoints.reach("wandb_finish")
-      if self.wandb_writer is not None:
-        with recording("wandb_finish"):
-          self.wandb_writer.close(0 if self.status == "completed" else 1)
-    except KeyboardInterrupt:
-      log.warning("warning: a second Ctrl-C: the final plots or the wandb finish were skipped "
-                  "(metrics.csv and the checkpoints are complete).")
-    except Exception as e:  # noqa: BLE001 - e.g. recording the wandb run id failed
-      log.warning("warning: finishing the plots or wandb failed (%s: %s); metrics.csv and the "
-                  "checkpoints are complete.", type(e).__name__, e)
+      with recording("checkpoints"):
+        try:
+          self.store.close()  # waits for background saves: the last one is complete
+        except Exception as e:  # noqa: BLE001 - recorded as the run's error
+          for m in self.members:
+            failed(m, e, "saving a checkpoint failed")
+      for m in self.members:
+        m.finish_files(failed)
+    ready = getattr(self, "plots_ready", None)
+    if ready is not None:
+      with recording("plots"):
+        ready.join()
+    for m in self.members:
+      m.finish_plots(recording)
     with self.guard.protected():
-      try:
-        summary.info.update(record_sec=recording.seconds, record_calls=recording.calls,
-                            run_sec=time.perf_counter() - run_start,
-                            compile_cache=compile_cache.usage_since(cache_before, cache_dir))
-        if self.wandb_writer is not None:  # beside the training thread, on the same cores
-          summary.info["record_background_cpu_sec"] = {
-              "wandb": self.wandb_writer.thread_cpu_sec}
-          summary.info["wandb_error"] = self.wandb_writer.error  # None: wandb has every row
-        summary.info["status"] = self.status
-        summary.save()
-      except Exception as e:  # noqa: BLE001
-        failed(e, "writing summary.json failed")
+      info = dict(record_sec=recording.seconds, record_calls=recording.calls,
+                  run_sec=time.perf_counter() - run_start,
+                  compile_cache=compile_cache.usage_since(cache_before, cache_dir))
+      for m in self.members:
+        m.finish_summary(info, failed)
     return problem
 
 
-def _train(exp: Experiment, state: TrainState, keys: RunKeys, step: int, writer: MultiWriter,
-           summary: Summary, window: MetricWindow, checkpointer: Checkpointer,
-           guard: PreemptionGuard, folder_path: str, image_writer,
-           recording: Stopwatch, heartbeat: Heartbeat) -> TrainState:
-  config = exp.config
-  run_chunk, prefetch, close_feed = _make_feed(exp, keys)
-  eval_data, eval_mask = pipeline.padded_eval_data(exp.dataset.test, config.eval_batch_size)
-  eval_fn = jax.jit(functools.partial(
-      evaluate, apply_fn=exp.model.apply, per_example_fn=exp.loss.per_example,
-      batch_size=min(config.eval_batch_size, len(exp.dataset.test)),
-  ))
-  learning_rates = LearningRates(exp.schedule, config.log_every_steps, step, exp.num_steps)
-  probe, state_copy, warm_up = None, None, None
-  diag_seconds: dict[str, float] = {}
-  if exp.diagnostics:
-    probe = runner.probe_batch(exp, config.probe_size)
-    state_copy = jax.tree_util.tree_map(jax.numpy.copy, state)  # `state` will be donated
-    diag_seconds["build"] = exp.diagnostics_build_sec
-  boundaries = _Boundaries(exp)
-  nonfinite = _NonFiniteCheck(config.on_nonfinite, config.max_consecutive_nonfinite,
-                              skipped=_skipped_so_far(state))
-  progress = Progress(exp.num_steps, enabled=config.progress_bar, initial=step)
-  timer = ChunkTimer()
-  loop_start = time.perf_counter()
-  meta = lambda: {"window": window.state_dict()}
-
-  def dispatch(state, start):
-    """Starts the chunk from `start` (asynchronously); returns (start, n, state, metrics)."""
-    failpoints.reach("train_call")
-    n = boundaries.chunk_length(start)
-    if start + n < exp.num_steps:  # read the next chunk's batches while this one computes
-      prefetch(start + n, boundaries.chunk_length(start + n))
-    return (start, n, *run_chunk(state, start, n))
-
-  try:
-    failpoints.reach("first_call")
-    current = dispatch(state, step)
-    if exp.diagnostics:  # the first chunk is compiled and running: compile theirs beside it
-      warm_up = runner.warm_up(list(exp.diagnostics), state_copy, probe, keys.diag)
-      del state_copy
-    while True:
-      start, n, state, device_metrics = current
-      step = start + n
-      # Where nothing needs this chunk's state on the host, the next chunk is queued before
-      # this one's metrics are read, so the device never waits for the host's bookkeeping.
-      stop_here = boundaries.needs_state(step) or guard.signum is not None
-      current = None if stop_here else dispatch(state, step)
-      metrics = {k: v[:n] for k, v in jax.device_get(device_metrics).items()}  # one sync
-      timer.chunk_done(n)
-      heartbeat.step = step
-      failure = nonfinite.check(metrics, start)
-      end = step if failure is None else failure.step
-      log_steps = [s for s in range(start + 1, end + 1) if boundaries.is_log_step(s)]
-      # No device work from here to the next dispatch: it would wait for the queued chunk.
-      rates = learning_rates(nonfinite.schedule_steps(log_steps, start))
-      for s, means, lr in zip(log_steps, window.add(metrics, start, log_steps), rates,
-                              strict=True):
-        scalars = {f"train/{k}": v for k, v in means.items()}
-        scalars["train/learning_rate"] = float(lr)  # the rate used by step s
-        with recording("metrics"):
-          writer.write(s, scalars)
-      if failure is not None:  # after logging up to it, before anything is saved
-        raise failure
-      progress.update(n, loss=float(metrics["loss"][-1]))
-      if not stop_here:
-        continue
-      if boundaries.is_eval_step(step):
-        failpoints.reach("eval")
-        scalars = {f"eval/{k}": float(v) for k, v in jax.device_get(
-            eval_fn(state.params, keys=keys, data=eval_data, mask=eval_mask)).items()}
-        best = config.checkpoint.best_metric
-        improved = best in scalars and summary.is_best(best, scalars[best],
-                                                       config.checkpoint.best_mode)
-        with recording("metrics"):
-          writer.write(step, scalars)
-          summary.save()
-        progress.message(f"step {step}: {_format_scalars(scalars)}")
-        if improved:
-          with recording("checkpoints"):
-            checkpointer.save(step, state, meta(), best=True)
-      # Saved first: the checkpoint is written in the background while the diagnostics run.
-      if boundaries.is_checkpoint_step(step) or guard.signum is not None:
-        with recording("checkpoints"):
-          checkpointer.save(step, state, meta())
-      if exp.diagnostics:
-        if warm_up is not None:
-          waited = time.perf_counter()
-          warm_up.join()
-          diag_seconds["warm_up_wait"] = time.perf_counter() - waited
-          warm_up = None
-        failpoints.reach("diagnostics")
-        for name, sec in runner.run_due(list(exp.diagnostics), step, state, probe, keys.diag,
-                                        folder_path, writer, image_writer).items():
-          diag_seconds[name] = diag_seconds.get(name, 0.0) + sec
-      if step >= exp.num_steps:
-        if guard.signum is not None:  # the work is done: finish recording, then complete
-          log.info("%s after the last step: finishing the run's record.",
-                   signal.Signals(guard.signum).name)
-        break
-      if guard.signum is not None:  # also when it came during evaluation or diagnostics
-        with recording("checkpoints"):
-          checkpointer.save(step, state, meta())  # a no-op if this step is saved already
-        raise Preempted(guard.signum, step)
-      current = dispatch(state, step)
-  finally:
-    progress.close()
-    close_feed()
-    summary.info.update(timer.as_dict(), loop_sec=time.perf_counter() - loop_start,
-                        diagnostics_sec=diag_seconds)
-  return state
+def _stack(trees: list[Any]) -> Any:
+  return jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
 
 
-def _skipped_so_far(state: TrainState) -> int:
-  """Updates skipped for non-finite values before this session (optax.apply_if_finite)."""
+def _member_keys(keys: RunKeys, i: int) -> RunKeys:
+  return jax.tree_util.tree_map(lambda a: a[i], keys)
+
+
+def _member_state(state: TrainState, i: int) -> TrainState:
+  """Member `i`'s state (copies on the device), e.g. for its diagnostics."""
+  step = state.step
+  return jax.tree_util.tree_map(lambda a: a[i], state.replace(step=None)).replace(step=step)
+
+
+def _skipped_so_far(state: TrainState, size: int) -> list[int]:
+  """Updates skipped for non-finite values before this session, per member."""
   total = getattr(state.opt_state, "total_notfinite", None)
-  return 0 if total is None else int(total)
+  return [0] * size if total is None else [int(t) for t in np.asarray(total)]
 
 
-def _make_feed(exp: Experiment, keys: RunKeys):
+def _make_feed(exp: Experiment, keys: RunKeys, state: TrainState, size: int):
   """`run_chunk(state, start, n)`, `prefetch(start, n)` and `close()` for the data's home.
 
   Every chunk runs in one compiled program of `steps_per_call` slots, whatever its length.
   """
   slots = exp.config.steps_per_call
+  parts = dict(loss_for=exp.loss_for, tx_for=exp.tx_for)
   if exp.on_device:
     train_data = pipeline.to_device(exp.dataset.train)
-    chunk_fn = jax.jit(
-        functools.partial(train_chunk_on_device, loss_fn=exp.loss,
-                          batch_size=exp.config.batch_size, num_steps=slots),
-        donate_argnums=0,
-    )
+    chunk = functools.partial(train_chunk_on_device, batch_size=exp.config.batch_size,
+                              num_steps=slots, **parts)
+    chunk_fn = jax.jit(population_chunk(chunk, state, size), donate_argnums=0)
     run_chunk = lambda state, start, n: chunk_fn(state, keys, train_data, np.int32(n))
     return run_chunk, lambda start, n: None, lambda: None
-  host = pipeline.HostBatches(exp.dataset.train, exp.config.batch_size, keys.data, slots)
-  batch_fn = jax.jit(functools.partial(train_chunk_on_batches, loss_fn=exp.loss),
-                     donate_argnums=0)
-  run_chunk = lambda state, start, n: batch_fn(state, keys, host.get(start, n), np.int32(n))
-  return run_chunk, host.prefetch, host.close
+  data_keys = np.asarray(keys.data)
+  shared = bool((data_keys == data_keys[0]).all())  # one data order (data_seed, or one member)
+  feeds = [pipeline.HostBatches(exp.dataset.train, exp.config.batch_size, data_keys[i], slots)
+           for i in range(1 if shared else size)]
+  chunk = functools.partial(train_chunk_on_batches, **parts)
+  batch_fn = jax.jit(population_chunk(chunk, state, size, shared_data=shared), donate_argnums=0)
+
+  def batches(start, n):
+    got = [f.get(start, n) for f in feeds]
+    return got[0] if shared else {k: np.stack([g[k] for g in got]) for k in got[0]}
+
+  def prefetch(start, n):
+    for f in feeds:
+      f.prefetch(start, n)
+
+  def close():
+    for f in feeds:
+      f.close()
+
+  run_chunk = lambda state, start, n: batch_fn(state, keys, batches(start, n), np.int32(n))
+  return run_chunk, prefetch, close
+
+
+def _make_eval(exp: Experiment, state: TrainState, size: int, batch_size: int):
+  """`eval_fn(params, hparams, keys, data, mask)` -> {name: (members,)}, jitted."""
+  single = functools.partial(evaluate, apply_fn=exp.model.apply, loss_for=exp.loss_for,
+                             batch_size=batch_size)
+  first = lambda tree: jax.tree_util.tree_map(lambda a: a[0], tree)
+
+  def evaluate_one(p, h, k, d, m):  # the name shows in the compilation cache
+    return jax.tree_util.tree_map(lambda a: a[None], single(first(p), first(h), first(k), d, m))
+
+  def evaluate_members(p, h, k, d, m):
+    return jax.vmap(single, in_axes=(0, 0, 0, None, None))(p, h, k, d, m)
+
+  return jax.jit(evaluate_one if size == 1 else evaluate_members)
 
 
 class _Boundaries:
@@ -453,57 +590,6 @@ def _next_multiple(step: int, every: int) -> int:
   return (step // every + 1) * every
 
 
-class _NonFiniteCheck:
-  """Finds the non-finite steps of a chunk (loss or gradient norm NaN or infinite): stop at the
-  first, or allow skipped steps."""
-
-  def __init__(self, mode: str, max_consecutive: int, skipped: int = 0):
-    self.mode = mode
-    self.max_consecutive = max_consecutive
-    self.consecutive = 0
-    self.skipped = skipped  # updates skipped before the current chunk, in the whole run
-    self._skipped_before: np.ndarray | None = None  # per step of the current chunk
-
-  def check(self, metrics: dict[str, np.ndarray], start: int) -> NonFiniteError | None:
-    """Adds `skipped` to `metrics` in skip mode; returns the error to raise, if any."""
-    finite = np.isfinite(metrics["loss"]) & np.isfinite(metrics["grad_norm"])
-    if self.mode == "skip":
-      skipped = (~finite).astype(np.float32)
-      metrics["skipped"] = skipped  # its window mean: the fraction of steps skipped
-      self._skipped_before = self.skipped + np.cumsum(skipped) - skipped
-      self.skipped += int(skipped.sum())
-      for i, ok in enumerate(finite):
-        self.consecutive = 0 if ok else self.consecutive + 1
-        if self.consecutive > self.max_consecutive:
-          return self._error(metrics, start, i, f"{self.consecutive} steps in a row")
-      return None
-    if not finite.all():
-      return self._error(metrics, start, int(np.argmin(finite)), None)
-    return None
-
-  def schedule_steps(self, steps: list[int], start: int) -> list[int]:
-    """The step of the learning-rate schedule each of `steps` trained with.
-
-    A skipped update does not advance the optimizer's count (optax.apply_if_finite keeps its
-    inner state), so after skips the schedule lags the step by their number.
-    """
-    if self._skipped_before is None:
-      return steps
-    return [s - int(self._skipped_before[s - start - 1]) for s in steps]
-
-  def _error(self, metrics, start, i, streak) -> NonFiniteError:
-    bad = [k for k in ("loss", "grad_norm") if not math.isfinite(float(metrics[k][i]))]
-    what = f" ({streak})" if streak else ""
-    error = NonFiniteError(
-        f"non-finite {' and '.join(bad)} at step {start + i + 1}{what} "
-        f"(loss={metrics['loss'][i]}, grad_norm={metrics['grad_norm'][i]}); the last "
-        "checkpoint holds finite values. Lower optimizer.learning_rate or set "
-        "optimizer.grad_clip_norm."
-    )
-    error.step = start + i + 1
-    return error
-
-
 def _log_resume(folder: RunFolder, start_step: int, exp: Experiment) -> None:
   if start_step >= exp.num_steps:
     log.info("run already completed at step %d; nothing to train (raise num_steps to extend it).",
@@ -518,20 +604,6 @@ def _log_resume(folder: RunFolder, start_step: int, exp: Experiment) -> None:
     log.warning("warning: the learning-rate schedule depends on num_steps (%d -> %d); the "
                 "extended run follows the new schedule from step %d.", saved, exp.num_steps,
                 start_step)
-
-
-def _finish_plots(folder: RunFolder, wandb_writer: BackgroundWandb | None,
-                  summary: Summary) -> None:
-  """Loss curves as PNG (and to wandb); a plotting error must not hide the run's own error."""
-  try:
-    paths = plots.plot_metrics(folder.file("metrics.csv"), folder.file("plots"),
-                               title=os.path.basename(folder.path))
-    if wandb_writer is not None and paths:
-      step = max((m["final_step"] for m in summary.metrics.values()), default=0)
-      wandb_writer.write_images(step, {
-          f"plots/{os.path.splitext(os.path.basename(p))[0]}": p for p in paths})
-  except Exception as e:  # noqa: BLE001
-    log.warning("warning: could not write plots (%s: %s).", type(e).__name__, e)
 
 
 def resolved_config(exp: Experiment) -> dict[str, Any]:
@@ -572,4 +644,5 @@ def _ensure_console_logging() -> None:
     log.propagate = False
 
 
-__all__ = ["ConfigError", "NonFiniteError", "Preempted", "TrainResult", "train_and_evaluate"]
+__all__ = ["ConfigError", "MemberResult", "MemberSetup", "NonFiniteError", "Preempted",
+           "TrainResult", "train_and_evaluate", "train_population"]

@@ -8,6 +8,7 @@ training, whether a model's output fits the loss.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ import optax
 
 from gmf_jax.checks import check_choice, check_number
 from gmf_jax.registry import ComponentOptions, resolve
+from gmf_jax.train import hparams
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -38,7 +40,7 @@ def _neg_log_likelihood(likelihood: str, recon: jax.Array, x: jax.Array, sigma: 
   if likelihood == "bernoulli":  # recon holds logits
     return _sum_over_example(optax.sigmoid_binary_cross_entropy(recon, x))
   sq = jnp.square((x - recon) / sigma)
-  return _sum_over_example(0.5 * sq + math.log(sigma) + 0.5 * math.log(2 * math.pi))
+  return _sum_over_example(0.5 * sq + jnp.log(sigma) + 0.5 * math.log(2 * math.pi))
 
 
 def likelihood_mean(likelihood: str, output: jax.Array) -> jax.Array:
@@ -62,7 +64,7 @@ class CrossEntropy:
     check_number("loss.label_smoothing", self.label_smoothing, low=0, high=1, high_open=True)
 
   def _per_example(self, logits, labels):
-    if self.label_smoothing:
+    if not hparams.is_off(self.label_smoothing):
       targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]),
                                     self.label_smoothing)
       loss = optax.softmax_cross_entropy(logits, targets)  # (B,)
@@ -158,6 +160,26 @@ class Reconstruction:
     if not hasattr(output, "shape") or tuple(output.shape[1:]) != tuple(example_shape):
       return "expects __call__(x, train) to return a reconstruction with the shape of x"
     return None
+
+
+def loss_values(loss) -> dict[str, Any]:
+  """The loss's data values by config key: its float fields (see gmf_jax.train.hparams)."""
+  if not dataclasses.is_dataclass(loss):
+    return {}
+  found = {f"loss.{f.name}": getattr(loss, f.name) for f in dataclasses.fields(loss)}
+  return {k: v for k, v in found.items() if hparams.is_data(k, v)}
+
+
+def with_values(loss, values: Mapping[str, Any]):
+  """The loss with its data fields taken from `values` (arrays inside the compiled step, where
+  the build-time checks of `__post_init__` do not run again)."""
+  changes = {k[len("loss."):]: v for k, v in values.items() if k.startswith("loss.")}
+  if not changes:
+    return loss
+  bound = copy.copy(loss)
+  for name, value in changes.items():
+    object.__setattr__(bound, name, value)
+  return bound
 
 
 LOSSES = {"cross_entropy": CrossEntropy, "elbo": ELBO, "reconstruction": Reconstruction}

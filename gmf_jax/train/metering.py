@@ -59,8 +59,10 @@ class LearningRates:
   would wait for that chunk to end instead of overlapping with it.
   """
 
-  def __init__(self, schedule, every: int, start: int, last: int, block: int = 2048):
-    self._fn = jax.jit(jax.vmap(schedule))
+  def __init__(self, rates, every: int, start: int, last: int, block: int = 2048):
+    """`rates(counts)`: the schedule at an int array of optimizer counts (one jitted call, with
+    the member's hyperparameters as arguments: see `schedule_rates`)."""
+    self._fn = rates
     self._every, self._last, self._block = every, last, block
     self._cache: dict[int, float] = {}
     self._fill(start + 1)
@@ -87,6 +89,12 @@ class LearningRates:
     padded[: len(want)] = want
     values = np.asarray(self._fn(padded - 1))  # step s trains with the rate at index s - 1
     self._cache = dict(zip(want, values[: len(want)].tolist(), strict=True))
+
+
+def schedule_rates(schedule):
+  """`rates(counts, hparams)`: a schedule (gmf_jax.train.optim.Schedule) at many counts, jitted
+  once for every value of the hyperparameters."""
+  return jax.jit(jax.vmap(schedule, in_axes=(0, None)))
 
 
 class Stopwatch:

@@ -11,14 +11,26 @@ log = logging.getLogger("gmf_jax")
 
 
 class Progress:
-  """Shows step, steps/s, loss and ETA; does nothing when disabled."""
+  """Shows step, steps/s, loss and ETA; does nothing when disabled.
 
-  def __init__(self, total: int, enabled: bool = True, initial: int = 0):
+  For a population of `members`, the bar also shows how many members run and failed, and
+  member-steps per second (steps/s times the members training together).
+  """
+
+  def __init__(self, total: int, enabled: bool = True, initial: int = 0, members: int = 1,
+               label: str | None = None):
+    self._members = members
     self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
-                     disable=not enabled, smoothing=0.1)
+                     disable=not enabled, smoothing=0.1, desc=label)
 
-  def update(self, steps: int, loss: float) -> None:
-    self._bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+  def update(self, steps: int, loss: float, failed: int = 0) -> None:
+    if self._members > 1:
+      rate = self._bar.format_dict.get("rate") or 0.0
+      self._bar.set_postfix(running=self._members - failed, failed=failed,
+                            member_steps_s=f"{rate * (self._members - failed):.0f}",
+                            loss=f"{loss:.4g}", refresh=False)
+    else:
+      self._bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
     self._bar.update(steps)
 
   def message(self, text: str) -> None:

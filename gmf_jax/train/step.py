@@ -1,7 +1,10 @@
 """The pure core: one train step, a `lax.scan` chunk of steps, and evaluation.
 
-Everything here is a pure function of arrays, so a later layer can `jax.vmap` the chunk over
-seeds (a leading axis on `state` and `keys`) or `jit` it with shardings.
+Everything here is a pure function of arrays. The hyperparameters are arrays too
+(`TrainState.hparams`, see gmf_jax.train.hparams): the loss and the optimizer are rebuilt from
+them inside the step (`loss_for(hparams)`, `tx_for(hparams)`), so one compiled program serves
+every value, and `population_chunk` vmaps a chunk over the members of a population (a leading
+member axis on the state, except the shared step counter, and on the keys).
 """
 
 from __future__ import annotations
@@ -12,10 +15,21 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from flax.training.train_state import TrainState
+import optax
+from flax.training import train_state
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
+
+
+class TrainState(train_state.TrainState):
+  """flax's TrainState with the run's hyperparameters as arrays (config key -> array).
+
+  `tx` (static) is the optimizer built from the concrete values, for `init`; the step uses
+  `tx_for(hparams)`, so the values in `hparams` are the ones that train.
+  """
+
+  hparams: dict[str, jax.Array]
 
 
 class RunKeys(NamedTuple):
@@ -28,24 +42,34 @@ class RunKeys(NamedTuple):
   diag: jax.Array
 
 
-def make_keys(seed: int) -> RunKeys:
+def make_keys(seed: int, data_seed: int | None = None) -> RunKeys:
+  """The run's keys from its seed; `data_seed`, if given, sets the data order instead (members
+  of a population that share it see the same batches: a paired design)."""
   root = jax.random.PRNGKey(seed)
-  return RunKeys(*(jax.random.fold_in(root, i) for i in range(5)))
+  keys = RunKeys(*(jax.random.fold_in(root, i) for i in range(5)))
+  if data_seed is not None:
+    keys = keys._replace(data=make_keys(data_seed).data)
+  return keys
 
 
-def train_step(
-    state: TrainState, batch: Batch, rng: jax.Array, loss_fn
-) -> tuple[TrainState, Metrics]:
-  """One optimizer step. `loss_fn(params, apply_fn, batch, rng, train)` -> (loss, metrics).
+def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, loss_for, tx_for
+               ) -> tuple[TrainState, Metrics]:
+  """One optimizer step.
+
+  `loss_for(hparams)(params, apply_fn, batch, rng, train)` -> (loss, metrics), and
+  `tx_for(hparams)` -> the optax transformation, both of the state's hyperparameters.
 
   Returns the new state and scalar metrics: `loss`, the loss's own metrics and `grad_norm`.
   A step is finite when `loss` and `grad_norm` are (the host checks, once per chunk).
   """
+  loss_fn = loss_for(state.hparams)
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params, state.apply_fn, batch, rng, True
   )
   grad_norm = global_norm(grads)
-  state = state.apply_gradients(grads=grads)
+  updates, opt_state = tx_for(state.hparams).update(grads, state.opt_state, state.params)
+  state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                        opt_state=opt_state)
   return state, {"loss": loss, **aux, "grad_norm": grad_norm}
 
 
@@ -67,9 +91,10 @@ def global_norm(tree: Any) -> jax.Array:
 StepFn = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]
 
 
-def make_train_step(loss_fn) -> StepFn:
-  """`train_step` with the loss bound: `(state, batch, rng) -> (state, metrics)`, pure."""
-  return functools.partial(train_step, loss_fn=loss_fn)
+def make_train_step(loss_for, tx_for) -> StepFn:
+  """`train_step` with the loss and optimizer bound: `(state, batch, rng) -> (state, metrics)`,
+  pure."""
+  return functools.partial(train_step, loss_for=loss_for, tx_for=tx_for)
 
 
 def epoch_permutation(data_key: jax.Array, epoch: jax.Array, num_examples: int) -> jax.Array:
@@ -115,7 +140,7 @@ def _run_steps(step_fn, carry, length: int, num_active: jax.Array, xs=None):
 
 
 def train_chunk_on_device(state: TrainState, keys: RunKeys, data: Batch, num_active: jax.Array,
-                          *, loss_fn, batch_size: int, num_steps: int
+                          *, loss_for, tx_for, batch_size: int, num_steps: int
                           ) -> tuple[TrainState, Metrics]:
   """Up to `num_steps` steps (the first `num_active`) over a dataset held on the device.
 
@@ -141,7 +166,8 @@ def train_chunk_on_device(state: TrainState, keys: RunKeys, data: Batch, num_act
     )
     idx = jax.lax.dynamic_slice_in_dim(perm, position * batch_size, batch_size)  # (B,)
     batch = jax.tree_util.tree_map(lambda a: jnp.take(a, idx, axis=0), data)
-    state, metrics = train_step(state, batch, jax.random.fold_in(keys.train, step), loss_fn)
+    state, metrics = train_step(state, batch, jax.random.fold_in(keys.train, step),
+                                loss_for=loss_for, tx_for=tx_for)
     return (state, perm), metrics
 
   perm = epoch_permutation(keys.data, state.step // steps_per_epoch, num_examples)
@@ -150,23 +176,26 @@ def train_chunk_on_device(state: TrainState, keys: RunKeys, data: Batch, num_act
 
 
 def train_chunk_on_batches(state: TrainState, keys: RunKeys, batches: Batch,
-                           num_active: jax.Array, *, loss_fn) -> tuple[TrainState, Metrics]:
+                           num_active: jax.Array, *, loss_for, tx_for
+                           ) -> tuple[TrainState, Metrics]:
   """Steps over batches streamed from the host, stacked as (num_steps, B, ...); the first
   `num_active` are real."""
 
   def step_fn(state, batch):
-    return train_step(state, batch, jax.random.fold_in(keys.train, state.step), loss_fn)
+    return train_step(state, batch, jax.random.fold_in(keys.train, state.step),
+                      loss_for=loss_for, tx_for=tx_for)
 
   length = jax.tree_util.tree_leaves(batches)[0].shape[0]
   return _run_steps(step_fn, state, length, num_active, xs=batches)
 
 
-def evaluate(params: Any, apply_fn, keys: RunKeys, data: Batch, mask: jax.Array, *,
-             per_example_fn, batch_size: int) -> Metrics:
+def evaluate(params: Any, hparams: dict[str, jax.Array], keys: RunKeys, data: Batch,
+             mask: jax.Array, *, apply_fn, loss_for, batch_size: int) -> Metrics:
   """Means of per-example metrics over a padded split: data (N_pad, ...), mask (N_pad,).
 
   The same keys are used at every evaluation, so evaluations differ only by the parameters.
   """
+  per_example_fn = loss_for(hparams).per_example
   num_batches = mask.shape[0] // batch_size
   batched = jax.tree_util.tree_map(
       lambda a: a.reshape((num_batches, batch_size, *a.shape[1:])), data
@@ -187,3 +216,42 @@ def evaluate(params: Any, apply_fn, keys: RunKeys, data: Batch, mask: jax.Array,
   totals, _ = jax.lax.scan(body, zeros, (jnp.arange(num_batches), batched, masks))
   count = jnp.sum(mask)
   return {k: v / count for k, v in totals.items()}
+
+
+def member_axes(state: TrainState) -> TrainState:
+  """vmap axes of a population's state: every leaf has a leading member axis, except the
+  step counter, which members share (they step together), so the per-epoch `lax.cond` stays
+  a branch instead of a select that would permute the dataset at every step."""
+  return jax.tree_util.tree_map(lambda _: 0, state).replace(step=None)
+
+
+def population_chunk(chunk: Callable, state_like: TrainState, size: int, *,
+                     shared_data: bool = True) -> Callable:
+  """`chunk(state, keys, data, num_active)` for a population of `size` members.
+
+  The state and keys have a leading member axis; `data` is shared (`shared_data`) or has a
+  member axis too (streamed batches in each member's order). A population of one calls
+  `chunk` on the member itself, so a single run computes exactly what it always did.
+  """
+  if size == 1:
+    def one(state, keys, data, num_active):
+      first = lambda tree: jax.tree_util.tree_map(lambda a: a[0], tree)
+      data = data if shared_data else first(data)
+      out_state, metrics = chunk(_without_members(state), first(keys), data, num_active)
+      return _with_members(out_state), jax.tree_util.tree_map(lambda a: a[None], metrics)
+    inner = getattr(chunk, "func", chunk)  # compiled programs keep the chunk's name
+    one.__name__ = one.__qualname__ = getattr(inner, "__name__", "train_chunk")
+    return one
+  axes = member_axes(state_like)
+  return jax.vmap(chunk, in_axes=(axes, 0, None if shared_data else 0, None),
+                  out_axes=(axes, 0), axis_size=size)
+
+
+def _without_members(state: TrainState) -> TrainState:
+  step = state.step
+  return jax.tree_util.tree_map(lambda a: a[0], state.replace(step=None)).replace(step=step)
+
+
+def _with_members(state: TrainState) -> TrainState:
+  step = state.step
+  return jax.tree_util.tree_map(lambda a: a[None], state.replace(step=None)).replace(step=step)

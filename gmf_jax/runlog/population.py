@@ -1,0 +1,211 @@
+"""Checkpoints of a population: one orbax checkpoint of the stacked state, shared by members.
+
+A single run keeps its own `checkpoints/` (the state as it is). A population of a sweep keeps
+one checkpoint of the stacked state (every leaf with a leading member axis, except the shared
+step counter) in `<sweep>/populations/<id>/`, so saving 64 members costs one save. Each member
+folder holds `population.json`, pointing at that checkpoint and at its index in it; a member
+folder can then be resumed alone (`python -m gmf_jax.main --workdir=<member>`, which restores
+its slice and goes on with checkpoints of its own) or backfilled with `gmf_jax.diagnose`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+
+from gmf_jax.errors import ConfigError
+from gmf_jax.runlog.checkpoint import Checkpointer
+from gmf_jax.runlog.files import read_json, write_json
+from gmf_jax.runlog.liveness import liveness
+from gmf_jax.runlog.resume import check_same_run
+
+POINTER = "population.json"
+
+
+def check_run_folder(path: str, config: dict[str, Any]) -> None:
+  """The checks `open_run_folder` makes, without writing anything: a population checks every
+  member's folder before it opens any.
+
+  Raises:
+    ConfigError: a file in the way, a different run in the folder, or a live run.
+  """
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ConfigError(f"--workdir={path} is a file, not a folder.")
+  saved = os.path.join(path, "config.json")
+  if os.path.exists(saved):
+    check_same_run(read_json(saved), config, path)
+    try:
+      metadata = read_json(os.path.join(path, "metadata.json"))
+    except (OSError, ValueError):
+      return
+    status, why = liveness(metadata)
+    if status == "running":
+      raise ConfigError(
+          f"--workdir={path} is in use by a live run ({why}). Wait for it to end or stop it "
+          "(SIGTERM saves a checkpoint), then run this command again. Nothing was changed.")
+
+
+def squeeze(state):
+  """A population-of-one state -> the member's own state (host or device arrays)."""
+  step = state.step
+  return jax.tree_util.tree_map(lambda a: a[0], state.replace(step=None)).replace(step=step)
+
+
+def expand(state):
+  """A member's own state -> a population of one."""
+  step = state.step
+  return jax.tree_util.tree_map(lambda a: a[None], state.replace(step=None)).replace(step=step)
+
+
+def select(state, index: int):
+  """Member `index` of a stacked state."""
+  step = state.step
+  return jax.tree_util.tree_map(lambda a: a[index], state.replace(step=None)).replace(step=step)
+
+
+class PopulationCheckpoints:
+  """Saves and restores a population's state with the members' windows beside it."""
+
+  def __init__(self, population_dir: str | None, member_dirs: list[str | None],
+               names: list[str], max_to_keep: int, async_save: bool = True):
+    self.names, self.member_dirs = names, member_dirs
+    self.stacked = population_dir is not None
+    if not self.stacked:
+      assert len(member_dirs) == 1, "a population of many needs a population_dir"
+      self.checkpointer = Checkpointer(member_dirs[0], max_to_keep, async_save)
+      return
+    os.makedirs(population_dir, exist_ok=True)
+    self.directory = os.path.abspath(population_dir)
+    write_json(os.path.join(self.directory, POINTER), {"members": names})
+    self.checkpointer = Checkpointer(self.directory, max_to_keep, async_save)
+    for i, path in enumerate(member_dirs):
+      if path is not None:
+        pointer = _read_pointer(path) or {}
+        pointer.update(checkpoints=os.path.relpath(self.directory, path), index=i,
+                       size=len(names), members=names)
+        pointer.pop("failed_at", None)
+        write_json(os.path.join(path, POINTER), pointer)
+
+  def save(self, step: int, state, meta: dict[str, Any], *, best: bool = False) -> None:
+    if self.checkpointer.has(step, best=best):
+      return
+    host = jax.device_get(state)
+    self.checkpointer.save(step, host if self.stacked else squeeze(host), meta, best=best)
+
+  def member_failed(self, index: int, step: int) -> None:
+    """Records that member `index` went non-finite at `step`: checkpoints from then on hold
+    no valid state of it."""
+    path = self.member_dirs[index]
+    if self.stacked and path is not None:
+      pointer = _read_pointer(path) or {}
+      pointer["failed_at"] = int(step)
+      write_json(os.path.join(path, POINTER), pointer)
+
+  def restore_latest(self, like) -> tuple[int, Any, list[dict]] | None:
+    """(step, stacked state, each member's metric window), or None without a checkpoint."""
+    if self.stacked:
+      restored = self.checkpointer.restore_latest(like=like)
+    else:
+      restored = self.checkpointer.restore_latest(like=squeeze(like))
+      if restored is None:  # a sweep member resumed alone: its population's checkpoint
+        restored = restore_from_population(self.member_dirs[0], squeeze(like))
+      if restored is not None:
+        step, state, meta = restored
+        restored = step, expand(state), meta
+    if restored is None:
+      return None
+    step, state, meta = restored
+    return step, state, _windows(meta, len(self.names))
+
+  def restore_best(self, like):
+    """The stacked best state on the host (populations), to keep each member's best."""
+    if not self.stacked or not self.checkpointer.best.all_steps():
+      return None
+    try:
+      step = self.checkpointer.best.latest_step()
+      state, _ = self.checkpointer.restore(step, like, best=True)
+      return jax.device_get(state)
+    except Exception:  # noqa: BLE001 - a lost best checkpoint is rebuilt from the next evals
+      return None
+
+  def latest_step(self) -> int | None:
+    return self.checkpointer.latest_step()
+
+  def close(self) -> None:
+    self.checkpointer.close()
+
+
+def _windows(meta: dict[str, Any], size: int) -> list[dict]:
+  windows = meta.get("windows")
+  if windows is None:
+    windows = [meta.get("window", {})]
+  return list(windows) + [{}] * (size - len(windows))
+
+
+def _read_pointer(run_dir: str) -> dict[str, Any] | None:
+  path = os.path.join(run_dir, POINTER)
+  try:
+    return read_json(path) if os.path.exists(path) else None
+  except (OSError, ValueError):
+    return None
+
+
+def _population_checkpointer(run_dir: str) -> tuple[Checkpointer, dict[str, Any]] | None:
+  pointer = _read_pointer(run_dir)
+  if pointer is None:
+    return None
+  directory = os.path.normpath(os.path.join(run_dir, pointer["checkpoints"]))
+  if not os.path.isdir(directory):
+    return None
+  return Checkpointer(directory, max_to_keep=10**6, async_save=False), pointer
+
+
+def population_steps(run_dir: str) -> list[int]:
+  """The steps of the member's population checkpoint that hold a valid state of it."""
+  found = _population_checkpointer(run_dir)
+  if found is None:
+    return []
+  checkpointer, pointer = found
+  try:
+    failed_at = pointer.get("failed_at")
+    return [s for s in checkpointer.steps() if failed_at is None or s < failed_at]
+  finally:
+    checkpointer.close()
+
+
+def restore_from_population(run_dir: str, like, step: int | None = None):
+  """Member `run_dir`'s slice of its population checkpoint at `step` (default: the latest
+  valid one): (step, state, meta with the member's window), or None."""
+  found = _population_checkpointer(run_dir)
+  if found is None:
+    return None
+  checkpointer, pointer = found
+  try:
+    steps = [s for s in checkpointer.steps()
+             if pointer.get("failed_at") is None or s < pointer["failed_at"]]
+    if step is None:
+      if not steps:
+        return None
+      step = steps[-1]
+    elif step not in steps:
+      return None
+    index, size = pointer["index"], pointer["size"]
+    stacked_like = jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct((size, *a.shape), a.dtype), like.replace(step=None)
+    ).replace(step=like.step)
+    state, meta = checkpointer.restore(step, stacked_like)
+    windows = _windows(meta, size)
+    return step, select(state, index), {"window": windows[index]}
+  finally:
+    checkpointer.close()
+
+
+def member_steps(run_dir: str, own: list[int]) -> list[int]:
+  """Every checkpoint step a member folder can restore: its own and its population's."""
+  return sorted(set(own) | set(population_steps(run_dir)))
+
+
+__all__ = ["PopulationCheckpoints", "check_run_folder", "member_steps", "population_steps",
+           "restore_from_population"]

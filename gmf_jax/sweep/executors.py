@@ -1,0 +1,171 @@
+"""Where a sweep's populations run: in this process, in local processes, or as Slurm jobs.
+
+Every executor ends in `run.run_population`, in some process: the `local` and `submitit`
+executors start `python -m gmf_jax.sweep --population=<id>` workers (or submitit jobs calling
+the same), which read their members from `sweep.json`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from gmf_jax.errors import ConfigError
+from gmf_jax.runlog.files import read_json, write_json
+from gmf_jax.sweep import run as run_lib
+
+log = logging.getLogger("gmf_jax")
+
+
+class SweepStopped(Exception):
+  """SIGTERM or Ctrl-C stopped a sweep run by workers: each stopped population saved a
+  checkpoint and marked its members `preempted`."""
+
+  def __init__(self, signum: int):
+    self.signum = signum
+    super().__init__(f"stopped by {signal.Signals(signum).name}; running populations saved "
+                     "checkpoints. Run the same command with the same --workdir to resume.")
+
+  @property
+  def exit_code(self) -> int:
+    return 128 + self.signum
+
+
+def run_in_process(plan: run_lib.SweepPlan, populations: list[run_lib.Population]) -> None:
+  """The `vmap` executor: populations one after another, each one vmapped program."""
+  for population in populations:
+    run_lib.run_population(plan, population)
+
+
+def _record_populations(plan: run_lib.SweepPlan, populations: list[run_lib.Population]) -> None:
+  """Writes which members each worker trains into sweep.json (workers read it)."""
+  path = os.path.join(plan.workdir, run_lib.SWEEP_FILE)
+  data = read_json(path)
+  data["work"] = {p.id: {"members": [m.name for m in p.members], "train": p.train}
+                  for p in populations}
+  write_json(path, data)
+
+
+def worker_command(plan: run_lib.SweepPlan, population_id: str) -> list[str]:
+  """The command that trains one population of `plan` in a process of its own."""
+  return [sys.executable, "-m", "gmf_jax.sweep", f"--sweep={plan.sweep.file}",
+          f"--workdir={plan.workdir}", f"--population={population_id}"]
+
+
+def run_worker(sweep_file: str, workdir: str, population_id: str) -> None:
+  """A worker: trains population `population_id` as the sweep's folder records it."""
+  data = read_json(os.path.join(workdir, run_lib.SWEEP_FILE))
+  work = data.get("work", {}).get(population_id)
+  if work is None:
+    raise ConfigError(f"{workdir}/sweep.json has no population {population_id!r} to run.")
+  from gmf_jax.sweep import spec as spec_lib
+
+  sweep = spec_lib.load_sweep(sweep_file, data["definition"].get("overrides") or None)
+  by_name = {m.name: m for m in sweep.members}
+  members = [by_name[n] for n in work["members"]]
+  configs = {m.name: run_lib.member_config(sweep, m) for m in members}
+  plan = run_lib.SweepPlan(sweep, workdir, configs, [], {})
+  run_lib.run_population(plan, run_lib.Population(population_id, members, work["train"]))
+
+
+def run_local(plan: run_lib.SweepPlan, populations: list[run_lib.Population], *,
+              max_workers: int) -> None:
+  """The `local` executor: one process per population, `max_workers` at a time.
+
+  SIGTERM or Ctrl-C is passed on to every worker, which checkpoints and stops; then
+  `SweepStopped` is raised.
+  """
+  if not isinstance(max_workers, int) or max_workers < 1:
+    raise ConfigError(f"--max_workers={max_workers!r} must be an integer >= 1.")
+  _record_populations(plan, populations)
+  pending = list(populations)
+  running: dict[str, subprocess.Popen] = {}
+  stopped: list[int] = []
+
+  def on_signal(signum, frame):
+    stopped.append(signum)
+    for proc in running.values():
+      if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+
+  previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+  failures = []
+  try:
+    while pending or running:
+      while pending and len(running) < max_workers and not stopped:
+        population = pending.pop(0)
+        log.info("starting population %s (%d members) in a process of its own", population.id,
+                 len(population.members))
+        running[population.id] = subprocess.Popen(worker_command(plan, population.id))
+      for pid, proc in list(running.items()):
+        code = proc.poll()
+        if code is not None:
+          del running[pid]
+          if code not in (0, 1) and not stopped:  # 1: some member failed (non-finite)
+            failures.append(f"population {pid} exited with status {code}")
+      if stopped and not running:
+        break
+      time.sleep(0.05)
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+  if stopped:
+    raise SweepStopped(stopped[0])
+  if failures:
+    log.warning("warning: %s; its members' folders say why.", "; ".join(failures))
+
+
+class _PopulationJob:
+  """A submitit job: trains one population; requeued (resuming from its checkpoint) when Slurm
+  preempts it or its time runs out."""
+
+  def __init__(self, sweep_file: str, workdir: str):
+    self.sweep_file, self.workdir = sweep_file, workdir
+
+  def __call__(self, population_id: str) -> str:
+    import signal as signal_lib
+
+    # submitit's own SIGUSR2/SIGTERM handling requeues the job; gmf_jax's guard saves first.
+    run_worker(self.sweep_file, self.workdir, population_id)
+    _ = signal_lib
+    return population_id
+
+  def checkpoint(self, population_id: str):
+    import submitit
+
+    return submitit.helpers.DelayedSubmission(self, population_id)
+
+
+def run_submitit(plan: run_lib.SweepPlan, populations: list[run_lib.Population],
+                 options: Mapping[str, Any]) -> None:
+  """The `submitit` executor: every population one Slurm job of a job array (submitit's local
+  executor where there is no Slurm), waited for here."""
+  import submitit
+
+  _record_populations(plan, populations)
+  if not populations:
+    return
+  folder = os.path.join(plan.workdir, "submitit", "%j")
+  options = dict(options)
+  cluster = options.pop("cluster", None)
+  executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+  options.setdefault("timeout_min", 60 * 24)
+  executor.update_parameters(**options)
+  job = _PopulationJob(plan.sweep.file, plan.workdir)
+  jobs = executor.map_array(job, [p.id for p in populations])
+  log.info("submitted %d populations as %s jobs %s", len(jobs), executor.cluster,
+           ", ".join(j.job_id for j in jobs))
+  errors = []
+  for j in jobs:
+    try:
+      j.result()
+    except Exception as e:  # noqa: BLE001 - each population's members record their own status
+      errors.append(f"job {j.job_id}: {str(e).strip().splitlines()[-1] if str(e) else e}")
+  if errors:
+    log.warning("warning: %s", "; ".join(errors))

@@ -1,0 +1,284 @@
+"""Running a sweep: its folder and `sweep.json`, grouping members into populations, resume.
+
+    runs/<sweep>/sweep.json             the definition; every member's name, overrides, seed,
+                                        population, status and folder
+    runs/<sweep>/<member>/              a complete run folder per member
+    runs/<sweep>/populations/<id>/      the stacked checkpoint of each population
+
+Members are grouped into populations by everything that changes the program (shapes, names,
+batch size, num_steps...; see `gmf_jax.train.hparams.program_key`); each population trains in
+one vmapped program, split to at most `max_population` members. Running the same sweep again
+skips completed members, resumes preempted and crashed ones from their checkpoints, and leaves
+failed ones alone unless `retry_failed` (they then start again from step 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from gmf_jax.errors import ConfigError
+from gmf_jax.runlog.files import read_json, write_json
+from gmf_jax.sweep import spec as spec_lib
+
+log = logging.getLogger("gmf_jax")
+
+EXECUTORS = ("vmap", "local", "submitit")
+SWEEP_FILE = "sweep.json"
+POPULATIONS_DIR = "populations"
+
+
+@dataclasses.dataclass
+class Population:
+  """Members that train together in one program."""
+
+  id: str
+  members: list[spec_lib.Member]
+  train: list[bool]  # per member: whether it trains in this session (else it rides along)
+
+
+@dataclasses.dataclass
+class SweepPlan:
+  """A sweep resolved against its folder: member configs, populations, what to train."""
+
+  sweep: spec_lib.Sweep
+  workdir: str
+  configs: dict[str, Any]  # member name -> its config
+  populations: list[Population]
+  statuses: dict[str, str]  # member name -> status before this session ('new' if never run)
+
+  def member_dir(self, name: str) -> str:
+    return os.path.join(self.workdir, name)
+
+  def population_dir(self, population_id: str) -> str:
+    return os.path.join(self.workdir, POPULATIONS_DIR, population_id)
+
+
+@dataclasses.dataclass
+class SweepResult:
+  """What `run_sweep` returns: the folder and each member's status."""
+
+  workdir: str
+  statuses: dict[str, str]  # member name -> completed | failed | preempted | ...
+
+  def counts(self) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for status in self.statuses.values():
+      out[status] = out.get(status, 0) + 1
+    return out
+
+
+def plan_sweep(sweep: spec_lib.Sweep, workdir: str | None = None, *,
+               max_population: int | None = None, retry_failed: bool = False) -> SweepPlan:
+  """Checks the sweep against its folder and groups its members; writes nothing.
+
+  Raises:
+    ConfigError: a member's bad config, a folder holding a different sweep, a bad
+      max_population.
+  """
+  from gmf_jax.runlog.liveness import effective_status
+  from gmf_jax.train.hparams import program_key
+
+  if max_population is not None and (not isinstance(max_population, int) or max_population < 1):
+    raise ConfigError(f"--max_population={max_population!r} must be an integer >= 1.")
+  workdir = os.path.abspath(workdir or os.path.join("runs", sweep.name))
+  _check_same_sweep(workdir, sweep)
+  configs = {m.name: member_config(sweep, m) for m in sweep.members}
+  statuses = {}
+  for m in sweep.members:
+    folder = os.path.join(workdir, m.name)
+    statuses[m.name] = (effective_status(folder)
+                        if os.path.exists(os.path.join(folder, "config.json")) else "new")
+  saved = _read_sweep_json(workdir)
+  recorded = {r["name"]: r.get("population") for r in (saved or {}).get("members", [])}
+  groups: dict[tuple, list[spec_lib.Member]] = {}
+  for m in sweep.members:
+    groups.setdefault(program_key(configs[m.name]), []).append(m)
+  populations = []
+  for i, members in enumerate(groups.values()):
+    size = max_population or len(members)
+    for j in range(0, len(members), size):
+      chunk = members[j:j + size]
+      pid = f"p{i}" if size >= len(members) else f"p{i}.{j // size}"
+      # A rerun keeps the populations of the first session (their checkpoints hold them).
+      ids = {recorded.get(m.name) for m in chunk} - {None}
+      pid = ids.pop() if len(ids) == 1 else pid
+      populations.append(Population(pid, chunk, [_trains(statuses[m.name], retry_failed)
+                                                 for m in chunk]))
+  if retry_failed:
+    populations = _split_retries(populations, statuses)
+  return SweepPlan(sweep, workdir, configs, populations, statuses)
+
+
+def member_config(sweep: spec_lib.Sweep, member: spec_lib.Member):
+  """The member's config; its wandb run is grouped by the sweep's name unless set."""
+  config = spec_lib.member_config(sweep, member)
+  if config.wandb.group is None:
+    config.wandb.group = sweep.name
+  return config
+
+
+def _trains(status: str, retry_failed: bool) -> bool:
+  if status == "completed":
+    return False
+  if status == "failed":
+    return retry_failed
+  return True  # new, preempted, crashed (a live run is refused when its folder is opened)
+
+
+def _split_retries(populations: list[Population], statuses: dict[str, str]) -> list[Population]:
+  """Failed members retried start from step 0: in a population of their own (the old one's
+  checkpoint holds no valid state of them)."""
+  out = []
+  for p in populations:
+    retried = [m for m, t in zip(p.members, p.train, strict=True)
+               if t and statuses[m.name] == "failed"]
+    rest = [(m, t and statuses[m.name] != "failed") for m, t in zip(p.members, p.train,
+                                                                    strict=True)]
+    out.append(Population(p.id, [m for m, _ in rest], [t for _, t in rest]))
+    if retried:
+      out.append(Population(f"{p.id}-retry-{_stamp()}", retried, [True] * len(retried)))
+  return out
+
+
+def _stamp() -> str:
+  return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _check_same_sweep(workdir: str, sweep: spec_lib.Sweep) -> None:
+  saved = _read_sweep_json(workdir)
+  if saved is None:
+    if os.path.exists(os.path.join(workdir, "config.json")):
+      raise ConfigError(f"--workdir={workdir} holds a single run, not a sweep; choose another "
+                        "folder. Nothing was changed.")
+    return
+  diff = spec_lib.definition_differences(_comparable(saved["definition"]),
+                                         _comparable(sweep.definition))
+  if diff:
+    raise ConfigError(
+        f"--workdir={workdir} holds a sweep with a different definition; rerunning would mix "
+        f"two sweeps. Differences (saved -> now): {'; '.join(diff)}. Use a new --workdir, or "
+        "the saved definition (sweep.json). Nothing was changed.")
+
+
+def _comparable(definition: Mapping[str, Any]) -> dict[str, Any]:
+  """The definition without what may differ between machines (the absolute config path)."""
+  return {k: v for k, v in definition.items() if k != "config_resolved"}
+
+
+def _read_sweep_json(workdir: str) -> dict[str, Any] | None:
+  path = os.path.join(workdir, SWEEP_FILE)
+  if not os.path.exists(path):
+    return None
+  try:
+    return read_json(path)
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"{path} cannot be read ({e}); move it away to start the sweep anew.") from e
+
+
+def write_sweep_json(plan: SweepPlan, executor: str) -> None:
+  """sweep.json: the definition and every member's name, overrides, seed, population, status
+  and folder (statuses read from the member folders)."""
+  from gmf_jax.runlog.liveness import effective_status
+
+  population_of = {m.name: p.id for p in plan.populations for m, t in zip(p.members, p.train,
+                                                                          strict=True) if t}
+  saved = _read_sweep_json(plan.workdir) or {}
+  recorded = {r["name"]: r.get("population") for r in saved.get("members", [])}
+  members = []
+  for m in plan.sweep.members:
+    folder = plan.member_dir(m.name)
+    status = (effective_status(folder) if os.path.exists(os.path.join(folder, "config.json"))
+              else "new")
+    members.append({"name": m.name, "overrides": m.overrides, "seed": m.seed,
+                    "population": population_of.get(m.name, recorded.get(m.name)),
+                    "status": status, "folder": m.name})
+  os.makedirs(plan.workdir, exist_ok=True)
+  write_json(os.path.join(plan.workdir, SWEEP_FILE), {
+      "name": plan.sweep.name, "file": plan.sweep.file, "executor": executor,
+      "definition": plan.sweep.definition, "members": members,
+      "populations": {p.id: [m.name for m in p.members] for p in plan.populations},
+  })
+
+
+def run_sweep(sweep: spec_lib.Sweep | str, workdir: str | None = None, *,
+              executor: str = "vmap", overrides: Mapping[str, Any] | Iterable[str] | None = None,
+              retry_failed: bool = False, max_population: int | None = None,
+              max_workers: int = 2, submitit_options: Mapping[str, Any] | None = None
+              ) -> SweepResult:
+  """Runs a sweep: every population trained in one vmapped program, each member recorded in
+  its own run folder under `workdir` (default `runs/<sweep name>`).
+
+  Args:
+    sweep: a sweep file's path (`sweeps/vae_lr_beta.py`) or a `gmf_jax.sweep.Sweep`.
+    workdir: the sweep folder; running again resumes it.
+    executor: 'vmap' (populations one after another in this process), 'local' (a process
+      per population, `max_workers` at a time) or 'submitit' (a Slurm job per population, as a
+      job array; on a machine without Slurm, submitit's local executor).
+    overrides: applied to every member (with a sweep file's path).
+    retry_failed: train failed members again, from step 0.
+    max_population: the most members one program trains (memory); larger groups are split.
+    submitit_options: passed to `submitit.AutoExecutor.update_parameters` (e.g. partition,
+      timeout_min, gpus_per_node).
+
+  Returns:
+    The folder and every member's status.
+
+  Raises:
+    ConfigError: bad input, before any member starts.
+    Preempted: SIGTERM or Ctrl-C: the running population was checkpointed, its members are
+      `preempted`; running the same command again resumes them.
+  """
+  from gmf_jax.sweep import executors
+
+  if executor not in EXECUTORS:
+    raise ConfigError(f"--executor={executor!r} is unknown; choose from {', '.join(EXECUTORS)}.")
+  if isinstance(sweep, str):
+    sweep = spec_lib.load_sweep(sweep, overrides)
+  elif overrides:
+    raise ConfigError("overrides apply to a sweep file; a Sweep object has its own.")
+  if executor != "vmap" and sweep.file is None:
+    raise ConfigError(f"--executor={executor} runs populations in other processes, which load "
+                      "the sweep from its file: pass a sweep file's path.")
+  plan = plan_sweep(sweep, workdir, max_population=max_population, retry_failed=retry_failed)
+  todo = [p for p in plan.populations if any(p.train)]
+  done = len(plan.sweep.members) - sum(sum(p.train) for p in plan.populations)
+  log.info("sweep %s: %d members in %d populations; %d to train, %d done or left alone "
+           "(folder %s)", sweep.name, len(sweep.members), len(plan.populations),
+           sum(sum(p.train) for p in todo), done, plan.workdir)
+  write_sweep_json(plan, executor)
+  try:
+    if executor == "vmap":
+      executors.run_in_process(plan, todo)
+    elif executor == "local":
+      executors.run_local(plan, todo, max_workers=max_workers)
+    else:
+      executors.run_submitit(plan, todo, submitit_options or {})
+  finally:
+    write_sweep_json(plan, executor)
+  statuses = {m["name"]: m["status"]
+              for m in read_json(os.path.join(plan.workdir, SWEEP_FILE))["members"]}
+  result = SweepResult(plan.workdir, statuses)
+  log.info("sweep %s: %s", sweep.name, ", ".join(f"{n} {s}" for s, n in
+                                                  sorted(result.counts().items())))
+  return result
+
+
+def run_population(plan: SweepPlan, population: Population):
+  """Trains one population of the plan in this process (every executor ends here)."""
+  from gmf_jax.train.loop import train_population
+  from gmf_jax.train.recorder import MemberSetup
+
+  file, variant = plan.sweep.config, None
+  if not os.path.isfile(file) and ":" in file:
+    file, _, variant = file.rpartition(":")
+  setups = [MemberSetup(plan.configs[m.name], plan.member_dir(m.name), file, variant or None,
+                        m.name, train)
+            for m, train in zip(population.members, population.train, strict=True)]
+  label = f"{plan.sweep.name}/{population.id} ({len(setups)} members)"
+  return train_population(setups, population_dir=plan.population_dir(population.id),
+                          label=label)

@@ -1,0 +1,219 @@
+"""One member's record: its folder, metrics writers, wandb run, summary and non-finite check.
+
+The training loop keeps one `MemberRecorder` per member of a population (a single run has
+one). The population's state and checkpoints are shared; everything a member's folder holds
+goes through its recorder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+from gmf_jax import failpoints
+from gmf_jax.errors import NonFiniteError
+from gmf_jax.runlog import CsvWriter, MultiWriter, RunFolder, Summary, plots
+from gmf_jax.runlog.resume import summary_from_rows, trim_metrics
+from gmf_jax.runlog.wandb_writer import BackgroundWandb, WandbWriter, wandb_mode
+from gmf_jax.train.metering import LearningRates, MetricWindow
+
+log = logging.getLogger("gmf_jax")
+
+
+@dataclasses.dataclass
+class MemberSetup:
+  """A member before it runs: its config, its folder, and where its config came from."""
+
+  config: Any  # the member's ml_collections config (from load_config)
+  workdir: str | None = None  # default: runs/<name>-<time>-<id>
+  config_file: str | None = None
+  variant: str | None = None
+  name: str | None = None  # its name in a sweep (the folder's name)
+  train: bool = True  # False: it rides along in its population, nothing of it is recorded
+
+
+class MemberRecorder:
+  """Records one member: metric rows, evaluations, its summary, status and wandb run."""
+
+  def __init__(self, index: int, name: str, exp, resolved: dict[str, Any], folder: RunFolder):
+    self.index, self.name, self.exp, self.resolved, self.folder = index, name, exp, resolved, folder
+    self.summary = Summary(folder.file("summary.json"))
+    self.window = MetricWindow()
+    self.nonfinite: NonFiniteCheck | None = None
+    self.learning_rates: LearningRates | None = None
+    self.csv_writer: CsvWriter | None = None
+    self.wandb_writer: BackgroundWandb | None = None
+    self.writer: MultiWriter | None = None
+    self.status, self.error = "failed", None
+    self.failure: NonFiniteError | None = None
+    self.start_step = 0
+
+  @property
+  def active(self) -> bool:
+    """Still training: not failed in this session."""
+    return self.failure is None
+
+  def start(self, start_step: int, window_state: dict, skipped: int, rates_fn) -> None:
+    """Picks up at `start_step`: trims metrics.csv after it, replays the summary, opens the
+    writers (wandb in the background)."""
+    exp, config, folder = self.exp, self.exp.config, self.folder
+    self.start_step = start_step
+    self.window.load_state_dict(window_state)
+    summary_from_rows(self.summary, trim_metrics(folder.file("metrics.csv"), start_step))
+    self.csv_writer = CsvWriter(folder.file("metrics.csv"))
+    self.nonfinite = NonFiniteCheck(config.on_nonfinite, config.max_consecutive_nonfinite,
+                                    skipped=skipped)
+    if start_step >= exp.num_steps:
+      return
+    self.learning_rates = LearningRates(rates_fn, config.log_every_steps, start_step,
+                                        exp.num_steps)
+    if wandb_mode(config.wandb.mode) != "disabled":
+
+      def remember_run_id(run):  # so a resumed session continues the same wandb run
+        folder.update(wandb_run_id=run.run_id)
+
+      self.wandb_writer = BackgroundWandb(
+          functools.partial(WandbWriter.open, config.wandb, folder.path, self.resolved,
+                            folder.metadata.get("wandb_run_id")), remember_run_id)
+    self.writer = MultiWriter([self.csv_writer, self.summary, self.wandb_writer])
+
+  def record_chunk(self, metrics: dict[str, np.ndarray], start: int, log_steps: list[int],
+                   recording) -> NonFiniteError | None:
+    """Writes the train rows of one chunk (steps start+1 ..); returns the member's failure
+    (a non-finite step), after writing the rows before it."""
+    failure = self.nonfinite.check(metrics, start)
+    if failure is not None:
+      log_steps = [s for s in log_steps if s <= failure.step]
+    rates = self.learning_rates(self.nonfinite.schedule_steps(log_steps, start))
+    for s, means, lr in zip(log_steps, self.window.add(metrics, start, log_steps), rates,
+                            strict=True):
+      scalars = {f"train/{k}": v for k, v in means.items()}
+      scalars["train/learning_rate"] = float(lr)  # the rate used by step s
+      with recording("metrics"):
+        self.writer.write(s, scalars)
+    if failure is not None:
+      self.failure = failure
+    return failure
+
+  def record_eval(self, step: int, scalars: dict[str, float], recording) -> bool:
+    """Writes an evaluation; returns whether it is the member's best so far."""
+    config = self.exp.config
+    best = config.checkpoint.best_metric
+    improved = best in scalars and self.summary.is_best(best, scalars[best],
+                                                        config.checkpoint.best_mode)
+    with recording("metrics"):
+      self.writer.write(step, scalars)
+      self.summary.save()
+    return improved
+
+  def finish_files(self, failed) -> None:
+    """Closes metrics.csv and writes summary.json (before the slow plots and wandb)."""
+    try:
+      if self.csv_writer is not None:
+        self.csv_writer.close()
+      self.summary.info["status"] = self.status
+      self.summary.save()
+    except Exception as e:  # noqa: BLE001
+      failed(self, e, "writing metrics.csv or summary.json failed")
+
+  def finish_plots(self, recording) -> None:
+    """Loss curves as PNG (and to wandb), then the wandb finish; failures are warnings."""
+    trained = self.csv_writer is not None and self.start_step < self.exp.num_steps
+    try:
+      failpoints.reach("final_plots")
+      if trained:
+        with recording("plots"):
+          _finish_plots(self.folder, self.wandb_writer, self.summary)
+      failpoints.reach("wandb_finish")
+      if self.wandb_writer is not None:
+        with recording("wandb_finish"):
+          self.wandb_writer.close(0 if self.status == "completed" else 1)
+    except KeyboardInterrupt:
+      log.warning("warning: a second Ctrl-C: the final plots or the wandb finish were skipped "
+                  "(metrics.csv and the checkpoints are complete).")
+    except Exception as e:  # noqa: BLE001 - e.g. recording the wandb run id failed
+      log.warning("warning: finishing the plots or wandb failed (%s: %s); metrics.csv and the "
+                  "checkpoints are complete.", type(e).__name__, e)
+
+  def finish_summary(self, info: dict[str, Any], failed) -> None:
+    try:
+      self.summary.info.update(info)
+      if self.wandb_writer is not None:  # beside the training thread, on the same cores
+        self.summary.info["record_background_cpu_sec"] = {
+            "wandb": self.wandb_writer.thread_cpu_sec}
+        self.summary.info["wandb_error"] = self.wandb_writer.error  # None: wandb has every row
+      self.summary.info["status"] = self.status
+      self.summary.save()
+    except Exception as e:  # noqa: BLE001
+      failed(self, e, "writing summary.json failed")
+
+
+def _finish_plots(folder: RunFolder, wandb_writer: BackgroundWandb | None,
+                  summary: Summary) -> None:
+  """Loss curves as PNG (and to wandb); a plotting error must not hide the run's own error."""
+  try:
+    paths = plots.plot_metrics(folder.file("metrics.csv"), folder.file("plots"),
+                               title=os.path.basename(folder.path))
+    if wandb_writer is not None and paths:
+      step = max((m["final_step"] for m in summary.metrics.values()), default=0)
+      wandb_writer.write_images(step, {
+          f"plots/{os.path.splitext(os.path.basename(p))[0]}": p for p in paths})
+  except Exception as e:  # noqa: BLE001
+    log.warning("warning: could not write plots (%s: %s).", type(e).__name__, e)
+
+
+class NonFiniteCheck:
+  """Finds the non-finite steps of a chunk (loss or gradient norm NaN or infinite): stop at the
+  first, or allow skipped steps."""
+
+  def __init__(self, mode: str, max_consecutive: int, skipped: int = 0):
+    self.mode = mode
+    self.max_consecutive = max_consecutive
+    self.consecutive = 0
+    self.skipped = skipped  # updates skipped before the current chunk, in the whole run
+    self._skipped_before: np.ndarray | None = None  # per step of the current chunk
+
+  def check(self, metrics: dict[str, np.ndarray], start: int) -> NonFiniteError | None:
+    """Adds `skipped` to `metrics` in skip mode; returns the error to raise, if any."""
+    finite = np.isfinite(metrics["loss"]) & np.isfinite(metrics["grad_norm"])
+    if self.mode == "skip":
+      skipped = (~finite).astype(np.float32)
+      metrics["skipped"] = skipped  # its window mean: the fraction of steps skipped
+      self._skipped_before = self.skipped + np.cumsum(skipped) - skipped
+      self.skipped += int(skipped.sum())
+      for i, ok in enumerate(finite):
+        self.consecutive = 0 if ok else self.consecutive + 1
+        if self.consecutive > self.max_consecutive:
+          return self._error(metrics, start, i, f"{self.consecutive} steps in a row")
+      return None
+    if not finite.all():
+      return self._error(metrics, start, int(np.argmin(finite)), None)
+    return None
+
+  def schedule_steps(self, steps: list[int], start: int) -> list[int]:
+    """The step of the learning-rate schedule each of `steps` trained with.
+
+    A skipped update does not advance the optimizer's count (optax.apply_if_finite keeps its
+    inner state), so after skips the schedule lags the step by their number.
+    """
+    if self._skipped_before is None:
+      return steps
+    return [s - int(self._skipped_before[s - start - 1]) for s in steps]
+
+  def _error(self, metrics, start, i, streak) -> NonFiniteError:
+    bad = [k for k in ("loss", "grad_norm") if not math.isfinite(float(metrics[k][i]))]
+    what = f" ({streak})" if streak else ""
+    error = NonFiniteError(
+        f"non-finite {' and '.join(bad)} at step {start + i + 1}{what} "
+        f"(loss={metrics['loss'][i]}, grad_norm={metrics['grad_norm'][i]}); the last "
+        "checkpoint holds finite values. Lower optimizer.learning_rate or set "
+        "optimizer.grad_clip_norm."
+    )
+    error.step = start + i + 1
+    return error

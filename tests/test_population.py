@@ -1,0 +1,242 @@
+"""Populations: members trained together in one vmapped program, each a complete run folder.
+
+Tolerances: a member trained under vmap is not bitwise the run trained alone (XLA batches the
+matmuls differently); on this CPU the final eval loss of a 60-step MLP member differs from the
+standalone run with its seed by < 1e-4 relative, and we allow 1e-3. Everything else here is
+bitwise: a population against itself, a population of one against the plain run, and a
+member beside a diverging neighbour against the same member beside a tame one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from gmf_jax import ConfigError, Preempted, failpoints, load_config
+from gmf_jax.sweep import make_sweep, run_sweep, seed_ensemble
+from tests.conftest import CONFIGS, run_cli
+
+MLP = str(CONFIGS / "mlp.py")
+SMOKE = dict(num_steps=60, steps_per_call=20, log_every_steps=10, eval_every_steps=30,
+             progress_bar=False)
+SMOKE["checkpoint.every_steps"] = 30
+
+
+def _rows(folder, prefixes=("train/", "eval/")):
+  with open(os.path.join(folder, "metrics.csv")) as f:
+    return sorted((r["step"], r["name"], r["value"]) for r in csv.DictReader(f)
+                  if r["name"].startswith(prefixes))
+
+
+def _json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def _grid(lrs, seeds=1, **extra):
+  return {"config": f"{MLP}:smoke", "method": "grid", "seeds": seeds,
+          "parameters": {"optimizer.learning_rate": {"values": list(lrs)}}, **extra}
+
+
+@pytest.fixture
+def disarm():
+  yield
+  failpoints.arm(None)
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory):
+  """Three seeds of the MLP as one population (run once for the module)."""
+  root = tmp_path_factory.mktemp("ensemble")
+  result = run_sweep(seed_ensemble(f"{MLP}:smoke", 3, SMOKE), str(root / "ens"))
+  return root, result
+
+
+def test_every_member_is_a_complete_run_folder(ensemble):
+  root, result = ensemble
+  assert result.counts() == {"completed": 3}
+  sweep = _json(root / "ens" / "sweep.json")
+  assert [m["name"] for m in sweep["members"]] == ["seed=0", "seed=1", "seed=2"]
+  assert {m["population"] for m in sweep["members"]} == {"p0"}
+  for i, member in enumerate(sweep["members"]):
+    folder = root / "ens" / member["folder"]
+    assert member["status"] == "completed" and member["seed"] == i
+    for name in ("config.json", "metadata.json", "metrics.csv", "summary.json",
+                 "population.json", "plots/metrics.png"):
+      assert (folder / name).exists(), name
+    assert _json(folder / "config.json")["seed"] == i
+    assert _json(folder / "metadata.json")["status"] == "completed"
+    summary = _json(folder / "summary.json")
+    assert summary["population"]["size"] == 3 and summary["population"]["index"] == i
+    assert "eval/loss" in summary["metrics"]
+  # One stacked checkpoint for the population, none in the member folders.
+  steps = os.listdir(root / "ens" / "populations" / "p0" / "checkpoints")
+  assert "60" in steps and not (root / "ens" / "seed=0" / "checkpoints").exists()
+
+
+def test_members_differ_and_a_member_matches_its_standalone_run(ensemble, tmp_path):
+  root, _ = ensemble
+  finals = [_json(root / "ens" / f"seed={i}" / "summary.json")["metrics"]["eval/loss"]["final"]
+            for i in range(3)]
+  assert len(set(finals)) == 3  # each member has its own keys
+  config = load_config(f"{MLP}:smoke", {**SMOKE, "seed": 1})
+  from gmf_jax import train_and_evaluate
+
+  alone = train_and_evaluate(config, str(tmp_path / "alone"))
+  assert alone.metrics["eval/loss"] == pytest.approx(finals[1], rel=1e-3)
+
+
+def test_a_population_is_bitwise_reproducible(ensemble, tmp_path):
+  root, _ = ensemble
+  run_sweep(seed_ensemble(f"{MLP}:smoke", 3, SMOKE), str(tmp_path / "again"))
+  for i in range(3):
+    assert _rows(root / "ens" / f"seed={i}") == _rows(tmp_path / "again" / f"seed={i}")
+
+
+def test_a_population_of_one_is_bitwise_the_plain_run(tmp_path):
+  from gmf_jax import train_and_evaluate
+
+  run_sweep(seed_ensemble(f"{MLP}:smoke", 1, SMOKE), str(tmp_path / "one"))
+  train_and_evaluate(load_config(f"{MLP}:smoke", SMOKE), str(tmp_path / "plain"))
+  assert _rows(tmp_path / "one" / "seed=0") == _rows(tmp_path / "plain")
+
+
+def test_a_diverging_member_fails_alone_and_leaves_its_neighbour_bitwise(tmp_path):
+  run_sweep(make_sweep(_grid([0.05, 0.06]), SMOKE), str(tmp_path / "tame"))
+  result = run_sweep(make_sweep(_grid([0.05, 1e6]), SMOKE), str(tmp_path / "wild"))
+  assert result.statuses == {"lr=0.05,seed=0": "completed", "lr=1e+06,seed=0": "failed"}
+  assert _rows(tmp_path / "tame" / "lr=0.05,seed=0") == _rows(tmp_path / "wild" /
+                                                              "lr=0.05,seed=0")
+  bad = _json(tmp_path / "wild" / "lr=1e+06,seed=0" / "metadata.json")
+  assert bad["status"] == "failed" and "non-finite" in bad["error"] and "at step" in bad["error"]
+  # Nothing of it is recorded past the failing step, and its pointer says so.
+  failed_at = int(bad["error"].split("at step ")[1].split()[0])
+  assert all(int(s) <= failed_at for s, _, _ in _rows(tmp_path / "wild" / "lr=1e+06,seed=0"))
+  pointer = _json(tmp_path / "wild" / "lr=1e+06,seed=0" / "population.json")
+  assert pointer["failed_at"] == failed_at
+
+
+def _hidden_lr():
+  return {"config": f"{MLP}:smoke", "method": "grid",
+          "parameters": {"model.hidden": {"values": [(16,), (32,)]},
+                         "lr": {"values": [0.05, 0.1]}}}
+
+
+def _hidden_seeds():
+  return {"config": f"{MLP}:smoke", "method": "grid",
+          "parameters": {"model.hidden": {"values": [(16,), (32,)]}}, "seeds": 2}
+
+
+def test_members_that_change_the_program_train_in_separate_populations(tmp_path):
+  result = run_sweep(make_sweep(_hidden_lr(), SMOKE), str(tmp_path / "sw"), max_population=1)
+  saved = _json(tmp_path / "sw" / "sweep.json")
+  assert result.counts() == {"completed": 4}
+  populations = {m["name"]: m["population"] for m in saved["members"]}
+  assert len(set(populations.values())) == 4  # 2 programs, each split by max_population=1
+  grouped = run_sweep(make_sweep(_hidden_lr(), SMOKE), str(tmp_path / "grouped"))
+  assert grouped.counts() == {"completed": 4}
+  by_hidden = {}
+  for m in _json(tmp_path / "grouped" / "sweep.json")["members"]:
+    by_hidden.setdefault(m["overrides"]["model.hidden"][0], set()).add(m["population"])
+  assert all(len(p) == 1 for p in by_hidden.values()) and len(
+      set().union(*by_hidden.values())) == 2
+
+
+def test_an_interrupted_sweep_resumes_without_touching_completed_members(tmp_path, disarm):
+  sweep = make_sweep(_hidden_seeds(), SMOKE)
+  workdir = str(tmp_path / "sw")
+  failpoints.arm("eval@3=SIGTERM")  # the first population's 2 evals, then the second's first
+  with pytest.raises(Preempted):
+    run_sweep(sweep, workdir)
+  failpoints.arm(None)
+  saved = {m["name"]: m["status"] for m in _json(os.path.join(workdir, "sweep.json"))["members"]}
+  done = [n for n, s in saved.items() if s == "completed"]
+  assert sorted(saved.values()) == ["completed", "completed", "preempted", "preempted"]
+  before = {n: open(os.path.join(workdir, n, "metrics.csv"), "rb").read() for n in done}
+  result = run_sweep(sweep, workdir)
+  assert result.counts() == {"completed": 4}
+  for n in done:
+    assert open(os.path.join(workdir, n, "metrics.csv"), "rb").read() == before[n]
+  reference = run_sweep(make_sweep(_hidden_seeds(), SMOKE), str(tmp_path / "ref"))
+  assert reference.counts() == {"completed": 4}
+  for name in saved:
+    rows = _rows(os.path.join(workdir, name))
+    assert len(rows) == len({(s, n) for s, n, _ in rows})  # no duplicated rows
+    assert rows == _rows(tmp_path / "ref" / name)  # resumed = never stopped
+
+
+def test_a_changed_definition_is_refused_with_the_difference(tmp_path):
+  run_sweep(make_sweep(_grid([0.05]), SMOKE), str(tmp_path / "sw"))
+  with pytest.raises(ConfigError, match=r"different definition.*0\.05.*0\.07"):
+    run_sweep(make_sweep(_grid([0.05, 0.07]), SMOKE), str(tmp_path / "sw"))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(executor="threads"), "--executor='threads' is unknown"),
+    (dict(max_population=0), "max_population=0 must be an integer >= 1"),
+    (dict(executor="local"), "pass a sweep file"),
+])
+def test_bad_sweep_run_arguments(tmp_path, kwargs, match):
+  with pytest.raises(ConfigError, match=match):
+    run_sweep(make_sweep(_grid([0.05]), SMOKE), str(tmp_path / "sw"), **kwargs)
+  assert not (tmp_path / "sw" / "sweep.json").exists()
+
+
+def _sweep_file(tmp_path, seeds=2):
+  path = tmp_path / "pair.py"
+  path.write_text(
+      "def get_sweep():\n"
+      f"  return {{'config': {MLP + ':smoke'!r}, 'method': 'grid', 'seeds': {seeds},\n"
+      "          'parameters': {'lr': {'values': [0.05, 0.1]}}}\n")
+  return str(path)
+
+
+def _overrides():
+  return [f"--config.{k}={v}" for k, v in SMOKE.items()]
+
+
+def test_local_executor_end_to_end(tmp_path):
+  out = run_cli(f"--sweep={_sweep_file(tmp_path, seeds=1)}", f"--workdir={tmp_path / 'sw'}",
+                "--executor=local", *_overrides(), cwd=tmp_path, module="gmf_jax.sweep")
+  assert out.returncode == 0, out.stderr[-2000:]
+  saved = _json(tmp_path / "sw" / "sweep.json")
+  assert [m["status"] for m in saved["members"]] == ["completed", "completed"]
+  assert saved["executor"] == "local"
+  # Same command again: nothing to train, nothing changed.
+  before = _rows(tmp_path / "sw" / "lr=0.05,seed=0")
+  again = run_cli(f"--sweep={_sweep_file(tmp_path, seeds=1)}", f"--workdir={tmp_path / 'sw'}",
+                  "--executor=local", *_overrides(), cwd=tmp_path, module="gmf_jax.sweep")
+  assert again.returncode == 0 and _rows(tmp_path / "sw" / "lr=0.05,seed=0") == before
+
+
+def test_submitit_executor_end_to_end_through_its_local_executor(tmp_path):
+  result = run_sweep(_sweep_file(tmp_path, seeds=1), str(tmp_path / "sw"),
+                     executor="submitit", overrides=SMOKE,
+                     submitit_options={"cluster": "local", "timeout_min": 10})
+  assert result.counts() == {"completed": 2}
+  assert (tmp_path / "sw" / "submitit").is_dir()
+
+
+def test_a_member_folder_resumes_and_is_diagnosed_alone(ensemble, tmp_path):
+  import shutil
+
+  from gmf_jax import train_and_evaluate
+  from gmf_jax.diagnose import diagnose
+
+  root, _ = ensemble
+  copy = tmp_path / "copy"
+  shutil.copytree(root / "ens", copy)
+  member = copy / "seed=2"
+  done = diagnose(str(member), ["weight_stats"], steps="all")
+  assert sorted(done) == [30, 60]
+  config = load_config(f"{MLP}:smoke", {**SMOKE, "seed": 2, "num_steps": 90,
+                                        "wandb.group": "mlp"})
+  result = train_and_evaluate(config, str(member))  # extends the member alone from step 60
+  rows = _rows(member)
+  assert max(int(s) for s, _, _ in rows) == 90 and result.workdir == str(member)
+  assert len(rows) == len({(s, n) for s, n, _ in rows})
+  assert np.isfinite(result.metrics["eval/loss"])
