@@ -1,5 +1,6 @@
-"""python -m gmf_jax.sweep --sweep=sweeps/vae_lr_beta.py [--workdir=DIR] [--executor=vmap|local|submitit]
-    [--config.KEY=VALUE ...] [--retry-failed] [--max_population=N] [--max_workers=N]
+"""python -m gmf_jax.sweep --sweep=sweeps/vae_lr_beta.py [--workdir=DIR]
+    [--executor=vmap|local|submitit] [--config.KEY=VALUE ...] [--retry-failed]
+    [--max_population=N] [--max_workers=N]
 
 Runs every member of a sweep file, grouped into populations that each train in one vmapped
 program; every member is a complete run folder under runs/<sweep>/<member>/. Running the same
@@ -29,7 +30,8 @@ import sys
 
 from gmf_jax.errors import ConfigError, NonFiniteError
 
-USAGE = "usage: python -m gmf_jax.sweep --sweep=FILE [--workdir=DIR] [--executor=vmap|local|submitit]"
+USAGE = ("usage: python -m gmf_jax.sweep --sweep=FILE [--workdir=DIR] "
+         "[--executor=vmap|local|submitit]")
 
 
 def _int(name: str, value: str) -> int:
