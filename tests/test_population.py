@@ -240,3 +240,18 @@ def test_a_member_folder_resumes_and_is_diagnosed_alone(ensemble, tmp_path):
   assert max(int(s) for s, _, _ in rows) == 90 and result.workdir == str(member)
   assert len(rows) == len({(s, n) for s, n, _ in rows})
   assert np.isfinite(result.metrics["eval/loss"])
+
+
+def test_a_population_draws_plots_and_figures_in_worker_processes(tmp_path):
+  overrides = {**SMOKE, "diagnostics.weight_stats.every_steps": 30}
+  result = run_sweep(seed_ensemble(MLP, 4, overrides), str(tmp_path / "ens"))
+  assert result.counts() == {"completed": 4}
+  for i in range(4):
+    folder = tmp_path / "ens" / f"seed={i}"
+    summary = _json(folder / "summary.json")
+    assert summary["status"] == "completed"
+    assert (folder / "plots" / "metrics.png").stat().st_size > 1000
+    assert (folder / "plots" / "diagnostics.png").exists()  # weight_stats at steps 30 and 60
+    png = folder / "diagnostics" / "confusion_matrix" / "step_60_matrix.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(folder.rglob("*.tmp"))

@@ -33,8 +33,12 @@ def diagnostic_rng(diag_key: jax.Array, name: str, step: int) -> jax.Array:
 
 
 def run_due(diagnostics: list[ScheduledDiagnostic], step: int, state, probe, diag_key,
-            workdir: str, writer, image_writer=None, force: bool = False) -> dict[str, float]:
+            workdir: str, writer, image_writer=None, force: bool = False,
+            figure_pool=None) -> dict[str, float]:
   """Runs each diagnostic due at `step` (all of them with `force`) and writes its outputs.
+
+  `figure_pool` (a `gmf_jax.runlog.plot_pool.PlotPool`, for populations) draws the figures in
+  a worker process; their PNGs are complete once the pool is closed.
 
   Returns:
     Seconds spent per diagnostic run, outputs included.
@@ -44,7 +48,7 @@ def run_due(diagnostics: list[ScheduledDiagnostic], step: int, state, probe, dia
     if force or diag.schedule.due(step):
       start = time.perf_counter()
       result = diag.run(state, probe, diagnostic_rng(diag_key, diag.name, step))
-      write_result(diag.name, step, result, workdir, writer, image_writer)
+      write_result(diag.name, step, result, workdir, writer, image_writer, figure_pool)
       seconds[diag.name] = time.perf_counter() - start
   return seconds
 
@@ -72,7 +76,7 @@ def warm_up(diagnostics: list[ScheduledDiagnostic], state, probe, diag_key) -> t
 
 
 def write_result(name: str, step: int, result: DiagnosticResult, workdir: str, writer,
-                 image_writer=None) -> None:
+                 image_writer=None, figure_pool=None) -> None:
   """Scalars -> `diag/<name>/<key>` rows; arrays -> npz; figures -> PNG (and wandb images)."""
   folder = os.path.join(workdir, DIAG_DIR, name)
   os.makedirs(folder, exist_ok=True)
@@ -85,8 +89,12 @@ def write_result(name: str, step: int, result: DiagnosticResult, workdir: str, w
     os.replace(f"{path}.tmp", path)  # readers never see a half-written file
   images = {}
   for fig_name, fig in result.figures.items():
+    path = os.path.join(folder, f"step_{step}_{fig_name}.png")
+    drawing = figure_pool.draw(fig, path) if figure_pool is not None and callable(fig) else None
+    if drawing is not None:
+      images[f"diag/{name}/{fig_name}"] = drawing  # a future of the path
+      continue
     fig = fig() if callable(fig) else fig  # drawn only when written (not in the warm-up)
-    images[f"diag/{name}/{fig_name}"] = save_png(
-        fig, os.path.join(folder, f"step_{step}_{fig_name}.png"))
+    images[f"diag/{name}/{fig_name}"] = save_png(fig, path)
   if images and image_writer is not None:
     image_writer.write_images(step, images)

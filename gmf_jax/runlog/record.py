@@ -6,11 +6,13 @@ config describes the same run (so it can be resumed) before anything is written.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import os
 import shutil
 import threading
+import time
 from typing import Any
 
 import gmf_jax
@@ -124,10 +126,25 @@ def open_run_folder(workdir: str, config: dict[str, Any], config_file: str | Non
   return folder
 
 
+_FACTS_TTL_SEC = 10.0
+_facts: dict[str, tuple[float, Any]] = {}
+
+
+def _recent(key: str, compute):
+  """`compute()`, reused for a few seconds: the members of a population open their folders
+  together, and asking git and the devices once is enough for all of them."""
+  now = time.monotonic()
+  found = _facts.get(key)
+  if found is None or now - found[0] > _FACTS_TTL_SEC:
+    found = (now, compute())
+    _facts[key] = found
+  return copy.deepcopy(found[1])
+
+
 def _new_metadata(config: dict[str, Any], config_file: str | None,
                   variant: str | None) -> dict[str, Any]:
   code_dir = os.path.dirname(os.path.abspath(gmf_jax.__file__))
-  git = provenance.git_info(code_dir)
+  git = _recent(f"git:{code_dir}", lambda: provenance.git_info(code_dir))
   metadata = {
       "seed": config.get("seed"),
       "start_time": _now(),
@@ -136,16 +153,17 @@ def _new_metadata(config: dict[str, Any], config_file: str | None,
       "command": provenance.command_line(),
       "config_file": os.path.abspath(config_file) if config_file else None,
       "config_variant": variant,
-      "versions": provenance.versions(),
-      "devices": provenance.devices(),
-      "host": provenance.host_info(),
+      "versions": _recent("versions", provenance.versions),
+      "devices": _recent("devices", provenance.devices),
+      "host": _recent("host", provenance.host_info),
       "git": git,
       "wandb_run_id": None,
   }
   if git.get("dirty"):
     metadata["git"]["diff_file"] = "git.diff"
   if config_file:
-    config_git = provenance.git_info(config_file)
+    config_git = _recent(f"git:{os.path.abspath(config_file)}",
+                         lambda: provenance.git_info(config_file))
     if config_git.get("root") and config_git.get("root") != git.get("root"):
       config_git.pop("diff", None)
       metadata["config_git"] = config_git

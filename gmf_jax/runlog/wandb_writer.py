@@ -92,9 +92,11 @@ class WandbWriter:
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     self.run.log(dict(scalars), step=int(step))
 
-  def write_images(self, step: int, paths: Mapping[str, str]) -> None:
+  def write_images(self, step: int, paths: Mapping[str, Any]) -> None:
+    """`paths`: PNG paths, or futures of them (figures drawn by a plot worker)."""
     import wandb
 
+    paths = {k: p.result() if hasattr(p, "result") else p for k, p in paths.items()}
     self.run.log({k: wandb.Image(p) for k, p in paths.items()}, step=int(step))
 
   def close(self, exit_code: int = 0) -> None:
@@ -242,8 +244,15 @@ class BackgroundWandb:
     if self._accepting():
       self._queue.put(("write_images", (step, dict(paths))))
 
+  def request_close(self, exit_code: int = 0) -> None:
+    """Asks the run to finish after every queued write, without waiting (`close` waits): the
+    members of a population finish their wandb runs side by side."""
+    if not getattr(self, "_close_requested", False):
+      self._close_requested = True
+      self._queue.put(("close", (exit_code,)))
+
   def close(self, exit_code: int = 0) -> None:
     """Waits for every queued write, then for the run to finish; logs, never raises."""
-    self._queue.put(("close", (exit_code,)))
+    self.request_close(exit_code)
     self._thread.join()
     self._accepting()  # a run that opened after the last write still gets its `on_ready`

@@ -33,11 +33,11 @@ import numpy as np
 from gmf_jax import compile_cache, failpoints
 from gmf_jax.diagnostics import runner
 from gmf_jax.errors import ConfigError, NonFiniteError
-from gmf_jax.runlog import RunFolder, new_run_dir, open_run_folder, plots
+from gmf_jax.runlog import RunFolder, new_run_dir, open_run_folder, plot_pool, plots
 from gmf_jax.runlog.liveness import Heartbeat
 from gmf_jax.runlog.population import PopulationCheckpoints, check_run_folder
 from gmf_jax.train import pipeline
-from gmf_jax.train.build import Experiment, build_experiment, init_population, parameter_count
+from gmf_jax.train.build import Experiment, build_experiment, init_population
 from gmf_jax.train.hparams import program_key
 from gmf_jax.train.metering import ChunkTimer, LearningRates, Stopwatch, schedule_rates
 from gmf_jax.train.preemption import Preempted, PreemptionGuard
@@ -247,6 +247,7 @@ class _Session:
     self.state: TrainState | None = None
     self.start_step = 0
     self.best_host = None  # the best state of every member, on the host (populations only)
+    self.plot_workers, self.plot_pool = 0, None
 
   def _beat(self, step) -> None:
     for m in self.members:
@@ -275,7 +276,8 @@ class _Session:
     self.heartbeat.step = self.start_step
     skipped = _skipped_so_far(self.state, self.size)
     rates = schedule_rates(exp.schedule)
-    num_params = parameter_count(jax.tree_util.tree_map(lambda a: a[0], self.state.params))
+    num_params = sum(int(np.prod(p.shape[1:])) for p in jax.tree_util.tree_leaves(
+        self.state.params))  # from the shapes: slicing members would compile a program each
     for m in self.members:
       m.summary.info.update(
           seed=m.exp.config.seed, num_steps=exp.num_steps, num_params=num_params,
@@ -293,7 +295,10 @@ class _Session:
     if self.start_step >= exp.num_steps:  # completed already: a signal now changes nothing
       return
     self.guard.stop_if_signalled(self.start_step)
-    self.plots_ready = plots.warm_up()
+    # Members of a population draw their plots in worker processes, started with the last
+    # chunk (see `_start_plotting`); a run of its own warms matplotlib up now.
+    self.plot_workers = plot_pool.workers_for(len(self.members))
+    self.plots_ready = None if self.plot_workers else plots.warm_up()
     self.state = self._train(keys)
 
   def interrupted_message(self) -> str:
@@ -333,6 +338,8 @@ class _Session:
       """Starts the chunk from `start` (asynchronously); returns (start, n, state, metrics)."""
       failpoints.reach("train_call")
       n = boundaries.chunk_length(start)
+      if start + n >= exp.num_steps and self.plot_workers and self.plot_pool is None:
+        self.plot_pool = plot_pool.PlotPool(self.plot_workers)  # they start beside it
       if start + n < exp.num_steps:  # read the next chunk's batches while this one computes
         prefetch(start + n, boundaries.chunk_length(start + n))
       return (start, n, *run_chunk(state, start, n))
@@ -396,11 +403,12 @@ class _Session:
             warm_up = None
           failpoints.reach("diagnostics")
           due = any(d.schedule.due(step) for d in exp.diagnostics)
+          members = self._unstack(state) if due else None  # one call slices every member
           for m in active if due else ():
-            member_state = _member_state(state, m.index)
-            for name, sec in runner.run_due(list(exp.diagnostics), step, member_state, probe,
-                                            _member_keys(keys, m.index).diag, m.folder.path,
-                                            m.writer, m.wandb_writer).items():
+            for name, sec in runner.run_due(list(exp.diagnostics), step, members[m.index],
+                                            probe, _member_keys(keys, m.index).diag,
+                                            m.folder.path, m.writer, m.wandb_writer,
+                                            figure_pool=self.plot_pool).items():
               diag_seconds[name] = diag_seconds.get(name, 0.0) + sec
         if step >= exp.num_steps:
           if guard.signum is not None:  # the work is done: finish recording, then complete
@@ -420,6 +428,17 @@ class _Session:
         if size > 1:
           m.summary.info["member_steps_per_sec"] = m.summary.info.pop("steps_per_sec", None)
     return state
+
+  def _unstack(self, state: TrainState) -> list[TrainState]:
+    """Every member's own state, sliced on the device in one call."""
+    if self.size == 1:
+      return [_member_state(state, 0)]
+    if getattr(self, "_unstack_fn", None) is None:
+      size = self.size
+      self._unstack_fn = jax.jit(lambda tree: tuple(
+          jax.tree_util.tree_map(functools.partial(_index, i=i), tree) for i in range(size)))
+    step = state.step
+    return [s.replace(step=step) for s in self._unstack_fn(state.replace(step=None))]
 
   def _best(self, state: TrainState, improved: np.ndarray):
     """The state to save as the best checkpoint: each member's best so far."""
@@ -466,8 +485,23 @@ class _Session:
     if ready is not None:
       with recording("plots"):
         ready.join()
-    for m in self.members:
-      m.finish_plots(recording)
+    pool, pending = getattr(self, "plot_pool", None), {}
+    if pool is not None:
+      try:
+        for m in self.members:
+          if m.trained:
+            pending[m.index] = pool.submit(m.folder.file("metrics.csv"), m.folder.file("plots"),
+                                           os.path.basename(m.folder.path))
+      except Exception as e:  # noqa: BLE001 - a broken pool: each member plots in-process
+        log.debug("plot pool failed (%s)", e)
+    try:
+      for m in self.members:  # each member's wandb run finishes beside the others' plots
+        m.finish_plots(recording, pending.get(m.index), wait=False)
+      for m in self.members:
+        m.finish_wandb(recording)
+    finally:
+      if pool is not None:
+        pool.close()
     with self.guard.protected():
       info = dict(record_sec=recording.seconds, record_calls=recording.calls,
                   run_sec=time.perf_counter() - run_start,
@@ -479,6 +513,10 @@ class _Session:
 
 def _stack(trees: list[Any]) -> Any:
   return jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+
+
+def _index(a, i: int):
+  return a[i]
 
 
 def _member_keys(keys: RunKeys, i: int) -> RunKeys:

@@ -122,24 +122,44 @@ class MemberRecorder:
     except Exception as e:  # noqa: BLE001
       failed(self, e, "writing metrics.csv or summary.json failed")
 
-  def finish_plots(self, recording) -> None:
-    """Loss curves as PNG (and to wandb), then the wandb finish; failures are warnings."""
-    trained = self.csv_writer is not None and self.start_step < self.exp.num_steps
+  @property
+  def trained(self) -> bool:
+    """Whether this session trained (so the plots are worth drawing anew)."""
+    return self.csv_writer is not None and self.start_step < self.exp.num_steps
+
+  def finish_plots(self, recording, pending=None, wait: bool = True) -> None:
+    """Loss curves as PNG (and to wandb), then the wandb finish; failures are warnings.
+
+    `pending`: a future of `plots.plot_metrics` already drawing this member's PNGs (see
+    gmf_jax.runlog.plot_pool); None draws them here. `wait=False` only starts the wandb
+    finish; `finish_wandb` waits for it.
+    """
     try:
       failpoints.reach("final_plots")
-      if trained:
+      if self.trained:
         with recording("plots"):
-          _finish_plots(self.folder, self.wandb_writer, self.summary)
+          _finish_plots(self.folder, self.wandb_writer, self.summary, pending)
       failpoints.reach("wandb_finish")
       if self.wandb_writer is not None:
         with recording("wandb_finish"):
-          self.wandb_writer.close(0 if self.status == "completed" else 1)
+          self.wandb_writer.request_close(0 if self.status == "completed" else 1)
+          if wait:
+            self.wandb_writer.close()
     except KeyboardInterrupt:
       log.warning("warning: a second Ctrl-C: the final plots or the wandb finish were skipped "
                   "(metrics.csv and the checkpoints are complete).")
     except Exception as e:  # noqa: BLE001 - e.g. recording the wandb run id failed
       log.warning("warning: finishing the plots or wandb failed (%s: %s); metrics.csv and the "
                   "checkpoints are complete.", type(e).__name__, e)
+
+  def finish_wandb(self, recording) -> None:
+    """Waits for the wandb finish `finish_plots(wait=False)` started."""
+    if self.wandb_writer is not None:
+      try:
+        with recording("wandb_finish"):
+          self.wandb_writer.close()
+      except KeyboardInterrupt:
+        log.warning("warning: a second Ctrl-C: the wandb finish was cut short.")
 
   def finish_summary(self, info: dict[str, Any], failed) -> None:
     try:
@@ -155,11 +175,18 @@ class MemberRecorder:
 
 
 def _finish_plots(folder: RunFolder, wandb_writer: BackgroundWandb | None,
-                  summary: Summary) -> None:
+                  summary: Summary, pending=None) -> None:
   """Loss curves as PNG (and to wandb); a plotting error must not hide the run's own error."""
   try:
-    paths = plots.plot_metrics(folder.file("metrics.csv"), folder.file("plots"),
-                               title=os.path.basename(folder.path))
+    paths = None
+    if pending is not None:
+      try:
+        paths = pending.result()
+      except Exception as e:  # noqa: BLE001 - e.g. a worker died: draw them here instead
+        log.debug("plot worker failed (%s); plotting in-process", e)
+    if paths is None:
+      paths = plots.plot_metrics(folder.file("metrics.csv"), folder.file("plots"),
+                                 title=os.path.basename(folder.path))
     if wandb_writer is not None and paths:
       step = max((m["final_step"] for m in summary.metrics.values()), default=0)
       wandb_writer.write_images(step, {
