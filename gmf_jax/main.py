@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     path, overrides, workdir = parse_args(argv)
     config = load_config(path, overrides)
     if config.num_seeds != 1:  # a seed ensemble: one vmapped program, a folder per seed
-      return _ensemble(path, overrides, config, workdir)
+      return _ensemble(config, workdir)
     from gmf_jax.train.loop import train_and_evaluate  # the heavy imports, once input parses
 
     train_and_evaluate(config, workdir)
@@ -91,16 +91,10 @@ def main(argv: list[str] | None = None) -> int:
   return 0
 
 
-def _ensemble(path: str, overrides: list[str], config, workdir: str | None) -> int:
-  from gmf_jax.checks import check_int
-  from gmf_jax.runlog.workdir import new_run_dir
-  from gmf_jax.sweep import run_sweep, seed_ensemble
+def _ensemble(config, workdir: str | None) -> int:
+  from gmf_jax.sweep.run import run_seed_ensemble
 
-  check_int("num_seeds", config.num_seeds, low=1, hint="Each seed is a member of the ensemble.")
-  rest = [o for o in overrides if o.partition("=")[0].lstrip("-") not in (
-      "config.num_seeds", "num_seeds")]
-  sweep = seed_ensemble(path, config.num_seeds, rest)
-  result = run_sweep(sweep, workdir or new_run_dir(f"{config.name}-seeds"))
+  result = run_seed_ensemble(config, workdir)
   counts = result.counts()
   print(f"seed ensemble {result.workdir}: "
         + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))

@@ -255,3 +255,15 @@ def test_a_population_draws_plots_and_figures_in_worker_processes(tmp_path):
     png = folder / "diagnostics" / "confusion_matrix" / "step_60_matrix.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(folder.rglob("*.tmp"))
+
+
+def test_num_seeds_trains_a_seed_ensemble_from_python_and_refuses_bad_counts(tmp_path):
+  from gmf_jax import train_and_evaluate
+
+  config = load_config(f"{MLP}:smoke", {**SMOKE, "num_seeds": 2, "seed": 5})
+  result = train_and_evaluate(config, str(tmp_path / "ens"))
+  assert result.statuses == {"seed=5": "completed", "seed=6": "completed"}
+  saved = _json(tmp_path / "ens" / "seed=6" / "config.json")
+  assert saved["seed"] == 6 and saved["num_steps"] == 60 and saved["num_seeds"] == 1
+  out = run_cli(f"--config={MLP}:smoke", "--config.num_seeds=0", cwd=tmp_path)
+  assert out.returncode == 2 and "num_seeds=0 must be an integer >= 1" in out.stderr

@@ -39,8 +39,19 @@ class SweepStopped(Exception):
 
 def run_in_process(plan: run_lib.SweepPlan, populations: list[run_lib.Population]) -> None:
   """The `vmap` executor: populations one after another, each one vmapped program."""
-  for population in populations:
-    run_lib.run_population(plan, population)
+  total = len(plan.sweep.members)
+  for i, population in enumerate(populations):
+    log.info("population %s (%d of %d): %d members", population.id, i + 1, len(populations),
+             len(population.members))
+    session = run_lib.run_population(plan, population)
+    counts: dict[str, int] = {}
+    for m in session.members:
+      counts[m.status] = counts.get(m.status, 0) + 1
+    left_alone = total - sum(sum(p.train) for p in populations)  # done in earlier sessions
+    done = left_alone + sum(sum(p.train) for p in populations[:i + 1])
+    log.info("sweep %s: %d of %d members done (%s in population %s)", plan.sweep.name,
+             done, total,
+             ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), population.id)
 
 
 def _record_populations(plan: run_lib.SweepPlan, populations: list[run_lib.Population]) -> None:

@@ -268,6 +268,33 @@ def run_sweep(sweep: spec_lib.Sweep | str, workdir: str | None = None, *,
   return result
 
 
+def run_seed_ensemble(config, workdir: str | None = None) -> SweepResult:
+  """`config.num_seeds` seeds (seed, seed+1, ...) of a config from `load_config`, as one
+  sweep: one vmapped program, a run folder per seed under `workdir` (default
+  `runs/<name>-seeds-<time>-<id>`). What `--config.num_seeds=N` means on the command line.
+
+  Raises:
+    ConfigError: a config made in Python (no file to rebuild the members from), or a bad
+      num_seeds.
+  """
+  from gmf_jax.checks import check_int
+  from gmf_jax.config import config_origin, flatten, same_value
+  from gmf_jax.runlog.workdir import new_run_dir
+
+  check_int("num_seeds", config.num_seeds, low=1, hint="Each seed is a member of the ensemble.")
+  file, variant = getattr(config, "_gmf_config_source", (None, None))
+  origin = config_origin(config)
+  if file is None or origin.file_values is None:
+    raise ConfigError("num_seeds > 1 needs a config from gmf_jax.load_config (its members are "
+                      "rebuilt from the file); or run a sweep with gmf_jax.run_sweep.")
+  overrides = {k: v for k, v in flatten(config).items()
+               if k != "num_seeds" and (k in origin.overridden or not same_value(
+                   origin.file_values.get(k), v))}
+  sweep = spec_lib.seed_ensemble(f"{file}:{variant}" if variant else file, config.num_seeds,
+                                 overrides)
+  return run_sweep(sweep, workdir or new_run_dir(f"{config.name}-seeds"))
+
+
 def run_population(plan: SweepPlan, population: Population):
   """Trains one population of the plan in this process (every executor ends here)."""
   from gmf_jax.train.loop import train_population

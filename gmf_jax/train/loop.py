@@ -93,7 +93,8 @@ def train_and_evaluate(
   Args:
     config: from `gmf_jax.load_config` (or a config file's `get_config()`; without the origin
       `load_config` records, switching a component's name needs its old options reset too).
-      With `num_seeds` > 1, use `gmf_jax.run_sweep` or `python -m gmf_jax.main`.
+      With `num_seeds` > 1, the seeds train as one seed ensemble (a sweep: see
+      `gmf_jax.sweep.run.run_seed_ensemble`), and a `gmf_jax.sweep.SweepResult` is returned.
     workdir: the run's folder; default `runs/<config.name>-<time>-<id>`.
     config_file: the config's source file, copied into the run; `load_config` remembers it.
 
@@ -107,11 +108,10 @@ def train_and_evaluate(
       which checkpoint holds the run. A signal after the last step lets the run finish
       recording and complete.
   """
-  if config.get("num_seeds", 1) != 1:
-    raise ConfigError(
-        f"num_seeds={config.num_seeds}: a seed ensemble is a sweep; run it with "
-        "gmf_jax.run_sweep(gmf_jax.sweep.seed_ensemble(config_file, num_seeds)) or "
-        "python -m gmf_jax.main --config=... --config.num_seeds=N.")
+  if config.get("num_seeds", 1) != 1:  # a seed ensemble: one program, a folder per seed
+    from gmf_jax.sweep.run import run_seed_ensemble
+
+    return run_seed_ensemble(config, workdir)
   source = getattr(config, "_gmf_config_source", (None, None))  # set by load_config
   config_file, variant = (config_file, None) if config_file else source
   session = train_population([MemberSetup(config, workdir, config_file, variant)])
