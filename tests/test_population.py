@@ -118,6 +118,12 @@ def test_a_diverging_member_fails_alone_and_leaves_its_neighbour_bitwise(tmp_pat
   assert all(int(s) <= failed_at for s, _, _ in _rows(tmp_path / "wild" / "lr=1e+06,seed=0"))
   pointer = _json(tmp_path / "wild" / "lr=1e+06,seed=0" / "population.json")
   assert pointer["failed_at"] == failed_at
+  # Its slot kept computing (vmap computes every member); nothing of it was recorded, and no
+  # checkpoint from the failing step on counts as one of its own.
+  from gmf_jax.runlog.population import population_steps
+
+  assert all(s < failed_at for s in population_steps(str(tmp_path / "wild" /
+                                                          "lr=1e+06,seed=0")))
 
 
 def _hidden_lr():
@@ -267,3 +273,18 @@ def test_num_seeds_trains_a_seed_ensemble_from_python_and_refuses_bad_counts(tmp
   assert saved["seed"] == 6 and saved["num_steps"] == 60 and saved["num_seeds"] == 1
   out = run_cli(f"--config={MLP}:smoke", "--config.num_seeds=0", cwd=tmp_path)
   assert out.returncode == 2 and "num_seeds=0 must be an integer >= 1" in out.stderr
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--executor=threads"], "--executor='threads' is unknown"),
+    (["--max_population=0"], "--max_population=0 must be an integer >= 1"),
+    (["--max_workers=two"], "--max_workers='two' must be an integer"),
+    (["--frobnicate"], "unknown argument '--frobnicate'"),
+    (["--config.optimizer.learning_rat=0.1"], "learning_rat"),
+])
+def test_the_sweep_command_refuses_bad_arguments_before_anything_runs(tmp_path, args, match):
+  out = run_cli(f"--sweep={_sweep_file(tmp_path)}", f"--workdir={tmp_path / 'sw'}", *args,
+                cwd=tmp_path, module="gmf_jax.sweep")
+  assert out.returncode == 2 and match in out.stderr, out.stderr
+  assert len(out.stderr.strip().splitlines()) == 1  # one line
+  assert not (tmp_path / "sw").exists()

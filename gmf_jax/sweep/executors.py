@@ -87,7 +87,8 @@ def run_worker(sweep_file: str, workdir: str, population_id: str) -> None:
 
 def run_local(plan: run_lib.SweepPlan, populations: list[run_lib.Population], *,
               max_workers: int) -> None:
-  """The `local` executor: one process per population, `max_workers` at a time.
+  """The `local` executor: one process per population, `max_workers` at a time; every 30 s a
+  line says how many members are completed, running, failed and waiting.
 
   SIGTERM or Ctrl-C is passed on to every worker, which checkpoints and stops; then
   `SweepStopped` is raised.
@@ -107,6 +108,7 @@ def run_local(plan: run_lib.SweepPlan, populations: list[run_lib.Population], *,
 
   previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
   failures = []
+  next_report = time.monotonic() + REPORT_EVERY_SEC
   try:
     while pending or running:
       while pending and len(running) < max_workers and not stopped:
@@ -122,6 +124,9 @@ def run_local(plan: run_lib.SweepPlan, populations: list[run_lib.Population], *,
             failures.append(f"population {pid} exited with status {code}")
       if stopped and not running:
         break
+      if time.monotonic() >= next_report:
+        next_report = time.monotonic() + REPORT_EVERY_SEC
+        log.info("sweep %s: %s", plan.sweep.name, member_counts(plan))
       time.sleep(0.05)
   finally:
     for s, handler in previous.items():
@@ -130,6 +135,22 @@ def run_local(plan: run_lib.SweepPlan, populations: list[run_lib.Population], *,
     raise SweepStopped(stopped[0])
   if failures:
     log.warning("warning: %s; its members' folders say why.", "; ".join(failures))
+
+
+REPORT_EVERY_SEC = 30.0
+
+
+def member_counts(plan: run_lib.SweepPlan) -> str:
+  """`12 completed, 4 running, 0 failed...`: the members' statuses as their folders say."""
+  from gmf_jax.runlog.liveness import effective_status
+
+  counts: dict[str, int] = {}
+  for m in plan.sweep.members:
+    folder = plan.member_dir(m.name)
+    status = (effective_status(folder) if os.path.exists(os.path.join(folder, "config.json"))
+              else "waiting")
+    counts[status] = counts.get(status, 0) + 1
+  return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
 
 
 class _PopulationJob:
