@@ -28,17 +28,18 @@ def probe_batch(exp, size: int) -> dict[str, jax.Array]:
 
 def diagnostic_rng(diag_key: jax.Array, name: str, step: int) -> jax.Array:
   """A key per (diagnostic, step), so a backfill reproduces what ran during training."""
-  return jax.random.fold_in(jax.random.fold_in(diag_key, zlib.crc32(name.encode()) & 0x7FFFFFFF),
-                            step)
+  return _fold_twice(diag_key, np.uint32(zlib.crc32(name.encode()) & 0x7FFFFFFF),
+                     np.uint32(step))
+
+
+@jax.jit
+def _fold_twice(key, a, b):  # one dispatch instead of two eager ones (bitwise the same)
+  return jax.random.fold_in(jax.random.fold_in(key, a), b)
 
 
 def run_due(diagnostics: list[ScheduledDiagnostic], step: int, state, probe, diag_key,
-            workdir: str, writer, image_writer=None, force: bool = False,
-            figure_pool=None) -> dict[str, float]:
+            workdir: str, writer, image_writer=None, force: bool = False) -> dict[str, float]:
   """Runs each diagnostic due at `step` (all of them with `force`) and writes its outputs.
-
-  `figure_pool` (a `gmf_jax.runlog.plot_pool.PlotPool`, for populations) draws the figures in
-  a worker process; their PNGs are complete once the pool is closed.
 
   Returns:
     Seconds spent per diagnostic run, outputs included.
@@ -48,7 +49,7 @@ def run_due(diagnostics: list[ScheduledDiagnostic], step: int, state, probe, dia
     if force or diag.schedule.due(step):
       start = time.perf_counter()
       result = diag.run(state, probe, diagnostic_rng(diag_key, diag.name, step))
-      write_result(diag.name, step, result, workdir, writer, image_writer, figure_pool)
+      write_result(diag.name, step, result, workdir, writer, image_writer)
       seconds[diag.name] = time.perf_counter() - start
   return seconds
 
@@ -76,25 +77,25 @@ def warm_up(diagnostics: list[ScheduledDiagnostic], state, probe, diag_key) -> t
 
 
 def write_result(name: str, step: int, result: DiagnosticResult, workdir: str, writer,
-                 image_writer=None, figure_pool=None) -> None:
+                 image_writer=None) -> None:
   """Scalars -> `diag/<name>/<key>` rows; arrays -> npz; figures -> PNG (and wandb images)."""
   folder = os.path.join(workdir, DIAG_DIR, name)
-  os.makedirs(folder, exist_ok=True)
+  if not os.path.isdir(folder):  # a stat: cheaper than makedirs, called per member and step
+    os.makedirs(folder, exist_ok=True)
   if result.scalars:
     writer.write(step, {f"diag/{name}/{k}": float(v) for k, v in result.scalars.items()})
   if result.arrays:
     path = os.path.join(folder, f"step_{step}.npz")
+    arrays = {k: np.asarray(v) for k, v in result.arrays.items()}
+    # Small results are stored as they are: compressing costs more than it saves there.
+    save = np.savez_compressed if sum(a.nbytes for a in arrays.values()) > (1 << 20) else np.savez
     with open(f"{path}.tmp", "wb") as f:  # a file object: a name would get `.npz` appended
-      np.savez_compressed(f, **{k: np.asarray(v) for k, v in result.arrays.items()})
+      save(f, **arrays)
     os.replace(f"{path}.tmp", path)  # readers never see a half-written file
   images = {}
   for fig_name, fig in result.figures.items():
-    path = os.path.join(folder, f"step_{step}_{fig_name}.png")
-    drawing = figure_pool.draw(fig, path) if figure_pool is not None and callable(fig) else None
-    if drawing is not None:
-      images[f"diag/{name}/{fig_name}"] = drawing  # a future of the path
-      continue
     fig = fig() if callable(fig) else fig  # drawn only when written (not in the warm-up)
-    images[f"diag/{name}/{fig_name}"] = save_png(fig, path)
+    images[f"diag/{name}/{fig_name}"] = save_png(
+        fig, os.path.join(folder, f"step_{step}_{fig_name}.png"))
   if images and image_writer is not None:
     image_writer.write_images(step, images)

@@ -92,11 +92,9 @@ class WandbWriter:
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     self.run.log(dict(scalars), step=int(step))
 
-  def write_images(self, step: int, paths: Mapping[str, Any]) -> None:
-    """`paths`: PNG paths, or futures of them (figures drawn by a plot worker)."""
+  def write_images(self, step: int, paths: Mapping[str, str]) -> None:
     import wandb
 
-    paths = {k: p.result() if hasattr(p, "result") else p for k, p in paths.items()}
     self.run.log({k: wandb.Image(p) for k, p in paths.items()}, step=int(step))
 
   def close(self, exit_code: int = 0) -> None:

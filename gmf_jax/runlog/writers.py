@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
@@ -12,7 +13,8 @@ METRICS_COLUMNS = ("step", "name", "value", "wall_time")
 
 
 class CsvWriter:
-  """`metrics.csv` in long format: one row per (step, name), appended and flushed per write.
+  """`metrics.csv` in long format: one row per (step, name), appended and flushed per write
+  (or once per `batched()` block of writes, e.g. a chunk's rows of one member).
 
   Columns: step, name, value, wall_time (seconds since the epoch). Long format keeps the file
   append-only when metrics appear or disappear, and loads into a table with one call.
@@ -24,6 +26,7 @@ class CsvWriter:
     new = not os.path.exists(path) or os.path.getsize(path) == 0
     self._file = open(path, "a", newline="")
     self._csv = csv.writer(self._file)
+    self._holding = 0
     if new:
       self._csv.writerow(METRICS_COLUMNS)
       self._file.flush()
@@ -32,7 +35,19 @@ class CsvWriter:
     now = self._clock()
     for name, value in scalars.items():
       self._csv.writerow((int(step), name, _format(value), f"{now:.6f}"))
-    self._file.flush()
+    if not self._holding:
+      self._file.flush()
+
+  @contextlib.contextmanager
+  def batched(self):
+    """Writes inside are flushed once, at the end."""
+    self._holding += 1
+    try:
+      yield
+    finally:
+      self._holding -= 1
+      if not self._holding:
+        self._file.flush()
 
   def close(self) -> None:
     self._file.close()

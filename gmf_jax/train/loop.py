@@ -262,6 +262,11 @@ class _Session:
 
   def train(self) -> None:
     exps, exp = self.exps, self.exp
+    # Members of a population draw their plots and figures in worker processes, which start
+    # now: they import matplotlib beside the compilation, on the core it leaves idle.
+    self.plot_workers = plot_pool.workers_for(len(self.members))
+    if self.plot_workers:
+      self.plot_pool = plot_pool.PlotPool(self.plot_workers)
     keys = _stack([make_keys(e.config.seed, e.config.get("data_seed")) for e in exps])
     values = _stack([e.hparams for e in exps])
     self.state = init_population(exp, keys, values)
@@ -295,10 +300,8 @@ class _Session:
     if self.start_step >= exp.num_steps:  # completed already: a signal now changes nothing
       return
     self.guard.stop_if_signalled(self.start_step)
-    # Members of a population draw their plots in worker processes, started with the last
-    # chunk (see `_start_plotting`); a run of its own warms matplotlib up now.
-    self.plot_workers = plot_pool.workers_for(len(self.members))
-    self.plots_ready = None if self.plot_workers else plots.warm_up()
+    if not self.plot_workers:  # a run of its own warms matplotlib up beside the compile
+      self.plots_ready = plots.warm_up()
     self.state = self._train(keys)
 
   def interrupted_message(self) -> str:
@@ -338,8 +341,6 @@ class _Session:
       """Starts the chunk from `start` (asynchronously); returns (start, n, state, metrics)."""
       failpoints.reach("train_call")
       n = boundaries.chunk_length(start)
-      if start + n >= exp.num_steps and self.plot_workers and self.plot_pool is None:
-        self.plot_pool = plot_pool.PlotPool(self.plot_workers)  # they start beside it
       if start + n < exp.num_steps:  # read the next chunk's batches while this one computes
         prefetch(start + n, boundaries.chunk_length(start + n))
       return (start, n, *run_chunk(state, start, n))
@@ -407,8 +408,8 @@ class _Session:
           for m in active if due else ():
             for name, sec in runner.run_due(list(exp.diagnostics), step, members[m.index],
                                             probe, _member_keys(keys, m.index).diag,
-                                            m.folder.path, m.writer, m.wandb_writer,
-                                            figure_pool=self.plot_pool).items():
+                                            m.folder.path, m.writer,
+                                            m.wandb_writer).items():
               diag_seconds[name] = diag_seconds.get(name, 0.0) + sec
         if step >= exp.num_steps:
           if guard.signum is not None:  # the work is done: finish recording, then complete
@@ -502,6 +503,7 @@ class _Session:
     finally:
       if pool is not None:
         pool.close()
+        self.plot_pool = None
     with self.guard.protected():
       info = dict(record_sec=recording.seconds, record_calls=recording.calls,
                   run_sec=time.perf_counter() - run_start,

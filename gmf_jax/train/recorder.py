@@ -91,11 +91,11 @@ class MemberRecorder:
     if failure is not None:
       log_steps = [s for s in log_steps if s <= failure.step]
     rates = self.learning_rates(self.nonfinite.schedule_steps(log_steps, start))
-    for s, means, lr in zip(log_steps, self.window.add(metrics, start, log_steps), rates,
-                            strict=True):
-      scalars = {f"train/{k}": v for k, v in means.items()}
-      scalars["train/learning_rate"] = float(lr)  # the rate used by step s
-      with recording("metrics"):
+    with recording("metrics"), self.csv_writer.batched():  # one flush per chunk
+      for s, means, lr in zip(log_steps, self.window.add(metrics, start, log_steps), rates,
+                              strict=True):
+        scalars = {f"train/{k}": v for k, v in means.items()}
+        scalars["train/learning_rate"] = float(lr)  # the rate used by step s
         self.writer.write(s, scalars)
     if failure is not None:
       self.failure = failure
