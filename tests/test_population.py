@@ -288,3 +288,25 @@ def test_the_sweep_command_refuses_bad_arguments_before_anything_runs(tmp_path, 
   assert out.returncode == 2 and match in out.stderr, out.stderr
   assert len(out.stderr.strip().splitlines()) == 1  # one line
   assert not (tmp_path / "sw").exists()
+
+
+def test_a_script_without_a_main_guard_runs_a_population_once(tmp_path):
+  """The plot workers are fresh interpreters: they never re-run the script that started them
+  (multiprocessing's spawn would, and here it would start the sweep again in every worker)."""
+  script = tmp_path / "train.py"
+  script.write_text(
+      "from gmf_jax import load_config\n"
+      "from gmf_jax.sweep.run import run_seed_ensemble\n"
+      f"config = load_config({MLP + ':smoke'!r}, {{'num_seeds': 4, 'progress_bar': False}})\n"
+      f"result = run_seed_ensemble(config, {str(tmp_path / 'ens')!r})\n"
+      "print('STATUSES', sorted(result.statuses.values()))\n")
+  import subprocess
+  import sys
+
+  out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.count("STATUSES") == 1 and "['completed', 'completed', 'completed', " \
+      "'completed']" in out.stdout
+  for i in range(4):
+    assert (tmp_path / "ens" / f"seed={i}" / "plots" / "metrics.png").exists()
