@@ -95,10 +95,8 @@ def _ensemble(config, workdir: str | None) -> int:
   from gmf_jax.sweep.run import run_seed_ensemble
 
   result = run_seed_ensemble(config, workdir)
-  counts = result.counts()
-  print(f"seed ensemble {result.workdir}: "
-        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-  return 0 if set(counts) <= {"completed"} else 1
+  print(f"seed ensemble {result.workdir}: {result.describe()}")
+  return 0 if result.all_completed else 1
 
 
 if __name__ == "__main__":

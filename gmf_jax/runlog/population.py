@@ -15,54 +15,11 @@ from typing import Any
 
 import jax
 
-from gmf_jax.errors import ConfigError
 from gmf_jax.runlog.checkpoint import Checkpointer
 from gmf_jax.runlog.files import read_json, write_json
-from gmf_jax.runlog.liveness import liveness
-from gmf_jax.runlog.resume import check_same_run
+from gmf_jax.train.step import member, with_member_axis
 
 POINTER = "population.json"
-
-
-def check_run_folder(path: str, config: dict[str, Any]) -> None:
-  """The checks `open_run_folder` makes, without writing anything: a population checks every
-  member's folder before it opens any.
-
-  Raises:
-    ConfigError: a file in the way, a different run in the folder, or a live run.
-  """
-  if os.path.exists(path) and not os.path.isdir(path):
-    raise ConfigError(f"--workdir={path} is a file, not a folder.")
-  saved = os.path.join(path, "config.json")
-  if os.path.exists(saved):
-    check_same_run(read_json(saved), config, path)
-    try:
-      metadata = read_json(os.path.join(path, "metadata.json"))
-    except (OSError, ValueError):
-      return
-    status, why = liveness(metadata)
-    if status == "running":
-      raise ConfigError(
-          f"--workdir={path} is in use by a live run ({why}). Wait for it to end or stop it "
-          "(SIGTERM saves a checkpoint), then run this command again. Nothing was changed.")
-
-
-def squeeze(state):
-  """A population-of-one state -> the member's own state (host or device arrays)."""
-  step = state.step
-  return jax.tree_util.tree_map(lambda a: a[0], state.replace(step=None)).replace(step=step)
-
-
-def expand(state):
-  """A member's own state -> a population of one."""
-  step = state.step
-  return jax.tree_util.tree_map(lambda a: a[None], state.replace(step=None)).replace(step=step)
-
-
-def select(state, index: int):
-  """Member `index` of a stacked state."""
-  step = state.step
-  return jax.tree_util.tree_map(lambda a: a[index], state.replace(step=None)).replace(step=step)
 
 
 class PopulationCheckpoints:
@@ -92,7 +49,7 @@ class PopulationCheckpoints:
     if self.checkpointer.has(step, best=best):
       return
     host = jax.device_get(state)
-    self.checkpointer.save(step, host if self.stacked else squeeze(host), meta, best=best)
+    self.checkpointer.save(step, host if self.stacked else member(host, 0), meta, best=best)
 
   def member_failed(self, index: int, step: int) -> None:
     """Records that member `index` went non-finite at `step`: checkpoints from then on hold
@@ -108,12 +65,12 @@ class PopulationCheckpoints:
     if self.stacked:
       restored = self.checkpointer.restore_latest(like=like)
     else:
-      restored = self.checkpointer.restore_latest(like=squeeze(like))
+      restored = self.checkpointer.restore_latest(like=member(like, 0))
       if restored is None:  # a sweep member resumed alone: its population's checkpoint
-        restored = restore_from_population(self.member_dirs[0], squeeze(like))
+        restored = restore_from_population(self.member_dirs[0], member(like, 0))
       if restored is not None:
         step, state, meta = restored
-        restored = step, expand(state), meta
+        restored = step, with_member_axis(state), meta
     if restored is None:
       return None
     step, state, meta = restored
@@ -169,10 +126,15 @@ def population_steps(run_dir: str) -> list[int]:
     return []
   checkpointer, pointer = found
   try:
-    failed_at = pointer.get("failed_at")
-    return [s for s in checkpointer.steps() if failed_at is None or s < failed_at]
+    return _valid_steps(checkpointer, pointer)
   finally:
     checkpointer.close()
+
+
+def _valid_steps(checkpointer: Checkpointer, pointer: dict[str, Any]) -> list[int]:
+  """Steps saved before the member failed (from then on its slice holds no valid state)."""
+  failed_at = pointer.get("failed_at")
+  return [s for s in checkpointer.steps() if failed_at is None or s < failed_at]
 
 
 def restore_from_population(run_dir: str, like, step: int | None = None):
@@ -183,8 +145,7 @@ def restore_from_population(run_dir: str, like, step: int | None = None):
     return None
   checkpointer, pointer = found
   try:
-    steps = [s for s in checkpointer.steps()
-             if pointer.get("failed_at") is None or s < pointer["failed_at"]]
+    steps = _valid_steps(checkpointer, pointer)
     if step is None:
       if not steps:
         return None
@@ -197,7 +158,7 @@ def restore_from_population(run_dir: str, like, step: int | None = None):
     ).replace(step=like.step)
     state, meta = checkpointer.restore(step, stacked_like)
     windows = _windows(meta, size)
-    return step, select(state, index), {"window": windows[index]}
+    return step, member(state, index), {"window": windows[index]}
   finally:
     checkpointer.close()
 
@@ -207,5 +168,5 @@ def member_steps(run_dir: str, own: list[int]) -> list[int]:
   return sorted(set(own) | set(population_steps(run_dir)))
 
 
-__all__ = ["PopulationCheckpoints", "check_run_folder", "member_steps", "population_steps",
+__all__ = ["PopulationCheckpoints", "member_steps", "population_steps",
            "restore_from_population"]

@@ -93,18 +93,9 @@ def open_run_folder(workdir: str, config: dict[str, Any], config_file: str | Non
   path = os.path.abspath(workdir)
   _check_writable(path)
   saved_config = os.path.join(path, "config.json")
-  previous = read_json(saved_config) if os.path.exists(saved_config) else None
+  previous, metadata = _check_folder(path, config)
   resumed = previous is not None
-  if resumed:
-    check_same_run(previous, config, path)
-    metadata = _read_metadata(path)
-    _check_not_in_use(metadata, path)
-  elif os.path.exists(os.path.join(path, "metrics.csv")):
-    raise ConfigError(
-        f"--workdir={path} holds a metrics.csv but no config.json: not a gmf_jax run. "
-        "Choose another folder. Nothing was changed."
-    )
-  else:
+  if not resumed:
     metadata = _new_metadata(config, config_file, variant)
   sessions = metadata.setdefault("sessions", [])
   if sessions and sessions[-1].get("status") == "running":  # it died without a word
@@ -139,6 +130,39 @@ def _recent(key: str, compute):
     found = (now, compute())
     _facts[key] = found
   return copy.deepcopy(found[1])
+
+
+def check_run_folder(workdir: str, config: dict[str, Any]) -> None:
+  """The checks `open_run_folder` makes, without writing anything (a population checks every
+  member's folder before it opens any).
+
+  Raises:
+    ConfigError: a file in the way, something else in the folder, a run with a different
+      config, or a live run.
+  """
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ConfigError(f"--workdir={path} is a file, not a folder.")
+  _check_folder(path, config)
+
+
+def _check_folder(path: str, config: dict[str, Any]
+                  ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+  """(the saved config, its metadata) of a folder holding this run, or (None, None) for a new
+  one; raises ConfigError for anything else in it."""
+  saved_config = os.path.join(path, "config.json")
+  if os.path.exists(saved_config):
+    previous = read_json(saved_config)
+    check_same_run(previous, config, path)
+    metadata = _read_metadata(path)
+    _check_not_in_use(metadata, path)
+    return previous, metadata
+  if os.path.exists(os.path.join(path, "metrics.csv")):
+    raise ConfigError(
+        f"--workdir={path} holds a metrics.csv but no config.json: not a gmf_jax run. "
+        "Choose another folder. Nothing was changed."
+    )
+  return None, None
 
 
 def _new_metadata(config: dict[str, Any], config_file: str | None,

@@ -103,9 +103,8 @@ def main(argv: list[str] | None = None) -> int:
   except Preempted as e:
     print(f"preempted: {e}", file=sys.stderr)
     return e.exit_code
-  counts = result.counts()
-  print(f"sweep {result.workdir}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-  return 0 if set(counts) <= {"completed"} else 1
+  print(f"sweep {result.workdir}: {result.describe()}")
+  return 0 if result.all_completed else 1
 
 
 if __name__ == "__main__":

@@ -44,14 +44,10 @@ def run_in_process(plan: run_lib.SweepPlan, populations: list[run_lib.Population
     log.info("population %s (%d of %d): %d members", population.id, i + 1, len(populations),
              len(population.members))
     session = run_lib.run_population(plan, population)
-    counts: dict[str, int] = {}
-    for m in session.members:
-      counts[m.status] = counts.get(m.status, 0) + 1
     left_alone = total - sum(sum(p.train) for p in populations)  # done in earlier sessions
     done = left_alone + sum(sum(p.train) for p in populations[:i + 1])
     log.info("sweep %s: %d of %d members done (%s in population %s)", plan.sweep.name,
-             done, total,
-             ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), population.id)
+             done, total, run_lib.describe(m.status for m in session.members), population.id)
 
 
 def _record_populations(plan: run_lib.SweepPlan, populations: list[run_lib.Population]) -> None:
@@ -142,15 +138,8 @@ REPORT_EVERY_SEC = 30.0
 
 def member_counts(plan: run_lib.SweepPlan) -> str:
   """`12 completed, 4 running, 0 failed...`: the members' statuses as their folders say."""
-  from gmf_jax.runlog.liveness import effective_status
-
-  counts: dict[str, int] = {}
-  for m in plan.sweep.members:
-    folder = plan.member_dir(m.name)
-    status = (effective_status(folder) if os.path.exists(os.path.join(folder, "config.json"))
-              else "waiting")
-    counts[status] = counts.get(status, 0) + 1
-  return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+  return run_lib.describe(run_lib.member_status(plan.member_dir(m.name), missing="waiting")
+                          for m in plan.sweep.members)
 
 
 class _PopulationJob:
@@ -161,11 +150,7 @@ class _PopulationJob:
     self.sweep_file, self.workdir = sweep_file, workdir
 
   def __call__(self, population_id: str) -> str:
-    import signal as signal_lib
-
-    # submitit's own SIGUSR2/SIGTERM handling requeues the job; gmf_jax's guard saves first.
     run_worker(self.sweep_file, self.workdir, population_id)
-    _ = signal_lib
     return population_id
 
   def checkpoint(self, population_id: str):

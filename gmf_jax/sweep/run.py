@@ -14,6 +14,7 @@ failed ones alone unless `retry_failed` (they then start again from step 0).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import logging
@@ -66,10 +67,29 @@ class SweepResult:
   statuses: dict[str, str]  # member name -> completed | failed | preempted | ...
 
   def counts(self) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for status in self.statuses.values():
-      out[status] = out.get(status, 0) + 1
-    return out
+    return dict(collections.Counter(self.statuses.values()))
+
+  def describe(self) -> str:
+    """`14 completed, 2 failed`."""
+    return describe(self.statuses.values())
+
+  @property
+  def all_completed(self) -> bool:
+    return set(self.statuses.values()) <= {"completed"}
+
+
+def describe(statuses: Iterable[str]) -> str:
+  """Counts of statuses in words: `14 completed, 2 failed`."""
+  return ", ".join(f"{n} {s}" for s, n in sorted(collections.Counter(statuses).items()))
+
+
+def member_status(folder: str, missing: str = "new") -> str:
+  """A member's status as its folder says (`effective_status`), or `missing` before it ran."""
+  from gmf_jax.runlog.liveness import effective_status
+
+  if not os.path.exists(os.path.join(folder, "config.json")):
+    return missing
+  return effective_status(folder)
 
 
 def plan_sweep(sweep: spec_lib.Sweep, workdir: str | None = None, *,
@@ -80,7 +100,6 @@ def plan_sweep(sweep: spec_lib.Sweep, workdir: str | None = None, *,
     ConfigError: a member's bad config, a folder holding a different sweep, a bad
       max_population.
   """
-  from gmf_jax.runlog.liveness import effective_status
   from gmf_jax.train.hparams import program_key
 
   if max_population is not None and (not isinstance(max_population, int) or max_population < 1):
@@ -88,11 +107,7 @@ def plan_sweep(sweep: spec_lib.Sweep, workdir: str | None = None, *,
   workdir = os.path.abspath(workdir or os.path.join("runs", sweep.name))
   _check_same_sweep(workdir, sweep)
   configs = {m.name: member_config(sweep, m) for m in sweep.members}
-  statuses = {}
-  for m in sweep.members:
-    folder = os.path.join(workdir, m.name)
-    statuses[m.name] = (effective_status(folder)
-                        if os.path.exists(os.path.join(folder, "config.json")) else "new")
+  statuses = {m.name: member_status(os.path.join(workdir, m.name)) for m in sweep.members}
   saved = _read_sweep_json(workdir)
   recorded = {r["name"]: r.get("population") for r in (saved or {}).get("members", [])}
   groups: dict[tuple, list[spec_lib.Member]] = {}
@@ -183,20 +198,15 @@ def _read_sweep_json(workdir: str) -> dict[str, Any] | None:
 def write_sweep_json(plan: SweepPlan, executor: str) -> None:
   """sweep.json: the definition and every member's name, overrides, seed, population, status
   and folder (statuses read from the member folders)."""
-  from gmf_jax.runlog.liveness import effective_status
-
   population_of = {m.name: p.id for p in plan.populations for m, t in zip(p.members, p.train,
                                                                           strict=True) if t}
   saved = _read_sweep_json(plan.workdir) or {}
   recorded = {r["name"]: r.get("population") for r in saved.get("members", [])}
   members = []
   for m in plan.sweep.members:
-    folder = plan.member_dir(m.name)
-    status = (effective_status(folder) if os.path.exists(os.path.join(folder, "config.json"))
-              else "new")
     members.append({"name": m.name, "overrides": m.overrides, "seed": m.seed,
                     "population": population_of.get(m.name, recorded.get(m.name)),
-                    "status": status, "folder": m.name})
+                    "status": member_status(plan.member_dir(m.name)), "folder": m.name})
   os.makedirs(plan.workdir, exist_ok=True)
   write_json(os.path.join(plan.workdir, SWEEP_FILE), {
       "name": plan.sweep.name, "file": plan.sweep.file, "executor": executor,
@@ -263,8 +273,7 @@ def run_sweep(sweep: spec_lib.Sweep | str, workdir: str | None = None, *,
   statuses = {m["name"]: m["status"]
               for m in read_json(os.path.join(plan.workdir, SWEEP_FILE))["members"]}
   result = SweepResult(plan.workdir, statuses)
-  log.info("sweep %s: %s", sweep.name, ", ".join(f"{n} {s}" for s, n in
-                                                  sorted(result.counts().items())))
+  log.info("sweep %s: %s", sweep.name, result.describe())
   return result
 
 

@@ -20,7 +20,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from gmf_jax.checks import check_choice, check_int, check_number
@@ -32,7 +31,7 @@ from gmf_jax.registry import ComponentOptions
 from gmf_jax.train import hparams as hparams_lib
 from gmf_jax.train.losses import loss_values, make_loss, with_values
 from gmf_jax.train.optim import Optimizer, Schedule, make_schedule, prepare_optimizer
-from gmf_jax.train.step import RunKeys, TrainState, member_axes
+from gmf_jax.train.step import RunKeys, TrainState, member_axes, with_member_axis
 
 POSITIVE_INTS = ("batch_size", "eval_batch_size", "steps_per_call", "log_every_steps",
                  "eval_every_steps")
@@ -174,13 +173,10 @@ def init_population(exp: Experiment, keys: RunKeys, values: dict[str, Any]) -> T
   does every leaf of the state except the shared step counter. A population of one is the
   single run's state with a member axis added."""
   size = len(keys.init)
+  first = lambda tree: jax.tree_util.tree_map(lambda a: a[0], tree)
   if size == 1:
-    first = jax.tree_util.tree_map(lambda a: a[0], values)
-    state = init_state(exp, jax.tree_util.tree_map(lambda a: a[0], keys), first)
-    step = state.step
-    return jax.tree_util.tree_map(lambda a: a[None], state.replace(step=None)).replace(step=step)
-  like = jax.eval_shape(functools.partial(_init, exp), keys.init[0],
-                        jax.tree_util.tree_map(lambda a: a[0], values))
+    return with_member_axis(init_state(exp, first(keys), first(values)))
+  like = jax.eval_shape(functools.partial(_init, exp), keys.init[0], first(values))
   fn = jax.vmap(functools.partial(_init, exp), out_axes=member_axes(like))
   return jax.jit(fn)(keys.init, values)
 
@@ -291,7 +287,3 @@ def _keep_on_device(data_config, dataset: Dataset) -> bool:
     return data_config.on_device == "yes"
   nbytes = len(dataset.train) * (math.prod(dataset.example_shape) * 4 + 4)
   return nbytes <= data_config.max_device_bytes
-
-
-def parameter_count(params) -> int:
-  return int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))

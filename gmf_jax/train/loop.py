@@ -35,26 +35,27 @@ from gmf_jax.diagnostics import runner
 from gmf_jax.errors import ConfigError, NonFiniteError
 from gmf_jax.runlog import RunFolder, new_run_dir, open_run_folder, plot_pool, plots
 from gmf_jax.runlog.liveness import Heartbeat
-from gmf_jax.runlog.population import PopulationCheckpoints, check_run_folder
+from gmf_jax.runlog.population import PopulationCheckpoints
+from gmf_jax.runlog.record import check_run_folder
 from gmf_jax.train import pipeline
 from gmf_jax.train.build import Experiment, build_experiment, init_population
 from gmf_jax.train.hparams import program_key
-from gmf_jax.train.metering import ChunkTimer, LearningRates, Stopwatch, schedule_rates
+from gmf_jax.train.metering import ChunkTimer, Stopwatch, schedule_rates
 from gmf_jax.train.preemption import Preempted, PreemptionGuard
 from gmf_jax.train.progress import Progress
 from gmf_jax.train.recorder import MemberRecorder, MemberSetup
 from gmf_jax.train.step import (
-    RunKeys,
-    TrainState,
-    evaluate,
-    make_keys,
-    population_chunk,
-    train_chunk_on_batches,
-    train_chunk_on_device,
+  RunKeys,
+  TrainState,
+  evaluate,
+  make_keys,
+  member,
+  population_chunk,
+  train_chunk_on_batches,
+  train_chunk_on_device,
 )
 
 log = logging.getLogger("gmf_jax")
-_ = LearningRates  # re-exported for callers that meter a schedule
 
 
 @dataclasses.dataclass
@@ -115,38 +116,40 @@ def train_and_evaluate(
   source = getattr(config, "_gmf_config_source", (None, None))  # set by load_config
   config_file, variant = (config_file, None) if config_file else source
   session = train_population([MemberSetup(config, workdir, config_file, variant)])
-  member = session.members[0]
-  if member.failure is not None:
-    raise member.failure
-  final = member.summary.final()
+  recorder = session.members[0]
+  if recorder.failure is not None:
+    raise recorder.failure
+  final = recorder.summary.final()
   log.info("final: %s", _format_scalars({k: v for k, v in final.items() if k.startswith("eval/")}))
   if "eval/nelbo" in final:
     log.info("test-set negative ELBO: %.3f nats per example", final["eval/nelbo"])
-  state = session.state
-  step = state.step
-  single = jax.tree_util.tree_map(lambda a: a[0], state.replace(step=None)).replace(step=step)
-  return TrainResult(state=single, metrics=final, workdir=member.folder.path)
+  return TrainResult(state=member(session.state, 0), metrics=final,
+                     workdir=session.members[0].folder.path)
 
 
-def build_population(setups: list[MemberSetup]) -> list[Experiment]:
+def build_population(setups: list[MemberSetup]) -> tuple[list[Experiment], list[dict[str, Any]]]:
   """Builds and checks every member (the first fully, the others' own values only).
+
+  Returns:
+    Each member's experiment and resolved config (what its config.json holds).
 
   Raises:
     ConfigError: a member's bad input, or members that cannot share one program.
   """
   first = build_experiment(setups[0].config)
-  exps = [first]
-  key = program_key(resolved_config(first))
+  exps, resolved = [first], [resolved_config(first)]
+  key = program_key(resolved[0])
   for setup in setups[1:]:
     exp = build_experiment(setup.config, like=first)
-    other = program_key(resolved_config(exp))
+    resolved.append(resolved_config(exp))
+    other = program_key(resolved[-1])
     if other != key:
       diff = sorted({k for k, _ in set(other) ^ set(key)})
       raise ConfigError(
           f"member {setup.name!r} cannot train in one program with {setups[0].name!r}: they "
           f"differ in {', '.join(diff)} (group members by these keys).")
     exps.append(exp)
-  return exps
+  return exps, resolved
 
 
 def train_population(setups: list[MemberSetup], *, population_dir: str | None = None,
@@ -169,10 +172,9 @@ def train_population(setups: list[MemberSetup], *, population_dir: str | None = 
   _ensure_console_logging()
   run_start = time.perf_counter()
   recording = Stopwatch()  # the training thread's time spent recording the run
-  exps = build_population(setups)  # every check on the input happens here
+  exps, resolved = build_population(setups)  # every check on the input happens here
   cache_dir = compile_cache.enable(exps[0].config.compile_cache)
   cache_before = compile_cache.counter().snapshot()
-  resolved = [resolved_config(e) for e in exps]
   workdirs = [os.path.abspath(s.workdir or new_run_dir(e.config.name))
               for s, e in zip(setups, exps, strict=True)]
   for setup, path, r in zip(setups, workdirs, resolved, strict=True):
@@ -247,7 +249,7 @@ class _Session:
     self.state: TrainState | None = None
     self.start_step = 0
     self.best_host = None  # the best state of every member, on the host (populations only)
-    self.plot_workers, self.plot_pool = 0, None
+    self.plot_workers, self.plot_pool, self.plots_ready = 0, None, None
 
   def _beat(self, step) -> None:
     for m in self.members:
@@ -330,7 +332,7 @@ class _Session:
     if exp.diagnostics:
       probe = runner.probe_batch(exp, config.probe_size)
       diag_seconds["build"] = exp.diagnostics_build_sec
-      first_copy = _member_state(state, self.members[0].index)  # `state` will be donated
+      first_copy = member(state, self.members[0].index)  # `state` will be donated
     boundaries = _Boundaries(exp)
     progress = Progress(exp.num_steps, enabled=config.progress_bar, initial=step,
                         members=size, label=self.label)
@@ -433,7 +435,7 @@ class _Session:
   def _unstack(self, state: TrainState) -> list[TrainState]:
     """Every member's own state, sliced on the device in one call."""
     if self.size == 1:
-      return [_member_state(state, 0)]
+      return [member(state, 0)]
     if getattr(self, "_unstack_fn", None) is None:
       size = self.size
       self._unstack_fn = jax.jit(lambda tree: tuple(
@@ -482,11 +484,10 @@ class _Session:
             failed(m, e, "saving a checkpoint failed")
       for m in self.members:
         m.finish_files(failed)
-    ready = getattr(self, "plots_ready", None)
-    if ready is not None:
+    if self.plots_ready is not None:
       with recording("plots"):
-        ready.join()
-    pool, pending = getattr(self, "plot_pool", None), {}
+        self.plots_ready.join()
+    pool, pending = self.plot_pool, {}
     if pool is not None:
       try:
         for m in self.members:
@@ -497,7 +498,7 @@ class _Session:
         log.debug("plot pool failed (%s)", e)
     try:
       for m in self.members:  # each member's wandb run finishes beside the others' plots
-        m.finish_plots(recording, pending.get(m.index), wait=False)
+        m.finish_plots(recording, pending.get(m.index))
       for m in self.members:
         m.finish_wandb(recording)
     finally:
@@ -523,12 +524,6 @@ def _index(a, i: int):
 
 def _member_keys(keys: RunKeys, i: int) -> RunKeys:
   return jax.tree_util.tree_map(lambda a: a[i], keys)
-
-
-def _member_state(state: TrainState, i: int) -> TrainState:
-  """Member `i`'s state (copies on the device), e.g. for its diagnostics."""
-  step = state.step
-  return jax.tree_util.tree_map(lambda a: a[i], state.replace(step=None)).replace(step=step)
 
 
 def _skipped_so_far(state: TrainState, size: int) -> list[int]:

@@ -127,12 +127,12 @@ class MemberRecorder:
     """Whether this session trained (so the plots are worth drawing anew)."""
     return self.csv_writer is not None and self.start_step < self.exp.num_steps
 
-  def finish_plots(self, recording, pending=None, wait: bool = True) -> None:
-    """Loss curves as PNG (and to wandb), then the wandb finish; failures are warnings.
+  def finish_plots(self, recording, pending=None) -> None:
+    """Loss curves as PNG (and to wandb), then starts the wandb finish (`finish_wandb` waits
+    for it, so the members' runs finish side by side); failures are warnings.
 
     `pending`: a future of `plots.plot_metrics` already drawing this member's PNGs (see
-    gmf_jax.runlog.plot_pool); None draws them here. `wait=False` only starts the wandb
-    finish; `finish_wandb` waits for it.
+    gmf_jax.runlog.plot_pool); None draws them here.
     """
     try:
       failpoints.reach("final_plots")
@@ -143,8 +143,6 @@ class MemberRecorder:
       if self.wandb_writer is not None:
         with recording("wandb_finish"):
           self.wandb_writer.request_close(0 if self.status == "completed" else 1)
-          if wait:
-            self.wandb_writer.close()
     except KeyboardInterrupt:
       log.warning("warning: a second Ctrl-C: the final plots or the wandb finish were skipped "
                   "(metrics.csv and the checkpoints are complete).")
@@ -153,7 +151,7 @@ class MemberRecorder:
                   "checkpoints are complete.", type(e).__name__, e)
 
   def finish_wandb(self, recording) -> None:
-    """Waits for the wandb finish `finish_plots(wait=False)` started."""
+    """Waits for the wandb finish `finish_plots` started."""
     if self.wandb_writer is not None:
       try:
         with recording("wandb_finish"):

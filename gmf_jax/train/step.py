@@ -237,8 +237,8 @@ def population_chunk(chunk: Callable, state_like: TrainState, size: int, *,
     def one(state, keys, data, num_active):
       first = lambda tree: jax.tree_util.tree_map(lambda a: a[0], tree)
       data = data if shared_data else first(data)
-      out_state, metrics = chunk(_without_members(state), first(keys), data, num_active)
-      return _with_members(out_state), jax.tree_util.tree_map(lambda a: a[None], metrics)
+      out_state, metrics = chunk(member(state, 0), first(keys), data, num_active)
+      return with_member_axis(out_state), jax.tree_util.tree_map(lambda a: a[None], metrics)
     inner = getattr(chunk, "func", chunk)  # compiled programs keep the chunk's name
     one.__name__ = one.__qualname__ = getattr(inner, "__name__", "train_chunk")
     return one
@@ -247,11 +247,14 @@ def population_chunk(chunk: Callable, state_like: TrainState, size: int, *,
                   out_axes=(axes, 0), axis_size=size)
 
 
-def _without_members(state: TrainState) -> TrainState:
+def member(state: TrainState, i: int) -> TrainState:
+  """Member `i` of a population's state (arrays with a leading member axis; the step counter
+  is shared). Works on device arrays, host arrays and shape structs alike."""
   step = state.step
-  return jax.tree_util.tree_map(lambda a: a[0], state.replace(step=None)).replace(step=step)
+  return jax.tree_util.tree_map(lambda a: a[i], state.replace(step=None)).replace(step=step)
 
 
-def _with_members(state: TrainState) -> TrainState:
+def with_member_axis(state: TrainState) -> TrainState:
+  """A run's own state as a population of one."""
   step = state.step
   return jax.tree_util.tree_map(lambda a: a[None], state.replace(step=None)).replace(step=step)
