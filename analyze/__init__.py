@@ -1,0 +1,1 @@
+"""Command lines over completed runs: `python -m analyze.report`, `python -m analyze.compare`."""

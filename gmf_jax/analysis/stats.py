@@ -1,0 +1,612 @@
+"""Statistics over seeds: groups of runs, their intervals, and comparisons between groups.
+
+Runs are grouped by their config minus the seed (`group_keys`): the config keys that differ
+between the runs loaded, leaving out seeds and bookkeeping (names, wandb, the progress bar,
+compile cache, checkpoint settings). Intervals are 95% bootstrap intervals of the mean by
+scipy's `bootstrap` with its BCa method (bias-corrected and accelerated), the resampling seeded
+from the group's label, so a report is reproducible and one group's interval does not change
+when another group is added. Where BCa is undefined (all values equal, or too few distinct
+values) the percentile method is used; with one run there is no interval (NaN).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from gmf_jax.runlog.summary import higher_is_better as _higher_is_better
+
+STATS = ("final", "best", "min", "max", "auc")
+# Config keys that never tell one setting from another: seeds and bookkeeping.
+IGNORED = ("config.seed", "config.data_seed", "config.num_seeds", "config.name",
+           "config.progress_bar", "config.steps_per_call", "config.data.data_dir")
+IGNORED_PREFIXES = ("config.wandb.", "config.compile_cache.", "config.checkpoint.")
+N_RESAMPLES = 9999
+SUMMARY_COLUMNS = ["group", "n", "mean", "std", "sem", "median", "iqm", "ci_low", "ci_high",
+                   "n_missing", "seeds", "runs"]
+
+
+def higher_is_better(metric: str) -> bool:
+  """Whether larger values of `metric` are better (accuracies); losses and the rest: smaller."""
+  return _higher_is_better(metric)
+
+
+def group_keys(runs: pd.DataFrame) -> list[str]:
+  """The `config.*` columns whose values differ between `runs`, less seeds and bookkeeping."""
+  keys = []
+  for column in runs.columns:
+    if not column.startswith("config.") or column in IGNORED or column.startswith(
+        IGNORED_PREFIXES):
+      continue
+    if runs[column].nunique(dropna=False) > 1:
+      keys.append(column)
+  return keys
+
+
+def _config_column(runs: pd.DataFrame, key: str) -> str:
+  from gmf_jax.config import ALIASES
+
+  key = ALIASES.get(key, key)
+  column = key if key.startswith("config.") else f"config.{key}"
+  if column not in runs.columns:
+    known = sorted(c[len("config."):] for c in runs.columns if c.startswith("config."))
+    raise ValueError(f"{key!r} is not a config key of these runs; keys: {', '.join(known)}")
+  return column
+
+
+def _resolve_by(runs: pd.DataFrame, by: str | Sequence[str] | None) -> list[str]:
+  if by is None:
+    return group_keys(runs)
+  return [_config_column(runs, k) for k in ([by] if isinstance(by, str) else by)]
+
+
+def _format(value: Any) -> str:
+  if isinstance(value, float):
+    return f"{value:g}"
+  if isinstance(value, tuple):
+    return "(" + ", ".join(_format(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+  return str(value)
+
+
+def group_labels(runs: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
+  """Each run's group as a label: "optimizer.learning_rate=0.001, loss.beta=2" ("all" with no
+  keys)."""
+  if not keys:
+    return pd.Series("all", index=runs.index)
+  parts = [runs[k].map(lambda v, k=k: f"{k[len('config.'):]}={_format(v)}") for k in keys]
+  label = parts[0]
+  for part in parts[1:]:
+    label = label + ", " + part
+  return label
+
+
+def _selected(runs: pd.DataFrame, status: str | Sequence[str] | None) -> pd.DataFrame:
+  if status is None:
+    return runs
+  wanted = [status] if isinstance(status, str) else list(status)
+  return runs[runs["status"].isin(wanted)]
+
+
+def run_values(runs: pd.DataFrame, metric: str, stat: str = "final",
+               metrics: pd.DataFrame | None = None) -> pd.Series:
+  """One number per run (indexed like `runs`): the metric's `stat`.
+
+  Args:
+    runs: a table from `load_runs`.
+    metric: e.g. "eval/loss".
+    stat: `final` or `best` (from summary.json), or `min`, `max`, `auc` (the area under the
+      curve over steps, by the trapezoid rule) from the logged rows.
+    metrics: rows from `load_metrics` for `min`/`max`/`auc` (read from the runs when None).
+  """
+  if stat not in STATS:
+    raise ValueError(f"stat={stat!r} is not one of {', '.join(STATS)}")
+  if stat in ("final", "best"):
+    column = f"{stat}.{metric}"
+    if column not in runs.columns:
+      known = sorted(c[len(stat) + 1:] for c in runs.columns if c.startswith(f"{stat}."))
+      raise ValueError(f"no metric {metric!r} in these runs' summaries; metrics: "
+                       f"{', '.join(known) or 'none'}")
+    return runs[column].astype(float)
+  if metrics is None:
+    from gmf_jax.analysis.loading import load_metrics
+
+    metrics = load_metrics(runs, names=[metric])
+  rows = metrics[metrics["name"] == metric]
+  if rows.empty and not runs.empty:
+    raise ValueError(f"no logged rows of {metric!r} in these runs")
+  per_run = {}
+  for run, group in rows.groupby("run", observed=True, sort=False):
+    values = group["value"].to_numpy(float)
+    if stat == "min":
+      per_run[run] = np.nanmin(values) if np.isfinite(values).any() else math.nan
+    elif stat == "max":
+      per_run[run] = np.nanmax(values) if np.isfinite(values).any() else math.nan
+    else:
+      per_run[run] = float(np.trapezoid(values, group["step"].to_numpy(float))) if len(
+          values) > 1 else math.nan
+  return runs["run"].map(per_run).astype(float)
+
+
+def _rng(label: str, seed: int) -> np.random.Generator:
+  return np.random.default_rng([seed, zlib.crc32(label.encode())])
+
+
+def bootstrap_interval(statistic, samples: Sequence[np.ndarray], *, confidence: float = 0.95,
+                       paired: bool = False, rng: np.random.Generator | None = None,
+                       n_resamples: int = N_RESAMPLES) -> tuple[float, float]:
+  """A bootstrap interval (BCa, else percentile where BCa is undefined); NaN below 2 values."""
+  if min(len(s) for s in samples) < 2:
+    return math.nan, math.nan
+  if all(np.ptp(s) == 0 for s in samples):  # no spread to resample: the interval is a point
+    value = float(statistic(*samples, axis=-1))
+    return value, value
+  for method in ("BCa", "percentile"):
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      result = sps.bootstrap(tuple(samples), statistic, paired=paired, vectorized=True,
+                             confidence_level=confidence, n_resamples=n_resamples,
+                             method=method, rng=rng)
+    low, high = result.confidence_interval
+    if np.isfinite(low) and np.isfinite(high):
+      return float(low), float(high)
+  return math.nan, math.nan
+
+
+def _mean(x, axis=-1):
+  return np.mean(x, axis=axis)
+
+
+def iqm(values: np.ndarray) -> float:
+  """The interquartile mean: the mean of the middle 50% (25% trimmed from each end)."""
+  return float(sps.trim_mean(values, 0.25)) if len(values) else math.nan
+
+
+def describe(values: np.ndarray, label: str = "", *, confidence: float = 0.95,
+             seed: int = 0) -> dict[str, float]:
+  """n, mean, std, sem, median, iqm and the bootstrap interval of the mean of `values`."""
+  x = np.asarray(values, float)
+  n = len(x)
+  std = float(np.std(x, ddof=1)) if n > 1 else math.nan
+  low, high = bootstrap_interval(_mean, [x], confidence=confidence, rng=_rng(label, seed))
+  return {"n": n, "mean": float(np.mean(x)) if n else math.nan, "std": std,
+          "sem": std / math.sqrt(n) if n > 1 else math.nan,
+          "median": float(np.median(x)) if n else math.nan, "iqm": iqm(x),
+          "ci_low": low, "ci_high": high}
+
+
+def summarize(runs: pd.DataFrame, metric: str, by: str | Sequence[str] | None = None,
+              stat: str = "final", *, metrics: pd.DataFrame | None = None,
+              status: str | Sequence[str] | None = "completed", confidence: float = 0.95,
+              seed: int = 0) -> pd.DataFrame:
+  """Statistics of `metric` over the runs of each group (the seeds of each setting).
+
+      runs = load_runs("runs/vae_lr_beta")
+      summarize(runs, "eval/nelbo")                  # grouped by the swept keys
+      summarize(runs, "eval/nelbo", by="loss.beta")  # pooled over everything but beta
+
+  Args:
+    runs: a table from `load_runs`.
+    metric: the metric's name, e.g. "eval/nelbo".
+    by: config keys to group by (with or without the `config.` prefix); None: the keys that
+      differ between the runs (`group_keys`).
+    stat: what one run contributes: `final`, `best`, `min`, `max` or `auc` (see `run_values`).
+    metrics: rows from `load_metrics`, for `min`/`max`/`auc` (read when None).
+    status: the runs to use by status (default: completed ones; None: all).
+    confidence: of the bootstrap interval.
+    seed: of the bootstrap resampling.
+
+  Returns:
+    One row per group, best first (by mean): the group's key columns, `group` (its label),
+    `n, mean, std, sem, median, iqm, ci_low, ci_high`, `n_missing` (runs of the group without
+    a finite value: diverged, or not logged), `seeds` and `runs`. `.attrs` holds `metric`,
+    `stat`, `keys` and `higher_is_better`.
+  """
+  keys = _resolve_by(runs, by)
+  chosen = _selected(runs, status)
+  values = run_values(chosen, metric, stat, metrics)
+  labels = group_labels(chosen, keys)
+  rows = []
+  for label, index in labels.groupby(labels, sort=False).groups.items():
+    group = chosen.loc[index]
+    x = values.loc[index].to_numpy(float)
+    finite = np.isfinite(x)
+    row = {k: group[k].iloc[0] for k in keys}
+    row["group"] = label
+    row.update(describe(x[finite], label, confidence=confidence, seed=seed))
+    row["n_missing"] = int((~finite).sum())
+    row["seeds"] = tuple(int(s) for s in group["seed"][finite] if pd.notna(s))
+    row["runs"] = tuple(group["run"][finite])
+    rows.append(row)
+  higher = higher_is_better(metric)
+  table = pd.DataFrame(rows, columns=[*keys, *SUMMARY_COLUMNS])
+  if not table.empty:
+    table = table.sort_values("mean", ascending=not higher, na_position="last",
+                              kind="stable").reset_index(drop=True)
+  table.attrs.update(metric=metric, stat=stat, keys=keys, higher_is_better=higher)
+  return table
+
+
+def curve_stats(metrics: pd.DataFrame, runs: pd.DataFrame, metric: str,
+                by: str | Sequence[str] | None = None, confidence: float = 0.95,
+                status: str | Sequence[str] | None = "completed") -> pd.DataFrame:
+  """The mean curve of `metric` per group, with a t interval band, computed with numpy.
+
+  Args:
+    metrics: rows from `load_metrics` (other metrics are ignored).
+    runs: a table from `load_runs`, which says each run's group.
+    metric: the metric's name.
+    by: as for `summarize`.
+    confidence: of the band: mean +- t(n - 1) * sem at each step (a point where n = 1).
+    status: as for `summarize`.
+
+  Returns:
+    Columns `group, step, n, mean, std, sem, low, high`, sorted by group then step;
+    `.attrs` holds `keys`, `metric` and `confidence`.
+  """
+  keys = _resolve_by(runs, by)
+  chosen = _selected(runs, status)
+  labels = group_labels(chosen, keys)
+  rows = metrics[metrics["name"] == metric]
+  if rows.empty and not chosen.empty:
+    known = sorted(map(str, metrics["name"].unique()))
+    raise ValueError(f"no logged rows of {metric!r}; metrics: {', '.join(known) or 'none'}")
+  run_group = dict(zip(chosen["run"], labels, strict=True))
+  group = rows["run"].astype(object).map(run_group)
+  keep = group.notna().to_numpy() & np.isfinite(rows["value"].to_numpy())
+  frame = pd.DataFrame({"group": group[keep].to_numpy(), "step": rows["step"].to_numpy()[keep],
+                        "value": rows["value"].to_numpy()[keep]})
+  grouped = frame.groupby(["group", "step"], sort=True)["value"]
+  out = grouped.agg(["count", "mean", "std"]).reset_index().rename(columns={"count": "n"})
+  n = out["n"].to_numpy()
+  sem = out["std"].to_numpy() / np.sqrt(np.maximum(n, 1))
+  with np.errstate(invalid="ignore"):
+    t = np.where(n > 1, sps.t.ppf(0.5 + confidence / 2, np.maximum(n - 1, 1)), 0.0)
+  half = np.where(n > 1, t * sem, 0.0)
+  out["sem"] = np.where(n > 1, sem, np.nan)
+  out["low"] = out["mean"] - half
+  out["high"] = out["mean"] + half
+  out = out[["group", "step", "n", "mean", "std", "sem", "low", "high"]]
+  out.attrs.update(keys=keys, metric=metric, confidence=confidence)
+  return out
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+  """Holm's step-down adjustment of p-values (NaN stays NaN, others keep their order)."""
+  p = np.asarray(pvalues, float)
+  out = np.full_like(p, np.nan)
+  valid = np.flatnonzero(np.isfinite(p))
+  m = len(valid)
+  order = valid[np.argsort(p[valid], kind="stable")]
+  running = 0.0
+  for rank, i in enumerate(order):
+    running = max(running, min(1.0, (m - rank) * p[i]))
+    out[i] = running
+  return out
+
+
+def hedges_g(a: np.ndarray, b: np.ndarray) -> float:
+  """(mean b - mean a) / pooled standard deviation, with Hedges' small-sample correction."""
+  na, nb = len(a), len(b)
+  if na < 2 or nb < 2:
+    return math.nan
+  pooled = math.sqrt(((na - 1) * np.var(a, ddof=1) + (nb - 1) * np.var(b, ddof=1))
+                     / (na + nb - 2))
+  if pooled == 0:
+    return math.nan
+  return float((np.mean(b) - np.mean(a)) / pooled * (1 - 3 / (4 * (na + nb) - 9)))
+
+
+def probability_of_improvement(a: np.ndarray, b: np.ndarray, higher: bool) -> float:
+  """P(a run of b is better than a run of a), ties counting half, over all pairs."""
+  if not len(a) or not len(b):
+    return math.nan
+  diff = b[:, None] - a[None, :]
+  if not higher:
+    diff = -diff
+  return float(np.mean((diff > 0) + 0.5 * (diff == 0)))
+
+
+@dataclasses.dataclass
+class Comparison:
+  """The difference b - a of a metric between two groups of runs, and how sure it is."""
+
+  metric: str
+  stat: str
+  a: str
+  b: str
+  n_a: int
+  n_b: int
+  mean_a: float
+  mean_b: float
+  difference: float  # mean b - mean a (of the paired differences when paired)
+  ci_low: float
+  ci_high: float
+  confidence: float
+  paired: bool
+  n_pairs: int
+  tests: dict[str, dict[str, float]]  # name -> {"statistic", "pvalue"}
+  hedges_g: float
+  prob_improvement: float  # P(b better than a)
+  higher_is_better: bool
+  verdict: str
+  warnings: list[str]
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @property
+  def pvalue(self) -> float:
+    """The t-test's p-value (paired or Welch's)."""
+    name = "ttest_rel" if self.paired else "welch_ttest"
+    return self.tests.get(name, {}).get("pvalue", math.nan)
+
+  def __str__(self) -> str:
+    better = "higher" if self.higher_is_better else "lower"
+    pct = round(self.confidence * 100)
+    lines = [
+        f"{self.metric} ({self.stat}; {better} is better)",
+        f"  a: {self.a}: mean {self.mean_a:.6g} over {self.n_a} runs",
+        f"  b: {self.b}: mean {self.mean_b:.6g} over {self.n_b} runs",
+        f"  b - a = {self.difference:.6g}, {pct}% bootstrap CI [{self.ci_low:.6g}, "
+        f"{self.ci_high:.6g}]" + (f" (paired on {self.n_pairs} seeds)" if self.paired else
+                                  " (unpaired)"),
+    ]
+    for name, test in self.tests.items():
+      lines.append(f"  {name}: statistic {test['statistic']:.4g}, p = {test['pvalue']:.4g}")
+    lines.append(f"  Hedges' g {self.hedges_g:.3g}; P(b better than a) = "
+                 f"{self.prob_improvement:.3f}")
+    lines.append(f"  {self.verdict}")
+    lines.extend(f"  warning: {w}" for w in self.warnings)
+    return "\n".join(lines)
+
+
+def _exact_floor_paired(n: int) -> float:
+  return 2.0 / 2**n if n else 1.0  # every difference of one sign: the smallest two-sided p
+
+
+def _exact_floor_unpaired(na: int, nb: int) -> float:
+  return 2.0 / math.comb(na + nb, na) if na and nb else 1.0
+
+
+def _select(runs: pd.DataFrame | None, selector, keys: list[str]) -> tuple[pd.DataFrame, str]:
+  """A group of runs from a selector: a runs table, a folder, a group label or {key: value}."""
+  if isinstance(selector, pd.DataFrame):
+    return selector, _describe_group(selector, keys)
+  if isinstance(selector, str) and (runs is None or _is_path(selector)):
+    from gmf_jax.analysis.loading import load_runs
+
+    return load_runs(selector), selector
+  if runs is None:
+    raise ValueError("pass `runs` to pick groups by label or by config values")
+  if isinstance(selector, str):
+    labels = group_labels(runs, keys)
+    chosen = runs[labels == selector]
+    if chosen.empty:
+      raise ValueError(f"no group {selector!r}; groups: {', '.join(sorted(set(labels)))}")
+    return chosen, selector
+  if isinstance(selector, Mapping):
+    mask = np.ones(len(runs), bool)
+    for key, value in selector.items():
+      column = _config_column(runs, key)
+      mask &= runs[column].map(lambda v, value=value: _equal(v, value)).to_numpy(bool)
+    chosen = runs[mask]
+    label = ", ".join(f"{k}={_format(v)}" for k, v in selector.items())
+    if chosen.empty:
+      raise ValueError(f"no runs have {label}")
+    return chosen, label
+  raise TypeError(f"a group is a runs table, a folder, a group label or a dict of config "
+                  f"values, not {type(selector).__name__}")
+
+
+def _is_path(text: str) -> bool:
+  import os
+
+  return os.path.isdir(text)
+
+
+def _equal(v: Any, value: Any) -> bool:
+  if isinstance(value, list):
+    value = tuple(value)
+  if isinstance(v, float) and isinstance(value, (int, float)):
+    return math.isclose(v, value, rel_tol=1e-9, abs_tol=0.0)
+  return v == value
+
+
+def _describe_group(runs: pd.DataFrame, keys: list[str]) -> str:
+  labels = set(group_labels(runs, keys)) if keys else set()
+  if len(labels) == 1:
+    return next(iter(labels))
+  root = runs.attrs.get("root")  # a table from load_runs: named by its folder
+  return root if root else f"{len(runs)} runs"
+
+
+def compare(runs: pd.DataFrame | None, metric: str, a, b, *, stat: str = "final",
+            by: str | Sequence[str] | None = None, metrics: pd.DataFrame | None = None,
+            status: str | Sequence[str] | None = "completed", confidence: float = 0.95,
+            alpha: float = 0.05, seed: int = 0) -> Comparison:
+  """The difference b - a of `metric` between two groups of runs.
+
+      runs = load_runs("runs/vae_lr_beta")
+      print(compare(runs, "eval/nelbo", {"loss.beta": 1.0}, {"loss.beta": 2.0}))
+      compare(None, "eval/loss", "runs/baseline", "runs/new")  # two folders
+
+  When the groups share seeds, the tests are paired on the shared seeds (`ttest_rel`,
+  `wilcoxon`) and the interval is of the mean paired difference; otherwise Welch's t-test and
+  the Mann-Whitney U test, and the interval of the difference of means. The bootstrap is
+  seeded (`seed`), so the interval is reproducible.
+
+  Args:
+    runs: a table from `load_runs`, or None when `a` and `b` are folders or tables.
+    metric: the metric's name.
+    a, b: each a runs table, a folder, a group label (as `summarize` writes it) or a dict of
+      config values (`{"optimizer.learning_rate": 1e-3}`; `lr` and other aliases work).
+    stat, by, metrics, status: as for `summarize` (`by` is used for group labels).
+    confidence: of the interval.
+    alpha: the level the warnings and the verdict judge p-values against.
+    seed: of the bootstrap resampling.
+
+  Returns:
+    A `Comparison`; `print` it for a plain-words summary.
+  """
+  keys = _resolve_by(runs, by) if runs is not None else []
+  group_a, label_a = _select(runs, a, keys)
+  group_b, label_b = _select(runs, b, keys)
+  group_a, group_b = _selected(group_a, status), _selected(group_b, status)
+  va = run_values(group_a, metric, stat, metrics)
+  vb = run_values(group_b, metric, stat, metrics)
+  finite_a, finite_b = np.isfinite(va.to_numpy()), np.isfinite(vb.to_numpy())
+  xa, xb = va.to_numpy()[finite_a], vb.to_numpy()[finite_b]
+  seeds_a = group_a["seed"].to_numpy()[finite_a]
+  seeds_b = group_b["seed"].to_numpy()[finite_b]
+  higher = higher_is_better(metric)
+  notes: list[str] = []
+  dropped = int((~finite_a).sum() + (~finite_b).sum())
+  if dropped:
+    notes.append(f"{dropped} run(s) without a finite {metric} were left out")
+
+  shared = _shared_seeds(seeds_a, seeds_b)
+  paired = len(shared) >= 2
+  rng = _rng(f"{label_a}|{label_b}", seed)
+  tests: dict[str, dict[str, float]] = {}
+  if paired:
+    pa = np.asarray([xa[seeds_a == s][0] for s in shared])
+    pb = np.asarray([xb[seeds_b == s][0] for s in shared])
+    left = len(xa) + len(xb) - 2 * len(shared)
+    if left:
+      notes.append(f"{left} run(s) without a partner seed in the other group were left out "
+                   "of the paired tests")
+    d = pb - pa
+    difference = float(np.mean(d))
+    low, high = bootstrap_interval(_mean, [d], confidence=confidence, rng=rng)
+    tests["ttest_rel"] = _test(lambda: sps.ttest_rel(pb, pa))
+    tests["wilcoxon"] = _test(lambda: sps.wilcoxon(pb, pa))
+    floor = _exact_floor_paired(len(shared))
+    if floor > alpha:
+      needed = next(n for n in range(1, 64) if _exact_floor_paired(n) <= alpha)
+      notes.append(f"with {len(shared)} paired seeds the exact two-sided Wilcoxon p-value "
+                   f"cannot go below {floor:.4g}, so it can never reach {alpha:g}: use at "
+                   f"least {needed} seeds")
+  else:
+    difference = float(np.mean(xb) - np.mean(xa)) if len(xa) and len(xb) else math.nan
+    low, high = bootstrap_interval(lambda x, y, axis=-1: np.mean(y, axis) - np.mean(x, axis),
+                                   [xa, xb], confidence=confidence, rng=rng)
+    tests["welch_ttest"] = _test(lambda: sps.ttest_ind(xb, xa, equal_var=False))
+    tests["mannwhitneyu"] = _test(lambda: sps.mannwhitneyu(xb, xa, alternative="two-sided"))
+    floor = _exact_floor_unpaired(len(xa), len(xb))
+    if floor > alpha:
+      notes.append(f"with {len(xa)} and {len(xb)} runs the exact two-sided Mann-Whitney "
+                   f"p-value cannot go below {floor:.4g}, so it can never reach {alpha:g}")
+  for label, x in ((label_a, xa), (label_b, xb)):
+    if len(x) < 2:
+      notes.append(f"{label} has {len(x)} run(s): no spread to test against: run more seeds")
+  if min(len(xa), len(xb)) >= 2 and min(len(xa), len(xb)) < 5:
+    notes.append(f"with {min(len(xa), len(xb))} runs in a group a bootstrap interval is too "
+                 "narrow to trust (it cannot show what so few runs did not): use 5 or more")
+  p = tests.get("ttest_rel" if paired else "welch_ttest", {}).get("pvalue", math.nan)
+  return Comparison(
+      metric=metric, stat=stat, a=label_a, b=label_b, n_a=len(xa), n_b=len(xb),
+      mean_a=float(np.mean(xa)) if len(xa) else math.nan,
+      mean_b=float(np.mean(xb)) if len(xb) else math.nan, difference=difference,
+      ci_low=low, ci_high=high, confidence=confidence, paired=paired,
+      n_pairs=len(shared) if paired else 0, tests=tests, hedges_g=hedges_g(xa, xb),
+      prob_improvement=probability_of_improvement(xa, xb, higher), higher_is_better=higher,
+      verdict=_verdict(difference, low, high, p, alpha, higher, confidence), warnings=notes)
+
+
+def _shared_seeds(seeds_a: np.ndarray, seeds_b: np.ndarray) -> list[int]:
+  """Seeds that appear exactly once in each group (a seed run twice cannot be paired)."""
+  def once(seeds):
+    values, counts = np.unique([int(s) for s in seeds if pd.notna(s)], return_counts=True)
+    return set(values[counts == 1].tolist())
+  return sorted(once(seeds_a) & once(seeds_b))
+
+
+def _test(run) -> dict[str, float]:
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    try:
+      result = run()
+    except ValueError:  # e.g. wilcoxon with every difference zero
+      return {"statistic": math.nan, "pvalue": math.nan}
+  return {"statistic": float(result.statistic), "pvalue": float(result.pvalue)}
+
+
+def _verdict(difference, low, high, p, alpha, higher, confidence, *, than: str = "a",
+             holm: bool = False) -> str:
+  pct = round(confidence * 100)
+  which = "Holm-corrected p" if holm else "p"
+  if not (np.isfinite(low) and np.isfinite(high)):
+    return "too few runs for an interval: no conclusion"
+  if low <= 0 <= high:
+    return f"no clear difference: the {pct}% interval includes 0"
+  if not p < alpha:
+    return f"no clear difference: {which} = {p:.3g} >= {alpha:g}"
+  better = (difference > 0) == higher
+  subject = "b" if than == "a" else "it"
+  return (f"{subject} is {'better' if better else 'worse'} than {than} (the {pct}% interval "
+          f"excludes 0, {which} = {p:.3g})")
+
+
+
+def compare_groups(runs: pd.DataFrame, metric: str, baseline=None, *, stat: str = "final",
+                   by: str | Sequence[str] | None = None, metrics: pd.DataFrame | None = None,
+                   status: str | Sequence[str] | None = "completed", confidence: float = 0.95,
+                   alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
+  """Every group against one baseline, with Holm-corrected p-values.
+
+  Args:
+    runs, metric, stat, by, metrics, status, confidence, alpha, seed: as for `compare`.
+    baseline: a group label or dict of config values; None: the best group by mean.
+
+  Returns:
+    One row per other group: `group, n, mean, difference, ci_low, ci_high, paired, pvalue`
+    (t-test), `pvalue_holm`, `pvalue_rank` (Wilcoxon or Mann-Whitney), `pvalue_rank_holm`,
+    `hedges_g, prob_improvement, verdict, warnings`. `.attrs["baseline"]` is its label.
+  """
+  if metrics is None and stat in ("min", "max", "auc"):
+    from gmf_jax.analysis.loading import load_metrics
+
+    metrics = load_metrics(_selected(runs, status), names=[metric])
+  table = summarize(runs, metric, by, stat, metrics=metrics, status=status,
+                    confidence=confidence, seed=seed)
+  keys = table.attrs["keys"]
+  if baseline is None:
+    if table.empty:
+      raise ValueError(f"no completed runs with {metric}")
+    baseline = table["group"].iloc[0]
+  _, base_label = _select(runs, baseline, keys)
+  rows = []
+  for label in table["group"]:
+    if label == base_label:
+      continue
+    c = compare(runs, metric, baseline, label, stat=stat, by=keys, metrics=metrics,
+                status=status, confidence=confidence, alpha=alpha, seed=seed)
+    rank = c.tests.get("wilcoxon" if c.paired else "mannwhitneyu", {}).get("pvalue", math.nan)
+    rows.append({"group": label, "n": c.n_b, "mean": c.mean_b, "difference": c.difference,
+                 "ci_low": c.ci_low, "ci_high": c.ci_high, "paired": c.paired,
+                 "pvalue": c.pvalue, "pvalue_rank": rank, "hedges_g": c.hedges_g,
+                 "prob_improvement": c.prob_improvement, "higher": c.higher_is_better,
+                 "warnings": "; ".join(c.warnings)})
+  out = pd.DataFrame(rows, columns=["group", "n", "mean", "difference", "ci_low", "ci_high",
+                                    "paired", "pvalue", "pvalue_holm", "pvalue_rank",
+                                    "pvalue_rank_holm", "hedges_g", "prob_improvement",
+                                    "verdict", "warnings", "higher"])
+  if rows:
+    out["pvalue_holm"] = holm(out["pvalue"].to_numpy(float))
+    out["pvalue_rank_holm"] = holm(out["pvalue_rank"].to_numpy(float))
+    # Judged on the corrected p-value: with many groups, raw p-values find differences by luck.
+    out["verdict"] = [
+        _verdict(r["difference"], r["ci_low"], r["ci_high"], r["pvalue_holm"], alpha,
+                 r["higher"], confidence, than="the baseline", holm=True)
+        for _, r in out.iterrows()]
+  out = out.drop(columns="higher")
+  out.attrs.update(baseline=base_label, metric=metric, stat=stat)
+  return out
