@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"no run folders at or below {folder}")
     metric = args.metric or main_metric(a)[0]
     comparison = compare(None, metric, a, b, stat=args.stat)
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, OSError) as e:  # bad input or an unwritable --out: one line
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(f"a = {args.a}\nb = {args.b}")

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     report = write_report(args.path, metric=args.metric, out=args.out, stat=args.stat,
                           by=args.by.split(",") if args.by else None)
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, OSError) as e:  # bad input or an unwritable --out: one line
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(f"metric: {report.metric} ({report.metric_reason})")

@@ -349,3 +349,89 @@ def test_loading_reads_each_file_once(sweep):
   assert len(opened) == len(set(opened))  # no file read twice (sweep.json once, too)
   assert sum(p.endswith("sweep.json") for p in opened) == 1
   assert len(runs) == 9
+
+
+def test_a_run_without_config_json_does_not_become_a_group_of_its_own(sweep, tmp_path):
+  import shutil
+
+  copy = tmp_path / "sw"
+  shutil.copytree(sweep, copy)
+  os.remove(copy / "lr=1e+06,seed=0" / "config.json")  # a run cut before its config
+  runs = analysis.load_runs(copy)
+  assert "config.json missing" in runs.set_index("name").loc["lr=1e+06,seed=0", "problems"]
+  assert analysis.group_keys(runs) == ["config.optimizer.learning_rate"]
+  report = analysis.write_report(copy, out=tmp_path / "r")
+  assert [os.path.basename(p) for p in report.figures if "vs_" in p] == [
+      "vs_optimizer.learning_rate.png"]
+
+
+def test_a_malformed_metrics_line_is_dropped_and_named_not_fatal(sweep, tmp_path):
+  import shutil
+
+  copy = tmp_path / "sw"
+  shutil.copytree(sweep, copy)
+  path = copy / "lr=0.03,seed=1" / "metrics.csv"
+  lines = path.read_bytes().split(b"\n")
+  before = len(lines) - 2  # less the header and the empty string after the last newline
+  lines[5:5] = [b"\x00" * 12, b"30,eval/lo", b"", b"1.5,train/loss,0.1,1.0"]
+  path.write_bytes(b"\n".join(lines))
+  metrics = analysis.load_metrics(copy)
+  member = str(path.parent)
+  assert (metrics["run"] == member).sum() == before
+  assert "4 malformed line(s) dropped" in metrics.attrs["problems"][member]
+  assert "eval/lo" not in set(metrics["name"].astype(str))
+  other = str(copy / "lr=0.03,seed=0")
+  assert (metrics["run"] == other).sum() == len(pd.read_csv(os.path.join(other, "metrics.csv")))
+  bad_json = copy / "lr=0.03,seed=2" / "metadata.json"
+  bad_json.write_text(json.dumps({"status": "running", "process": [1]}))
+  runs = analysis.load_runs(copy)
+  row = runs.set_index("name").loc["lr=0.03,seed=2"]
+  assert row["status"] == "unknown" and "unreadable record" in row["problems"]
+
+
+def test_groups_are_told_apart_by_value_and_a_repeated_index_counts_once():
+  runs = _runs_table({0.00123456712: [1.0, 1.1, 1.2], 0.00123456749: [2.0, 2.1, 2.2]})
+  table = analysis.summarize(runs, "eval/loss")
+  assert list(table["n"]) == [3, 3] and table["group"].nunique() == 2
+  doubled = pd.concat([runs.iloc[:3], runs.iloc[3:].reset_index(drop=True)])  # 0-2 twice
+  assert doubled.index.duplicated().any()
+  again = analysis.summarize(doubled, "eval/loss")
+  assert list(again["n"]) == [3, 3]
+  assert sorted(again["mean"]) == pytest.approx([1.1, 2.1])
+
+
+def test_a_few_shared_seeds_among_many_compare_unpaired():
+  rng = np.random.default_rng(4)
+  a, b = rng.normal(1.0, 0.05, 10), rng.normal(0.9, 0.05, 10)
+  runs = _runs_table({0.1: a, 0.2: b}, seeds={0.1: list(range(10)), 0.2: list(range(8, 18))})
+  c = analysis.compare(runs, "eval/loss", {"lr": 0.1}, {"lr": 0.2})
+  assert not c.paired and c.n_a == 10 and c.n_b == 10
+  assert c.difference == pytest.approx(b.mean() - a.mean())
+  assert any("only 2 seed(s) are shared" in w for w in c.warnings)
+
+
+def test_a_dict_baseline_is_not_compared_with_itself_and_nulls_group():
+  rng = np.random.default_rng(5)
+  runs = _runs_table({0.1: rng.normal(1, 0.1, 6), 0.2: rng.normal(2, 0.1, 6)})
+  table = analysis.compare_groups(runs, "eval/loss", {"lr": 0.2})
+  assert list(table["group"]) == ["optimizer.learning_rate=0.1"]
+  runs["config.optimizer.grad_clip_norm"] = [None] * 6 + [1.0] * 6
+  runs.loc[0, "config.optimizer.grad_clip_norm"] = math.nan  # how pandas may hold a null
+  labels = set(analysis.summarize(runs, "eval/loss")["group"])
+  assert labels == {"optimizer.learning_rate=0.1, optimizer.grad_clip_norm=None",
+                    "optimizer.learning_rate=0.2, optimizer.grad_clip_norm=1"}
+  c = analysis.compare(runs, "eval/loss", {"optimizer.grad_clip_norm": None},
+                       {"optimizer.grad_clip_norm": 1.0})
+  assert c.n_a == 6 and c.n_b == 6
+  runs.loc[runs["config.optimizer.learning_rate"] == 0.2, "status"] = "failed"
+  with pytest.raises(ValueError, match="no completed runs with a finite eval/loss"):
+    analysis.compare(runs, "eval/loss", {"lr": 0.1}, {"lr": 0.2})
+
+
+def test_report_command_refuses_an_unwritable_out_in_one_line(sweep, tmp_path):
+  (tmp_path / "afile").write_text("x")
+  env = {**os.environ, "PYTHONPATH": str(ROOT)}
+  bad = subprocess.run([sys.executable, "-m", "analyze.report", str(sweep),
+                        f"--out={tmp_path / 'afile'}"], capture_output=True, text=True,
+                       cwd=ROOT, env=env, timeout=300)
+  assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "afile" in bad.stderr

@@ -164,8 +164,13 @@ def write_report(path: str | os.PathLike, *, metric: str | None = None,
 
 def _numeric(column: pd.Series) -> bool:
   values = column.dropna()
-  return len(values) > 1 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                 for v in values)
+  return values.nunique() > 1 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                      for v in values)
+
+
+def _text(*values) -> str:
+  """The first non-empty string of `values` (pandas holds a JSON null as None or NaN)."""
+  return next((v for v in values if isinstance(v, str) and v), "")
 
 
 def _file_safe(name: str) -> str:
@@ -236,7 +241,7 @@ def _markdown(path, runs, metric, reason, stat, groups, comparisons, figures) ->
               _table(["run", "status", "last step", "error or problem"],
                      [[row["name"], row["status"],
                        "-" if pd.isna(row["last_step"]) else str(row["last_step"]),
-                       str(row["error"] or row["problems"] or "")[:200]]
+                       _text(row["error"], row["problems"])[:200]]
                       for _, row in others.sort_values(["status", "name"]).iterrows()]), ""]
   problems = runs[(runs["status"] == "completed") & (runs["problems"] != "")]
   if not problems.empty:

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from gmf_jax.runlog.summary import higher_is_better as _higher_is_better
 
@@ -30,8 +29,16 @@ IGNORED = ("config.seed", "config.data_seed", "config.num_seeds", "config.name",
            "config.progress_bar", "config.steps_per_call", "config.data.data_dir")
 IGNORED_PREFIXES = ("config.wandb.", "config.compile_cache.", "config.checkpoint.")
 N_RESAMPLES = 9999
+PAIRED_SHARE = 0.75  # pair two groups when shared seeds are at least this share of each
 SUMMARY_COLUMNS = ["group", "n", "mean", "std", "sem", "median", "iqm", "ci_low", "ci_high",
                    "n_missing", "seeds", "runs"]
+
+
+def _sps():
+  """scipy.stats, imported on first use: it takes over a second, and loading runs needs none."""
+  from scipy import stats
+
+  return stats
 
 
 def higher_is_better(metric: str) -> bool:
@@ -40,15 +47,30 @@ def higher_is_better(metric: str) -> bool:
 
 
 def group_keys(runs: pd.DataFrame) -> list[str]:
-  """The `config.*` columns whose values differ between `runs`, less seeds and bookkeeping."""
+  """The `config.*` columns whose values differ between `runs`, less seeds and bookkeeping.
+
+  Runs without a readable `config.json` are not counted (their config is unknown, not
+  different).
+  """
+  if "problems" in runs.columns:
+    runs = runs[~runs["problems"].fillna("").str.contains("config.json", regex=False)]
   keys = []
   for column in runs.columns:
     if not column.startswith("config.") or column in IGNORED or column.startswith(
         IGNORED_PREFIXES):
       continue
-    if runs[column].nunique(dropna=False) > 1:
+    if runs[column].map(_key).nunique(dropna=False) > 1:
       keys.append(column)
   return keys
+
+
+def _missing(value: Any) -> bool:
+  return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _key(value: Any) -> Any:
+  """A value as a group key: None and NaN (how pandas may hold a JSON null) are one."""
+  return None if _missing(value) else value
 
 
 def _config_column(runs: pd.DataFrame, key: str) -> str:
@@ -69,8 +91,10 @@ def _resolve_by(runs: pd.DataFrame, by: str | Sequence[str] | None) -> list[str]
 
 
 def _format(value: Any) -> str:
+  if _missing(value):
+    return "None"
   if isinstance(value, float):
-    return f"{value:g}"
+    return f"{value:.10g}"  # enough digits that distinct swept values read distinct
   if isinstance(value, tuple):
     return "(" + ", ".join(_format(v) for v in value) + ("," if len(value) == 1 else "") + ")"
   return str(value)
@@ -89,10 +113,24 @@ def group_labels(runs: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
 
 
 def _selected(runs: pd.DataFrame, status: str | Sequence[str] | None) -> pd.DataFrame:
+  runs = runs.reset_index(drop=True)  # a concatenation of tables repeats index labels
   if status is None:
     return runs
   wanted = [status] if isinstance(status, str) else list(status)
-  return runs[runs["status"].isin(wanted)]
+  return runs[runs["status"].isin(wanted)].reset_index(drop=True)
+
+
+def _groups(runs: pd.DataFrame, keys: Sequence[str]) -> list[tuple[str, np.ndarray]]:
+  """(label, row positions) per group, grouped by the values themselves (the label is for
+  display), in the order groups first appear."""
+  if not keys:
+    return [("all", np.arange(len(runs)))] if len(runs) else []
+  values = pd.DataFrame({k: runs[k].map(_key) for k in keys})
+  codes = {}
+  for i, row in enumerate(values.itertuples(index=False, name=None)):
+    codes.setdefault(row, []).append(i)
+  labels = group_labels(runs, keys)
+  return [(labels.iloc[rows[0]], np.asarray(rows)) for rows in codes.values()]
 
 
 def run_values(runs: pd.DataFrame, metric: str, stat: str = "final",
@@ -151,7 +189,7 @@ def bootstrap_interval(statistic, samples: Sequence[np.ndarray], *, confidence: 
   for method in ("BCa", "percentile"):
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")
-      result = sps.bootstrap(tuple(samples), statistic, paired=paired, vectorized=True,
+      result = _sps().bootstrap(tuple(samples), statistic, paired=paired, vectorized=True,
                              confidence_level=confidence, n_resamples=n_resamples,
                              method=method, rng=rng)
     low, high = result.confidence_interval
@@ -166,7 +204,7 @@ def _mean(x, axis=-1):
 
 def iqm(values: np.ndarray) -> float:
   """The interquartile mean: the mean of the middle 50% (25% trimmed from each end)."""
-  return float(sps.trim_mean(values, 0.25)) if len(values) else math.nan
+  return float(_sps().trim_mean(values, 0.25)) if len(values) else math.nan
 
 
 def describe(values: np.ndarray, label: str = "", *, confidence: float = 0.95,
@@ -209,20 +247,19 @@ def summarize(runs: pd.DataFrame, metric: str, by: str | Sequence[str] | None = 
     a finite value: diverged, or not logged), `seeds` and `runs`. `.attrs` holds `metric`,
     `stat`, `keys` and `higher_is_better`.
   """
-  keys = _resolve_by(runs, by)
   chosen = _selected(runs, status)
-  values = run_values(chosen, metric, stat, metrics)
-  labels = group_labels(chosen, keys)
+  keys = _resolve_by(chosen, by)
+  values = run_values(chosen, metric, stat, metrics).to_numpy(float)
   rows = []
-  for label, index in labels.groupby(labels, sort=False).groups.items():
-    group = chosen.loc[index]
-    x = values.loc[index].to_numpy(float)
+  for label, index in _groups(chosen, keys):
+    group = chosen.iloc[index]
+    x = values[index]
     finite = np.isfinite(x)
     row = {k: group[k].iloc[0] for k in keys}
     row["group"] = label
     row.update(describe(x[finite], label, confidence=confidence, seed=seed))
     row["n_missing"] = int((~finite).sum())
-    row["seeds"] = tuple(int(s) for s in group["seed"][finite] if pd.notna(s))
+    row["seeds"] = tuple(sorted(int(s) for s in group["seed"][finite] if pd.notna(s)))
     row["runs"] = tuple(group["run"][finite])
     rows.append(row)
   higher = higher_is_better(metric)
@@ -251,9 +288,11 @@ def curve_stats(metrics: pd.DataFrame, runs: pd.DataFrame, metric: str,
     Columns `group, step, n, mean, std, sem, low, high`, sorted by group then step;
     `.attrs` holds `keys`, `metric` and `confidence`.
   """
-  keys = _resolve_by(runs, by)
   chosen = _selected(runs, status)
-  labels = group_labels(chosen, keys)
+  keys = _resolve_by(chosen, by)
+  labels = np.empty(len(chosen), object)
+  for label, index in _groups(chosen, keys):
+    labels[index] = label
   rows = metrics[metrics["name"] == metric]
   if rows.empty and not chosen.empty:
     known = sorted(map(str, metrics["name"].unique()))
@@ -268,7 +307,7 @@ def curve_stats(metrics: pd.DataFrame, runs: pd.DataFrame, metric: str,
   n = out["n"].to_numpy()
   sem = out["std"].to_numpy() / np.sqrt(np.maximum(n, 1))
   with np.errstate(invalid="ignore"):
-    t = np.where(n > 1, sps.t.ppf(0.5 + confidence / 2, np.maximum(n - 1, 1)), 0.0)
+    t = np.where(n > 1, _sps().t.ppf(0.5 + confidence / 2, np.maximum(n - 1, 1)), 0.0)
   half = np.where(n > 1, t * sem, 0.0)
   out["sem"] = np.where(n > 1, sem, np.nan)
   out["low"] = out["mean"] - half
@@ -387,11 +426,12 @@ def _select(runs: pd.DataFrame | None, selector, keys: list[str]) -> tuple[pd.Da
   if runs is None:
     raise ValueError("pass `runs` to pick groups by label or by config values")
   if isinstance(selector, str):
-    labels = group_labels(runs, keys)
-    chosen = runs[labels == selector]
-    if chosen.empty:
-      raise ValueError(f"no group {selector!r}; groups: {', '.join(sorted(set(labels)))}")
-    return chosen, selector
+    groups = _groups(runs, keys)
+    for label, index in groups:
+      if label == selector:
+        return runs.iloc[index], label
+    raise ValueError(f"no group {selector!r}; groups: "
+                     f"{', '.join(sorted(label for label, _ in groups))}")
   if isinstance(selector, Mapping):
     mask = np.ones(len(runs), bool)
     for key, value in selector.items():
@@ -401,7 +441,7 @@ def _select(runs: pd.DataFrame | None, selector, keys: list[str]) -> tuple[pd.Da
     label = ", ".join(f"{k}={_format(v)}" for k, v in selector.items())
     if chosen.empty:
       raise ValueError(f"no runs have {label}")
-    return chosen, label
+    return chosen, _describe_group(chosen, keys, label)
   raise TypeError(f"a group is a runs table, a folder, a group label or a dict of config "
                   f"values, not {type(selector).__name__}")
 
@@ -413,6 +453,8 @@ def _is_path(text: str) -> bool:
 
 
 def _equal(v: Any, value: Any) -> bool:
+  if _missing(value) or _missing(v):
+    return _missing(value) and _missing(v)
   if isinstance(value, list):
     value = tuple(value)
   if isinstance(v, float) and isinstance(value, (int, float)):
@@ -420,12 +462,12 @@ def _equal(v: Any, value: Any) -> bool:
   return v == value
 
 
-def _describe_group(runs: pd.DataFrame, keys: list[str]) -> str:
-  labels = set(group_labels(runs, keys)) if keys else set()
-  if len(labels) == 1:
-    return next(iter(labels))
+def _describe_group(runs: pd.DataFrame, keys: list[str], fallback: str | None = None) -> str:
+  groups = _groups(runs, keys) if keys else []
+  if len(groups) == 1:
+    return groups[0][0]
   root = runs.attrs.get("root")  # a table from load_runs: named by its folder
-  return root if root else f"{len(runs)} runs"
+  return fallback or root or f"{len(runs)} runs"
 
 
 def compare(runs: pd.DataFrame | None, metric: str, a, b, *, stat: str = "final",
@@ -456,7 +498,7 @@ def compare(runs: pd.DataFrame | None, metric: str, a, b, *, stat: str = "final"
   Returns:
     A `Comparison`; `print` it for a plain-words summary.
   """
-  keys = _resolve_by(runs, by) if runs is not None else []
+  keys = _resolve_by(_selected(runs, status), by) if runs is not None else []
   group_a, label_a = _select(runs, a, keys)
   group_b, label_b = _select(runs, b, keys)
   group_a, group_b = _selected(group_a, status), _selected(group_b, status)
@@ -471,35 +513,46 @@ def compare(runs: pd.DataFrame | None, metric: str, a, b, *, stat: str = "final"
   dropped = int((~finite_a).sum() + (~finite_b).sum())
   if dropped:
     notes.append(f"{dropped} run(s) without a finite {metric} were left out")
+  for label, group, x in ((label_a, group_a, xa), (label_b, group_b, xb)):
+    if not len(x):
+      raise ValueError(f"no {'completed ' if status == 'completed' else ''}runs with a finite "
+                       f"{metric} in {label} ({len(group)} run(s) selected)")
 
+  # Paired when the groups ran (nearly) the same seeds; a few shared seeds among many would
+  # throw most runs away, so those are compared unpaired.
   shared = _shared_seeds(seeds_a, seeds_b)
-  paired = len(shared) >= 2
+  paired = len(shared) >= 2 and len(shared) >= PAIRED_SHARE * max(len(xa), len(xb))
   rng = _rng(f"{label_a}|{label_b}", seed)
   tests: dict[str, dict[str, float]] = {}
   if paired:
-    pa = np.asarray([xa[seeds_a == s][0] for s in shared])
-    pb = np.asarray([xb[seeds_b == s][0] for s in shared])
     left = len(xa) + len(xb) - 2 * len(shared)
+    xa = np.asarray([xa[seeds_a == s][0] for s in shared])
+    xb = np.asarray([xb[seeds_b == s][0] for s in shared])
     if left:
       notes.append(f"{left} run(s) without a partner seed in the other group were left out "
-                   "of the paired tests")
-    d = pb - pa
+                   "of the paired comparison")
+    d = xb - xa
     difference = float(np.mean(d))
     low, high = bootstrap_interval(_mean, [d], confidence=confidence, rng=rng)
-    tests["ttest_rel"] = _test(lambda: sps.ttest_rel(pb, pa))
-    tests["wilcoxon"] = _test(lambda: sps.wilcoxon(pb, pa))
-    floor = _exact_floor_paired(len(shared))
+    tests["ttest_rel"] = _test(lambda: _sps().ttest_rel(xb, xa))
+    tests["wilcoxon"] = _test(lambda: _sps().wilcoxon(xb, xa))
+    nonzero = int(np.count_nonzero(d))  # the Wilcoxon test drops zero differences
+    floor = _exact_floor_paired(nonzero)
     if floor > alpha:
       needed = next(n for n in range(1, 64) if _exact_floor_paired(n) <= alpha)
-      notes.append(f"with {len(shared)} paired seeds the exact two-sided Wilcoxon p-value "
-                   f"cannot go below {floor:.4g}, so it can never reach {alpha:g}: use at "
-                   f"least {needed} seeds")
+      ties = f" ({len(d) - nonzero} with no difference)" if nonzero < len(d) else ""
+      notes.append(f"with {len(shared)} paired seeds{ties} the exact two-sided Wilcoxon "
+                   f"p-value cannot go below {floor:.4g}, so it can never reach {alpha:g}: "
+                   f"use at least {needed} seeds")
   else:
+    if shared:
+      notes.append(f"only {len(shared)} seed(s) are shared, too few to pair on: the runs are "
+                   "compared unpaired")
     difference = float(np.mean(xb) - np.mean(xa)) if len(xa) and len(xb) else math.nan
     low, high = bootstrap_interval(lambda x, y, axis=-1: np.mean(y, axis) - np.mean(x, axis),
                                    [xa, xb], confidence=confidence, rng=rng)
-    tests["welch_ttest"] = _test(lambda: sps.ttest_ind(xb, xa, equal_var=False))
-    tests["mannwhitneyu"] = _test(lambda: sps.mannwhitneyu(xb, xa, alternative="two-sided"))
+    tests["welch_ttest"] = _test(lambda: _sps().ttest_ind(xb, xa, equal_var=False))
+    tests["mannwhitneyu"] = _test(lambda: _sps().mannwhitneyu(xb, xa, alternative="two-sided"))
     floor = _exact_floor_unpaired(len(xa), len(xb))
     if floor > alpha:
       notes.append(f"with {len(xa)} and {len(xb)} runs the exact two-sided Mann-Whitney "
@@ -582,10 +635,11 @@ def compare_groups(runs: pd.DataFrame, metric: str, baseline=None, *, stat: str 
     if table.empty:
       raise ValueError(f"no completed runs with {metric}")
     baseline = table["group"].iloc[0]
-  _, base_label = _select(runs, baseline, keys)
+  base_runs, base_label = _select(_selected(runs, status), baseline, keys)
+  base_set = set(base_runs["run"])
   rows = []
-  for label in table["group"]:
-    if label == base_label:
+  for label, members in zip(table["group"], table["runs"], strict=True):
+    if label == base_label or (members and set(members) <= base_set):
       continue
     c = compare(runs, metric, baseline, label, stat=stat, by=keys, metrics=metrics,
                 status=status, confidence=confidence, alpha=alpha, seed=seed)
