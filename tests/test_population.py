@@ -138,11 +138,14 @@ def _hidden_seeds():
 
 
 def test_members_that_change_the_program_train_in_separate_populations(tmp_path):
-  result = run_sweep(make_sweep(_hidden_lr(), SMOKE), str(tmp_path / "sw"), max_population=1)
-  saved = _json(tmp_path / "sw" / "sweep.json")
-  assert result.counts() == {"completed": 4}
-  populations = {m["name"]: m["population"] for m in saved["members"]}
-  assert len(set(populations.values())) == 4  # 2 programs, each split by max_population=1
+  from gmf_jax.sweep.run import plan_sweep
+
+  # max_population splits each program's population (planned only: training it is the same
+  # code path as below, one population at a time).
+  plan = plan_sweep(make_sweep(_hidden_lr(), SMOKE), str(tmp_path / "sw"), max_population=1)
+  assert sorted(len(p.members) for p in plan.populations) == [1, 1, 1, 1]
+  assert len({p.id for p in plan.populations}) == 4  # 2 programs, each split in 2
+  assert not os.path.exists(tmp_path / "sw")  # planning writes nothing
   grouped = run_sweep(make_sweep(_hidden_lr(), SMOKE), str(tmp_path / "grouped"))
   assert grouped.counts() == {"completed": 4}
   by_hidden = {}
