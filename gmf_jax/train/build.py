@@ -30,6 +30,7 @@ from gmf_jax.models import make_model
 from gmf_jax.registry import ComponentOptions
 from gmf_jax.train import hparams as hparams_lib
 from gmf_jax.train.losses import loss_values, make_loss, with_values
+from gmf_jax.train.mesh import make_layout
 from gmf_jax.train.optim import Optimizer, Schedule, make_schedule, prepare_optimizer
 from gmf_jax.train.step import RunKeys, TrainState, member_axes, with_member_axis
 
@@ -59,6 +60,7 @@ class Experiment:
   dropped: tuple[str, ...] = ()  # keys left out of the resolved config (see ComponentOptions)
   diagnostics: tuple = ()  # gmf_jax.diagnostics.ScheduledDiagnostic, built from the config
   diagnostics_build_sec: float = 0.0
+  layout: Any = None  # gmf_jax.train.mesh.Layout: the devices and where arrays live
 
   def loss_for(self, values: dict[str, Any]):
     """The loss with its data fields from `values` (e.g. `state.hparams`, arrays)."""
@@ -90,6 +92,7 @@ def build_experiment(config: ml_collections.ConfigDict,
     ConfigError: on the first bad key or value, naming it.
   """
   _check_scalars(config)
+  layout = make_layout(config.mesh, config.batch_size)
   options = ComponentOptions(config_origin(config))
   if like is None:
     dataset = make_dataset(config.data, options)
@@ -122,7 +125,8 @@ def build_experiment(config: ml_collections.ConfigDict,
   exp = Experiment(_without(config, options.dropped), dataset, model, loss, None, schedule,
                    num_steps, steps_per_epoch, on_device=_keep_on_device(config.data, dataset),
                    eval_metrics=eval_metrics, optimizer=optimizer,
-                   hparams=hparams_lib.as_arrays(values), dropped=tuple(options.dropped))
+                   hparams=hparams_lib.as_arrays(values), dropped=tuple(options.dropped),
+                   layout=layout)
   exp = dataclasses.replace(exp, tx=exp.tx_for({}))
   if like is not None:
     return dataclasses.replace(exp, diagnostics=like.diagnostics)

@@ -290,7 +290,7 @@ class _Session:
           seed=m.exp.config.seed, num_steps=exp.num_steps, num_params=num_params,
           dataset=exp.dataset.name, num_train=len(exp.dataset.train),
           num_test=len(exp.dataset.test), data_on_device=exp.on_device,
-          platform=jax.default_backend())
+          platform=jax.default_backend(), mesh=exp.layout.describe())
       if self.size > 1:
         m.summary.info["population"] = {"size": self.size, "index": m.index,
                                         "members": self.names}
@@ -324,13 +324,15 @@ class _Session:
   def _train(self, keys: RunKeys) -> TrainState:
     exp, config, guard, recording = self.exp, self.exp.config, self.guard, self.recording
     state, step, size = self.state, self.start_step, self.size
+    state, keys = exp.layout.put((state, keys))  # on every device of the mesh, once
     run_chunk, prefetch, close_feed = _make_feed(exp, keys, state, size)
-    eval_data, eval_mask = pipeline.padded_eval_data(exp.dataset.test, config.eval_batch_size)
+    eval_data, eval_mask = exp.layout.put(
+        pipeline.padded_eval_data(exp.dataset.test, config.eval_batch_size))
     eval_fn = _make_eval(exp, state, size, min(config.eval_batch_size, len(exp.dataset.test)))
     probe, warm_up = None, None
     diag_seconds: dict[str, float] = {}
     if exp.diagnostics:
-      probe = runner.probe_batch(exp, config.probe_size)
+      probe = exp.layout.put(runner.probe_batch(exp, config.probe_size))
       diag_seconds["build"] = exp.diagnostics_build_sec
       first_copy = member(state, self.members[0].index)  # `state` will be donated
     boundaries = _Boundaries(exp)
@@ -538,12 +540,19 @@ def _make_feed(exp: Experiment, keys: RunKeys, state: TrainState, size: int):
   Every chunk runs in one compiled program of `steps_per_call` slots, whatever its length.
   """
   slots = exp.config.steps_per_call
-  parts = dict(loss_for=exp.loss_for, tx_for=exp.tx_for)
+  layout = exp.layout
+  parts = dict(loss_for=exp.loss_for, tx_for=exp.tx_for, batch_sharding=layout.batch)
+  # On several devices the chunk's inputs and outputs are laid out explicitly: state, keys and
+  # an on-device dataset replicated, streamed batches split along B (see train/mesh.py).
+  rep = layout.replicated
+  shardings = {} if layout.mesh is None else dict(out_shardings=rep)
   if exp.on_device:
-    train_data = pipeline.to_device(exp.dataset.train)
+    train_data = layout.put(pipeline.to_device(exp.dataset.train))
     chunk = functools.partial(train_chunk_on_device, batch_size=exp.config.batch_size,
                               num_steps=slots, **parts)
-    chunk_fn = jax.jit(population_chunk(chunk, state, size), donate_argnums=0)
+    if layout.mesh is not None:
+      shardings["in_shardings"] = (rep, rep, rep, rep)
+    chunk_fn = jax.jit(population_chunk(chunk, state, size), donate_argnums=0, **shardings)
     run_chunk = lambda state, start, n: chunk_fn(state, keys, train_data, np.int32(n))
     return run_chunk, lambda start, n: None, lambda: None
   data_keys = np.asarray(keys.data)
@@ -551,7 +560,11 @@ def _make_feed(exp: Experiment, keys: RunKeys, state: TrainState, size: int):
   feeds = [pipeline.HostBatches(exp.dataset.train, exp.config.batch_size, data_keys[i], slots)
            for i in range(1 if shared else size)]
   chunk = functools.partial(train_chunk_on_batches, **parts)
-  batch_fn = jax.jit(population_chunk(chunk, state, size, shared_data=shared), donate_argnums=0)
+  if layout.mesh is not None:  # batches: (steps, B, ...), or (members, steps, B, ...)
+    shardings["in_shardings"] = (rep, rep, layout.stacked_batches(1 if shared or size == 1
+                                                                  else 2), rep)
+  batch_fn = jax.jit(population_chunk(chunk, state, size, shared_data=shared), donate_argnums=0,
+                     **shardings)
 
   def batches(start, n):
     got = [f.get(start, n) for f in feeds]

@@ -139,9 +139,14 @@ def _run_steps(step_fn, carry, length: int, num_active: jax.Array, xs=None):
   return carry, {k: rows[:, j] for j, k in enumerate(names)}
 
 
+def _constrain(batch: Batch, sharding) -> Batch:
+  """The batch split over the devices of `sharding` (None: one device, left as it is)."""
+  return batch if sharding is None else jax.lax.with_sharding_constraint(batch, sharding)
+
+
 def train_chunk_on_device(state: TrainState, keys: RunKeys, data: Batch, num_active: jax.Array,
-                          *, loss_for, tx_for, batch_size: int, num_steps: int
-                          ) -> tuple[TrainState, Metrics]:
+                          *, loss_for, tx_for, batch_size: int, num_steps: int,
+                          batch_sharding=None) -> tuple[TrainState, Metrics]:
   """Up to `num_steps` steps (the first `num_active`) over a dataset held on the device.
 
   Batches are drawn without replacement from a per-epoch permutation; the last incomplete
@@ -166,6 +171,7 @@ def train_chunk_on_device(state: TrainState, keys: RunKeys, data: Batch, num_act
     )
     idx = jax.lax.dynamic_slice_in_dim(perm, position * batch_size, batch_size)  # (B,)
     batch = jax.tree_util.tree_map(lambda a: jnp.take(a, idx, axis=0), data)
+    batch = _constrain(batch, batch_sharding)  # data parallel: each device its part of B
     state, metrics = train_step(state, batch, jax.random.fold_in(keys.train, step),
                                 loss_for=loss_for, tx_for=tx_for)
     return (state, perm), metrics
@@ -176,12 +182,13 @@ def train_chunk_on_device(state: TrainState, keys: RunKeys, data: Batch, num_act
 
 
 def train_chunk_on_batches(state: TrainState, keys: RunKeys, batches: Batch,
-                           num_active: jax.Array, *, loss_for, tx_for
+                           num_active: jax.Array, *, loss_for, tx_for, batch_sharding=None
                            ) -> tuple[TrainState, Metrics]:
   """Steps over batches streamed from the host, stacked as (num_steps, B, ...); the first
   `num_active` are real."""
 
   def step_fn(state, batch):
+    batch = _constrain(batch, batch_sharding)
     return train_step(state, batch, jax.random.fold_in(keys.train, state.step),
                       loss_for=loss_for, tx_for=tx_for)
 
