@@ -153,9 +153,10 @@ def default_config() -> ml_collections.ConfigDict:
   # compiled programs instead of compiling them again. 'auto': $GMF_JAX_COMPILE_CACHE_DIR, else
   # ~/.cache/gmf_jax/jax/<cpu type>; '' turns it off. See gmf_jax/compile_cache.py.
   c.compile_cache = ml_collections.ConfigDict({"dir": "auto", "max_size_mb": 2048})
-  # The devices: `data` of them split every batch (data parallelism; 0: every visible device);
-  # parameters and optimizer state are replicated. One device: no mesh, nothing changes.
-  c.mesh = ml_collections.ConfigDict({"data": 0})
+  # The devices: `data` of them split every batch (data parallelism; 0: every visible device
+  # that `members` leaves), and `members` of them split a population's members (seeds, sweep
+  # points). Parameters and optimizer state are replicated along `data`. One device: no mesh.
+  c.mesh = ml_collections.ConfigDict({"data": 0, "members": 1})
   c.wandb = ml_collections.ConfigDict(
       {
           "mode": "offline",  # 'offline' | 'online' | 'disabled'; WANDB_MODE overrides it

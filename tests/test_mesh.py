@@ -58,7 +58,8 @@ def test_four_devices_match_one_and_record_the_mesh(one_device, tmp_path):
   assert done.returncode == 0, done.stderr[-2000:]
   assert _close(_eval(tmp_path / "four"), _eval(one_device))
   with open(tmp_path / "four" / "summary.json") as f:
-    assert json.load(f)["mesh"] == {"axes": {"data": 4}, "devices": 4, "platform": "cpu"}
+    assert json.load(f)["mesh"] == {"axes": {"members": 1, "data": 4}, "devices": 4,
+                                    "platform": "cpu"}
   with open(one_device / "summary.json") as f:
     assert json.load(f)["mesh"]["devices"] == 1
 
@@ -70,21 +71,26 @@ import functools, jax, numpy as np
 from gmf_jax import load_config
 from gmf_jax.train import build, step as step_lib
 from gmf_jax.train.loop import _make_feed
-config = load_config(%r, {"num_steps": 20, "steps_per_call": 20, "progress_bar": False})
-exp = build.build_experiment(config)
-keys = jax.tree_util.tree_map(lambda a: a[None], step_lib.make_keys(0))
-state = build.init_population(exp, keys, {k: np.asarray(v)[None] for k, v in exp.hparams.items()})
-state, keys = exp.layout.put((state, keys))
-run_chunk, _, _ = _make_feed(exp, keys, state, 1)
-out, _ = run_chunk(state, 0, 20)
-leaf = jax.tree_util.tree_leaves(out.params)[0]
-sharding = leaf.sharding
-print(len(jax.devices()), exp.layout.data, len(sharding.device_set), sharding.is_fully_replicated)
+for members, size in ((1, 1), (2, 4)):
+  config = load_config(%r, {"num_steps": 20, "steps_per_call": 20, "progress_bar": False,
+                            "mesh.members": members})
+  exp = build.build_experiment(config)
+  keys = jax.tree_util.tree_map(lambda *a: np.stack(a),
+                                *[step_lib.make_keys(s) for s in range(size)])
+  values = {k: np.stack([np.asarray(v)] * size) for k, v in exp.hparams.items()}
+  state = build.init_population(exp, keys, values)
+  state, keys = exp.layout.put_population(state, keys)
+  run_chunk, _, _ = _make_feed(exp, keys, state, size)
+  out, _ = run_chunk(state, 0, 20)
+  sharding = jax.tree_util.tree_leaves(out.params)[0].sharding
+  print(exp.layout.members, exp.layout.data, len(sharding.device_set), sharding.spec,
+        out.step.sharding.is_fully_replicated)
 """
   done = subprocess.run([sys.executable, "-c", script % str(CONFIGS / "mlp.py")], cwd=ROOT,
                         env={**os.environ, **FOUR}, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-3000:]
-  assert done.stdout.split() == ["4", "4", "4", "True"]
+  # Data only: parameters replicated on all 4. Members x data: the member axis split in 2.
+  assert done.stdout.splitlines() == ["1 4 4 P(None,) True", "2 2 4 P('members',) True"]
 
 
 @pytest.mark.parametrize("first,then", [(FOUR, ONE), (ONE, FOUR)], ids=["4to1", "1to4"])
@@ -102,26 +108,46 @@ def test_a_checkpoint_saved_on_some_devices_resumes_on_others(one_device, tmp_pa
 
 def test_a_mesh_that_does_not_fit_is_refused_before_anything_runs(tmp_path):
   config = load_config(str(CONFIGS / "mlp.py"), {"mesh.data": 2})
-  with pytest.raises(ConfigError, match=r"mesh.data=2 does not match the 1 visible cpu"):
+  with pytest.raises(ConfigError, match=r"mesh.data=2 x mesh.members=1 = 2 devices, but 1 cpu"):
     make_layout(config.mesh, config.batch_size)
   four = [types.SimpleNamespace(platform="gpu")] * 4
   with pytest.raises(ConfigError, match=r"batch_size=62 does not split evenly over the 4 "
                                         r"devices.*--config.batch_size=60"):
-    make_layout(config.mesh.__class__({"data": 0}), 62, devices=four)
+    make_layout(config.mesh.__class__({"data": 0, "members": 1}), 62, devices=four)
   with pytest.raises(ConfigError, match="mesh.data=-1"):
-    make_layout(config.mesh.__class__({"data": -1}), 64)
+    make_layout(config.mesh.__class__({"data": -1, "members": 1}), 64)
+  with pytest.raises(ConfigError, match=r"mesh.members=3 does not divide the 4 visible"):
+    make_layout(config.mesh.__class__({"data": 0, "members": 3}), 64, devices=four)
+  with pytest.raises(ConfigError, match=r"mesh.data=4 x mesh.members=2 = 8 devices, but 4"):
+    make_layout(config.mesh.__class__({"data": 4, "members": 2}), 64, devices=four)
   done = _run(tmp_path, "bad", FOUR, "--config.batch_size=62")
   assert done.returncode == 2 and "batch_size=62 does not split evenly" in done.stderr
   assert not (tmp_path / "bad").exists()  # refused before the run folder is written
+  done = _run(tmp_path, "odd", FOUR, "--config.num_seeds=3", "--config.mesh.members=2")
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert "3 member(s), which do not split evenly over mesh.members=2" in done.stderr
+  assert not any((tmp_path / "odd").glob("*/metrics.csv"))  # no member started
 
 
-def test_a_streamed_population_on_four_devices_matches_one(one_device, tmp_path):
-  """The other feed and the member axis: host batches (members, steps, B, ...) split along B.
-
-  Member seed=0 is compared with the 1-device run of seed 0 (streamed batches are the
-  on-device ones, and a member matches its standalone run to ~1e-7: tests/test_population.py).
-  """
-  done = _run(tmp_path, "four", FOUR, "--config.data.on_device=no", "--config.num_seeds=2")
+@pytest.fixture(scope="module")
+def population_on_one(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("pop")
+  done = _run(tmp, "one", ONE, "--config.num_seeds=4")
   assert done.returncode == 0, done.stderr[-2000:]
-  assert _close(_eval(tmp_path / "four" / "seed=0"), _eval(one_device))
-  assert _eval(tmp_path / "four" / "seed=1") != _eval(one_device)  # its own seed
+  return tmp / "one"
+
+
+@pytest.mark.parametrize("on_device", ["yes", "no"])
+def test_a_population_spread_over_devices_matches_it_on_one(population_on_one, tmp_path,
+                                                            on_device):
+  """4 seeds on a 2 x 2 mesh (2 members per device pair, each batch split in 2) against the
+  same population on one device. Streamed batches are (members, steps, B, ...), both axes
+  split; they are the on-device batches (tests/test_training.py), so one reference serves."""
+  done = _run(tmp_path, "four", FOUR, "--config.num_seeds=4", "--config.mesh.members=2",
+              f"--config.data.on_device={on_device}")
+  assert done.returncode == 0, done.stderr[-2000:]
+  for seed in range(4):
+    assert _close(_eval(tmp_path / "four" / f"seed={seed}"),
+                  _eval(population_on_one / f"seed={seed}"))
+  with open(tmp_path / "four" / "seed=3" / "summary.json") as f:
+    assert json.load(f)["mesh"]["axes"] == {"members": 2, "data": 2}

@@ -40,6 +40,7 @@ from gmf_jax.runlog.record import check_run_folder
 from gmf_jax.train import pipeline
 from gmf_jax.train.build import Experiment, build_experiment, init_population
 from gmf_jax.train.hparams import program_key
+from gmf_jax.train.mesh import check_population
 from gmf_jax.train.metering import ChunkTimer, Stopwatch, schedule_rates
 from gmf_jax.train.preemption import Preempted, PreemptionGuard
 from gmf_jax.train.progress import Progress
@@ -149,6 +150,8 @@ def build_population(setups: list[MemberSetup]) -> tuple[list[Experiment], list[
           f"member {setup.name!r} cannot train in one program with {setups[0].name!r}: they "
           f"differ in {', '.join(diff)} (group members by these keys).")
     exps.append(exp)
+  check_population(first.layout, len(exps),
+                   "this run" if len(exps) == 1 else f"the population of {setups[0].name!r}")
   return exps, resolved
 
 
@@ -324,7 +327,7 @@ class _Session:
   def _train(self, keys: RunKeys) -> TrainState:
     exp, config, guard, recording = self.exp, self.exp.config, self.guard, self.recording
     state, step, size = self.state, self.start_step, self.size
-    state, keys = exp.layout.put((state, keys))  # on every device of the mesh, once
+    state, keys = exp.layout.put_population(state, keys)  # on the mesh, once
     run_chunk, prefetch, close_feed = _make_feed(exp, keys, state, size)
     eval_data, eval_mask = exp.layout.put(
         pipeline.padded_eval_data(exp.dataset.test, config.eval_batch_size))
@@ -542,17 +545,20 @@ def _make_feed(exp: Experiment, keys: RunKeys, state: TrainState, size: int):
   slots = exp.config.steps_per_call
   layout = exp.layout
   parts = dict(loss_for=exp.loss_for, tx_for=exp.tx_for, batch_sharding=layout.batch)
-  # On several devices the chunk's inputs and outputs are laid out explicitly: state, keys and
-  # an on-device dataset replicated, streamed batches split along B (see train/mesh.py).
-  rep = layout.replicated
-  shardings = {} if layout.mesh is None else dict(out_shardings=rep)
+  # On several devices the chunk's inputs and outputs are laid out explicitly: the state and
+  # keys split over `members` (replicated along `data`), an on-device dataset replicated,
+  # streamed batches split along B (see train/mesh.py).
+  rep, per_member = layout.replicated, layout.member_axis
+  shardings = {} if layout.mesh is None else dict(
+      out_shardings=(layout.population(state), per_member))
+  vmapped = functools.partial(population_chunk, spmd_axis_name=layout.spmd_axis)
   if exp.on_device:
     train_data = layout.put(pipeline.to_device(exp.dataset.train))
     chunk = functools.partial(train_chunk_on_device, batch_size=exp.config.batch_size,
                               num_steps=slots, **parts)
     if layout.mesh is not None:
-      shardings["in_shardings"] = (rep, rep, rep, rep)
-    chunk_fn = jax.jit(population_chunk(chunk, state, size), donate_argnums=0, **shardings)
+      shardings["in_shardings"] = (layout.population(state), per_member, rep, rep)
+    chunk_fn = jax.jit(vmapped(chunk, state, size), donate_argnums=0, **shardings)
     run_chunk = lambda state, start, n: chunk_fn(state, keys, train_data, np.int32(n))
     return run_chunk, lambda start, n: None, lambda: None
   data_keys = np.asarray(keys.data)
@@ -561,9 +567,10 @@ def _make_feed(exp: Experiment, keys: RunKeys, state: TrainState, size: int):
            for i in range(1 if shared else size)]
   chunk = functools.partial(train_chunk_on_batches, **parts)
   if layout.mesh is not None:  # batches: (steps, B, ...), or (members, steps, B, ...)
-    shardings["in_shardings"] = (rep, rep, layout.stacked_batches(1 if shared or size == 1
-                                                                  else 2), rep)
-  batch_fn = jax.jit(population_chunk(chunk, state, size, shared_data=shared), donate_argnums=0,
+    data = (layout.stacked_batches(1) if shared or size == 1
+            else layout.stacked_member_batches())
+    shardings["in_shardings"] = (layout.population(state), per_member, data, rep)
+  batch_fn = jax.jit(vmapped(chunk, state, size, shared_data=shared), donate_argnums=0,
                      **shardings)
 
   def batches(start, n):

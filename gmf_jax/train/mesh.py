@@ -1,13 +1,17 @@
 """The devices a run trains on: a `jax.sharding.Mesh` and where each array lives on it.
 
 `config.mesh.data` devices split every batch (data parallelism; 0, the default, means every
-visible device); parameters, optimizer state and the hyperparameters are replicated, and XLA
-sums the gradients across the `data` axis. With one device there is no mesh: nothing is placed
-or constrained, so a single-device run is the program it always was.
+visible device left after `members`); parameters, optimizer state and the hyperparameters are
+replicated along `data`, and XLA sums the gradients across it. `config.mesh.members` devices
+split a population's members (64 seeds over 8 devices: 8 members each); members x data both at
+once is a 2-D mesh. With one device there is no mesh: nothing is placed or constrained, so a
+single-device run is the program it always was.
 
-    Layout.mesh          Mesh(devices, ("data",)), or None on one device
-    Layout.put(tree)     the tree replicated on every device of the mesh (once, not per call)
-    Layout.batch         the sharding of a (B, ...) batch: split along B over `data`
+    Layout.mesh              Mesh(devices (members, data), ("members", "data")), or None
+    Layout.put(tree)         the tree replicated on every device of the mesh (once)
+    Layout.population(state) shardings of a population's state: the member axis split over
+                             `members`, the shared step replicated
+    Layout.batch             the sharding of a (B, ...) batch: split along B over `data`
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from gmf_jax.checks import check_int
 from gmf_jax.errors import ConfigError
 
 DATA = "data"
+MEMBERS = "members"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +36,7 @@ class Layout:
 
   mesh: Mesh | None
   data: int  # devices along the batch
+  members: int = 1  # devices along a population's members
 
   @property
   def replicated(self) -> NamedSharding | None:
@@ -47,13 +53,49 @@ class Layout:
       return None
     return NamedSharding(self.mesh, PartitionSpec(*([None] * leading), DATA))
 
+  def stacked_member_batches(self) -> NamedSharding | None:
+    """Per-member streamed batches (members, steps, B, ...): members and B both split."""
+    if self.mesh is None:
+      return None
+    return NamedSharding(self.mesh, PartitionSpec(self._members(), None, DATA))
+
+  @property
+  def member_axis(self) -> NamedSharding | None:
+    """Arrays with a leading member axis (keys, metrics): split over `members`."""
+    return None if self.mesh is None else NamedSharding(self.mesh,
+                                                        PartitionSpec(self._members()))
+
+  @property
+  def spmd_axis(self) -> str | None:
+    """The mesh axis a population's vmap runs along (None: members are not split)."""
+    return MEMBERS if self.members > 1 else None
+
+  def _members(self):
+    return MEMBERS if self.members > 1 else None
+
+  def population(self, state) -> Any:
+    """Shardings of a population's state: every leaf's member axis over `members`; the shared
+    step counter (no member axis) replicated."""
+    if self.mesh is None:
+      return None
+    split = self.member_axis
+    return jax.tree_util.tree_map(lambda _: split, state.replace(step=None)).replace(
+        step=self.replicated)
+
   def put(self, tree: Any) -> Any:
     """`tree` replicated on the mesh (a no-op on one device)."""
     return tree if self.mesh is None else jax.device_put(tree, self.replicated)
 
+  def put_population(self, state, keys) -> tuple[Any, Any]:
+    """A population's state and keys laid out on the mesh (a no-op on one device)."""
+    if self.mesh is None:
+      return state, keys
+    return jax.device_put(state, self.population(state)), jax.device_put(keys,
+                                                                          self.member_axis)
+
   def describe(self) -> dict[str, Any]:
     devices = jax.devices() if self.mesh is None else list(self.mesh.devices.flat)
-    return {"axes": {DATA: self.data}, "devices": len(devices),
+    return {"axes": {MEMBERS: self.members, DATA: self.data}, "devices": len(devices),
             "platform": devices[0].platform}
 
 
@@ -65,15 +107,23 @@ def make_layout(mesh_config, batch_size: int, devices: list | None = None) -> La
       evenly over the `data` axis.
   """
   devices = list(jax.devices() if devices is None else devices)
+  check_int("mesh.members", mesh_config.members, low=1,
+            hint="1: every device holds every member; n: split the members over n devices.")
   check_int("mesh.data", mesh_config.data, low=0,
-            hint="0: every visible device; n: split each batch over n devices.")
+            hint="0: every visible device left; n: split each batch over n devices.")
   count, platform = len(devices), devices[0].platform
-  data = mesh_config.data or count
-  if data != count:
+  members = mesh_config.members
+  show = "(CUDA_VISIBLE_DEVICES, XLA_FLAGS=--xla_force_host_platform_device_count)"
+  if count % members:
     raise ConfigError(
-        f"mesh.data={mesh_config.data} does not match the {count} visible {platform} "
-        f"device(s); set --config.mesh.data=0 (all of them) or {count}, or show fewer devices "
-        "(CUDA_VISIBLE_DEVICES, XLA_FLAGS=--xla_force_host_platform_device_count).")
+        f"mesh.members={members} does not divide the {count} visible {platform} device(s); "
+        f"use a divisor of {count}, or show other devices {show}.")
+  data = mesh_config.data or count // members
+  if data * members != count:
+    raise ConfigError(
+        f"mesh.data={mesh_config.data} x mesh.members={members} = {data * members} devices, "
+        f"but {count} {platform} device(s) are visible; set --config.mesh.data=0 (all that "
+        f"mesh.members leaves) or {count // members}, or show fewer devices {show}.")
   if batch_size % data:
     fits = max(data, batch_size // data * data)
     raise ConfigError(
@@ -81,4 +131,14 @@ def make_layout(mesh_config, batch_size: int, devices: list | None = None) -> La
         f"'data' axis; use a multiple of {data} (e.g. --config.batch_size={fits}).")
   if count == 1:
     return Layout(mesh=None, data=1)
-  return Layout(mesh=Mesh(np.asarray(devices), (DATA,)), data=data)
+  grid = np.asarray(devices).reshape(members, data)
+  return Layout(mesh=Mesh(grid, (MEMBERS, DATA)), data=data, members=members)
+
+
+def check_population(layout: Layout, size: int, label: str = "the population") -> None:
+  """A population must split evenly over `mesh.members` (before anything runs)."""
+  if size % layout.members:
+    raise ConfigError(
+        f"{label} has {size} member(s), which do not split evenly over mesh.members="
+        f"{layout.members} devices; use a multiple of {layout.members} (num_seeds, or a "
+        f"sweep's --max_population) or set --config.mesh.members=1.")

@@ -233,12 +233,13 @@ def member_axes(state: TrainState) -> TrainState:
 
 
 def population_chunk(chunk: Callable, state_like: TrainState, size: int, *,
-                     shared_data: bool = True) -> Callable:
+                     shared_data: bool = True, spmd_axis_name: str | None = None) -> Callable:
   """`chunk(state, keys, data, num_active)` for a population of `size` members.
 
   The state and keys have a leading member axis; `data` is shared (`shared_data`) or has a
   member axis too (streamed batches in each member's order). A population of one calls
   `chunk` on the member itself, so a single run computes exactly what it always did.
+  `spmd_axis_name`: the mesh axis the members are split over (see train/mesh.py), if any.
   """
   if size == 1:
     def one(state, keys, data, num_active):
@@ -251,7 +252,7 @@ def population_chunk(chunk: Callable, state_like: TrainState, size: int, *,
     return one
   axes = member_axes(state_like)
   return jax.vmap(chunk, in_axes=(axes, 0, None if shared_data else 0, None),
-                  out_axes=(axes, 0), axis_size=size)
+                  out_axes=(axes, 0), axis_size=size, spmd_axis_name=spmd_axis_name)
 
 
 def member(state: TrainState, i: int) -> TrainState:
