@@ -71,12 +71,12 @@ def _part(title: str, cmd: list[str], timeout: float, env: dict | None = None,
 
 
 def _train(workdir: str, steps: int, env: dict, timeout: float) -> dict | None:
-  cmd = [sys.executable, "-m", "gmf_jax.main", f"--config={REPO}/configs/mlp.py",
-         f"--config.num_steps={steps}", f"--config.eval_every_steps={steps}",
-         "--config.progress_bar=False",
-         "--config.wandb.mode=disabled", "--config.diagnostics={}",
-         "--config.batch_size=512", "--config.checkpoint.every_steps=0",
-         f"--workdir={workdir}"]
+  # The smoke variant has no diagnostics; its lengths are overridden here.
+  cmd = [sys.executable, "-m", "gmf_jax.main", f"--config={REPO}/configs/mlp.py:smoke",
+         f"--config.num_steps={steps}", "--config.steps_per_call=500",
+         "--config.log_every_steps=100", f"--config.eval_every_steps={steps}",
+         "--config.wandb.mode=disabled", "--config.batch_size=512",
+         "--config.checkpoint.every_steps=0", f"--workdir={workdir}"]
   try:
     done = subprocess.run(cmd, cwd=REPO, env={**os.environ, **env}, text=True,
                           capture_output=True, timeout=timeout)
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
   with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
     env = {"GMF_JAX_COMPILE_CACHE_DIR": os.path.join(tmp, "cache"), "WANDB_MODE": "disabled"}
     _part("single run", [py, f"{BENCH}/train_speed.py", "--steps", "2000" if q else "10000",
-                         "--vae-steps", "500" if q else "3000", "--repeats", "1" if q else "2",
+                         "--vae-steps", "1000" if q else "3000", "--repeats", "1" if q else "2",
                          "--retries", "0"], share, env)
     _part("population", [py, f"{BENCH}/gpu_sweep.py", "--seeds", "4" if q else "64",
                          "--steps", "1000", "--sequential-budget", "10" if q else "60"],
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     _part("Jacobians", [py, f"{BENCH}/jacobian_modes.py", "--repeats", "2" if q else "7",
                         "--inner", "1" if q else "3"], share / 2, env)
     left = max(30.0, args.budget - (time.perf_counter() - start))
-    data_parallel(count, platform, 500 if q else 3000, left / 2, tmp, q)
+    data_parallel(count, platform, 1000 if q else 3000, left / 2, tmp, q)
   print(f"\ngpu check: {time.perf_counter() - start:.0f} s in all")
   return 0
 
