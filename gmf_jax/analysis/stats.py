@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import warnings
 import zlib
 from collections.abc import Mapping, Sequence
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gmf_jax.runlog.summary import higher_is_better as _higher_is_better
+from gmf_jax.runlog.summary import higher_is_better  # accuracies: higher; losses: lower
 
 STATS = ("final", "best", "min", "max", "auc")
 # Config keys that never tell one setting from another: seeds and bookkeeping.
@@ -39,11 +40,6 @@ def _sps():
   from scipy import stats
 
   return stats
-
-
-def higher_is_better(metric: str) -> bool:
-  """Whether larger values of `metric` are better (accuracies); losses and the rest: smaller."""
-  return _higher_is_better(metric)
 
 
 def group_keys(runs: pd.DataFrame) -> list[str]:
@@ -198,10 +194,6 @@ def bootstrap_interval(statistic, samples: Sequence[np.ndarray], *, confidence: 
   return math.nan, math.nan
 
 
-def _mean(x, axis=-1):
-  return np.mean(x, axis=axis)
-
-
 def iqm(values: np.ndarray) -> float:
   """The interquartile mean: the mean of the middle 50% (25% trimmed from each end)."""
   return float(_sps().trim_mean(values, 0.25)) if len(values) else math.nan
@@ -213,7 +205,7 @@ def describe(values: np.ndarray, label: str = "", *, confidence: float = 0.95,
   x = np.asarray(values, float)
   n = len(x)
   std = float(np.std(x, ddof=1)) if n > 1 else math.nan
-  low, high = bootstrap_interval(_mean, [x], confidence=confidence, rng=_rng(label, seed))
+  low, high = bootstrap_interval(np.mean, [x], confidence=confidence, rng=_rng(label, seed))
   return {"n": n, "mean": float(np.mean(x)) if n else math.nan, "std": std,
           "sem": std / math.sqrt(n) if n > 1 else math.nan,
           "median": float(np.median(x)) if n else math.nan, "iqm": iqm(x),
@@ -419,7 +411,7 @@ def _select(runs: pd.DataFrame | None, selector, keys: list[str]) -> tuple[pd.Da
   """A group of runs from a selector: a runs table, a folder, a group label or {key: value}."""
   if isinstance(selector, pd.DataFrame):
     return selector, _describe_group(selector, keys)
-  if isinstance(selector, str) and (runs is None or _is_path(selector)):
+  if isinstance(selector, str) and (runs is None or os.path.isdir(selector)):
     from gmf_jax.analysis.loading import load_runs
 
     return load_runs(selector), selector
@@ -444,12 +436,6 @@ def _select(runs: pd.DataFrame | None, selector, keys: list[str]) -> tuple[pd.Da
     return chosen, _describe_group(chosen, keys, label)
   raise TypeError(f"a group is a runs table, a folder, a group label or a dict of config "
                   f"values, not {type(selector).__name__}")
-
-
-def _is_path(text: str) -> bool:
-  import os
-
-  return os.path.isdir(text)
 
 
 def _equal(v: Any, value: Any) -> bool:
@@ -533,7 +519,7 @@ def compare(runs: pd.DataFrame | None, metric: str, a, b, *, stat: str = "final"
                    "of the paired comparison")
     d = xb - xa
     difference = float(np.mean(d))
-    low, high = bootstrap_interval(_mean, [d], confidence=confidence, rng=rng)
+    low, high = bootstrap_interval(np.mean, [d], confidence=confidence, rng=rng)
     tests["ttest_rel"] = _test(lambda: _sps().ttest_rel(xb, xa))
     tests["wilcoxon"] = _test(lambda: _sps().wilcoxon(xb, xa))
     nonzero = int(np.count_nonzero(d))  # the Wilcoxon test drops zero differences

@@ -92,7 +92,8 @@ def build_experiment(config: ml_collections.ConfigDict,
     ConfigError: on the first bad key or value, naming it.
   """
   _check_scalars(config)
-  layout = make_layout(config.mesh, config.batch_size)
+  # Members of one program share the layout (program_key holds mesh.* and batch_size).
+  layout = make_layout(config.mesh, config.batch_size) if like is None else like.layout
   options = ComponentOptions(config_origin(config))
   if like is None:
     dataset = make_dataset(config.data, options)

@@ -548,16 +548,15 @@ def _make_feed(exp: Experiment, keys: RunKeys, state: TrainState, size: int):
   # On several devices the chunk's inputs and outputs are laid out explicitly: the state and
   # keys split over `members` (replicated along `data`), an on-device dataset replicated,
   # streamed batches split along B (see train/mesh.py).
-  rep, per_member = layout.replicated, layout.member_axis
-  shardings = {} if layout.mesh is None else dict(
-      out_shardings=(layout.population(state), per_member))
+  rep, per_member, states = layout.replicated, layout.member_axis, layout.population(state)
+  shardings = {} if layout.mesh is None else dict(out_shardings=(states, per_member))
   vmapped = functools.partial(population_chunk, spmd_axis_name=layout.spmd_axis)
   if exp.on_device:
     train_data = layout.put(pipeline.to_device(exp.dataset.train))
     chunk = functools.partial(train_chunk_on_device, batch_size=exp.config.batch_size,
                               num_steps=slots, **parts)
     if layout.mesh is not None:
-      shardings["in_shardings"] = (layout.population(state), per_member, rep, rep)
+      shardings["in_shardings"] = (states, per_member, rep, rep)
     chunk_fn = jax.jit(vmapped(chunk, state, size), donate_argnums=0, **shardings)
     run_chunk = lambda state, start, n: chunk_fn(state, keys, train_data, np.int32(n))
     return run_chunk, lambda start, n: None, lambda: None
@@ -567,9 +566,8 @@ def _make_feed(exp: Experiment, keys: RunKeys, state: TrainState, size: int):
            for i in range(1 if shared else size)]
   chunk = functools.partial(train_chunk_on_batches, **parts)
   if layout.mesh is not None:  # batches: (steps, B, ...), or (members, steps, B, ...)
-    data = (layout.stacked_batches(1) if shared or size == 1
-            else layout.stacked_member_batches())
-    shardings["in_shardings"] = (layout.population(state), per_member, data, rep)
+    data = layout.stacked_batches if shared or size == 1 else layout.stacked_member_batches
+    shardings["in_shardings"] = (states, per_member, data, rep)
   batch_fn = jax.jit(vmapped(chunk, state, size, shared_data=shared), donate_argnums=0,
                      **shardings)
 

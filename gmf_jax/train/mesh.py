@@ -38,40 +38,38 @@ class Layout:
   data: int  # devices along the batch
   members: int = 1  # devices along a population's members
 
-  @property
-  def replicated(self) -> NamedSharding | None:
-    return None if self.mesh is None else NamedSharding(self.mesh, PartitionSpec())
-
-  @property
-  def batch(self) -> NamedSharding | None:
-    """A (B, ...) batch split along B over the `data` axis."""
-    return None if self.mesh is None else NamedSharding(self.mesh, PartitionSpec(DATA))
-
-  def stacked_batches(self, leading: int) -> NamedSharding | None:
-    """Batches with `leading` axes before B (steps; members and steps), split along B."""
-    if self.mesh is None:
-      return None
-    return NamedSharding(self.mesh, PartitionSpec(*([None] * leading), DATA))
-
-  def stacked_member_batches(self) -> NamedSharding | None:
-    """Per-member streamed batches (members, steps, B, ...): members and B both split."""
-    if self.mesh is None:
-      return None
-    return NamedSharding(self.mesh, PartitionSpec(self._members(), None, DATA))
-
-  @property
-  def member_axis(self) -> NamedSharding | None:
-    """Arrays with a leading member axis (keys, metrics): split over `members`."""
-    return None if self.mesh is None else NamedSharding(self.mesh,
-                                                        PartitionSpec(self._members()))
+  def _sharding(self, *axes) -> NamedSharding | None:
+    """Arrays whose leading axes go along `axes` (None: not split); None on one device."""
+    return None if self.mesh is None else NamedSharding(self.mesh, PartitionSpec(*axes))
 
   @property
   def spmd_axis(self) -> str | None:
     """The mesh axis a population's vmap runs along (None: members are not split)."""
     return MEMBERS if self.members > 1 else None
 
-  def _members(self):
-    return MEMBERS if self.members > 1 else None
+  @property
+  def replicated(self) -> NamedSharding | None:
+    return self._sharding()
+
+  @property
+  def batch(self) -> NamedSharding | None:
+    """A (B, ...) batch split along B over the `data` axis."""
+    return self._sharding(DATA)
+
+  @property
+  def stacked_batches(self) -> NamedSharding | None:
+    """Streamed batches (steps, B, ...), split along B."""
+    return self._sharding(None, DATA)
+
+  @property
+  def stacked_member_batches(self) -> NamedSharding | None:
+    """Per-member streamed batches (members, steps, B, ...): members and B both split."""
+    return self._sharding(self.spmd_axis, None, DATA)
+
+  @property
+  def member_axis(self) -> NamedSharding | None:
+    """Arrays with a leading member axis (keys, metrics): split over `members`."""
+    return self._sharding(self.spmd_axis)
 
   def population(self, state) -> Any:
     """Shardings of a population's state: every leaf's member axis over `members`; the shared
