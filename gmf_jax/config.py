@@ -155,8 +155,20 @@ def default_config() -> ml_collections.ConfigDict:
   c.compile_cache = ml_collections.ConfigDict({"dir": "auto", "max_size_mb": 2048})
   # The devices: `data` of them split every batch (data parallelism; 0: every visible device
   # that `members` leaves), and `members` of them split a population's members (seeds, sweep
-  # points). Parameters and optimizer state are replicated along `data`. One device: no mesh.
-  c.mesh = ml_collections.ConfigDict({"data": 0, "members": 1})
+  # points). Parameters and optimizer state are replicated along `data`; `model` devices split
+  # the parameters of wide layers (FSDP-style). One device: no mesh. See gmf_jax/train/mesh.py.
+  c.mesh = ml_collections.ConfigDict({"data": 0, "members": 1, "model": 1})
+  # Several processes (hosts) in one run: see gmf_jax/train/distributed.py. 'auto' starts
+  # jax.distributed inside a multi-task Slurm step (srun), with JAX_COORDINATOR_ADDRESS +
+  # JAX_NUM_PROCESSES + JAX_PROCESS_ID, or with num_processes > 1 set here.
+  c.distributed = ml_collections.ConfigDict(
+      {
+          "enabled": "auto",  # 'auto' | 'yes' | 'no'
+          "coordinator_address": "",  # host:port of process 0 ('' : from the environment)
+          "num_processes": 0,  # 0: from the environment
+          "process_id": -1,  # -1: from the environment
+      }
+  )
   c.wandb = ml_collections.ConfigDict(
       {
           "mode": "offline",  # 'offline' | 'online' | 'disabled'; WANDB_MODE overrides it
@@ -177,6 +189,10 @@ def default_config() -> ml_collections.ConfigDict:
           "on_device": "auto",  # 'auto' | 'yes' | 'no': keep the train split on the device
           "max_device_bytes": 2**30,  # 'auto' keeps datasets up to this size on the device
           "binarize": False,  # threshold pixel values at 0.5 (for Bernoulli likelihoods)
+          # Streamed data (not on the device) is read by grain: `workers` processes (-1: none
+          # for arrays in memory, up to 4 for files such as tfds), `prefetch` steps ahead.
+          "workers": -1,
+          "prefetch": 2,
       }
   )
   c.loss = ml_collections.ConfigDict({"name": "cross_entropy"})

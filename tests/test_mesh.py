@@ -58,10 +58,23 @@ def test_four_devices_match_one_and_record_the_mesh(one_device, tmp_path):
   assert done.returncode == 0, done.stderr[-2000:]
   assert _close(_eval(tmp_path / "four"), _eval(one_device))
   with open(tmp_path / "four" / "summary.json") as f:
-    assert json.load(f)["mesh"] == {"axes": {"members": 1, "data": 4}, "devices": 4,
-                                    "platform": "cpu"}
+    assert json.load(f)["mesh"] == {"axes": {"members": 1, "data": 4, "model": 1},
+                                    "devices": 4, "platform": "cpu", "processes": 1,
+                                    "split_leaves": 0}
   with open(one_device / "summary.json") as f:
     assert json.load(f)["mesh"]["devices"] == 1
+
+
+def test_a_model_axis_splits_wide_layers_and_matches_one_device(tmp_path):
+  wide = ["--config.model.hidden=[256]"]  # 64 x 256 and 256 x 10 kernels: the first is wide
+  one = _run(tmp_path, "one", ONE, *wide)
+  split = _run(tmp_path, "split", FOUR, *wide, "--config.mesh.model=2")
+  assert one.returncode == 0 and split.returncode == 0, split.stderr[-2000:]
+  assert _close(_eval(tmp_path / "split"), _eval(tmp_path / "one"))
+  with open(tmp_path / "split" / "summary.json") as f:
+    mesh = json.load(f)["mesh"]
+  # The 64 x 256 kernel and its two momentum buffers (sgd with nesterov: one trace) are split.
+  assert mesh["axes"] == {"members": 1, "data": 2, "model": 2} and mesh["split_leaves"] >= 2
 
 
 def test_the_chunk_runs_on_every_device_of_the_mesh():
@@ -108,7 +121,8 @@ def test_a_checkpoint_saved_on_some_devices_resumes_on_others(one_device, tmp_pa
 
 def test_a_mesh_that_does_not_fit_is_refused_before_anything_runs(tmp_path):
   config = load_config(str(CONFIGS / "mlp.py"), {"mesh.data": 2})
-  with pytest.raises(ConfigError, match=r"mesh.data=2 x mesh.members=1 = 2 devices, but 1 cpu"):
+  with pytest.raises(ConfigError,
+                     match=r"mesh.data=2 x mesh.members=1 x mesh.model=1 = 2 devices, but 1 cpu"):
     make_layout(config.mesh, config.batch_size)
   four = [types.SimpleNamespace(platform="gpu")] * 4
   with pytest.raises(ConfigError, match=r"batch_size=62 does not split evenly over the 4 "
@@ -118,8 +132,11 @@ def test_a_mesh_that_does_not_fit_is_refused_before_anything_runs(tmp_path):
     make_layout(config.mesh.__class__({"data": -1, "members": 1}), 64)
   with pytest.raises(ConfigError, match=r"mesh.members=3 does not divide the 4 visible"):
     make_layout(config.mesh.__class__({"data": 0, "members": 3}), 64, devices=four)
-  with pytest.raises(ConfigError, match=r"mesh.data=4 x mesh.members=2 = 8 devices, but 4"):
+  with pytest.raises(ConfigError, match=r"mesh.data=4 x mesh.members=2 x mesh.model=1 = 8 "
+                                        r"devices, but 4"):
     make_layout(config.mesh.__class__({"data": 4, "members": 2}), 64, devices=four)
+  with pytest.raises(ConfigError, match=r"mesh.members x mesh.model=6 does not divide the 4"):
+    make_layout(config.mesh.__class__({"data": 0, "members": 2, "model": 3}), 64, devices=four)
   done = _run(tmp_path, "bad", FOUR, "--config.batch_size=62")
   assert done.returncode == 2 and "batch_size=62 does not split evenly" in done.stderr
   assert not (tmp_path / "bad").exists()  # refused before the run folder is written
@@ -150,4 +167,4 @@ def test_a_population_spread_over_devices_matches_it_on_one(population_on_one, t
     assert _close(_eval(tmp_path / "four" / f"seed={seed}"),
                   _eval(population_on_one / f"seed={seed}"))
   with open(tmp_path / "four" / "seed=3" / "summary.json") as f:
-    assert json.load(f)["mesh"]["axes"] == {"members": 2, "data": 2}
+    assert json.load(f)["mesh"]["axes"] == {"members": 2, "data": 2, "model": 1}

@@ -28,28 +28,32 @@ class Checkpointer:
   """Saves and restores `(state, meta)`: a pytree and a JSON-able dict, at a step."""
 
   def __init__(self, workdir: str, max_to_keep: int, async_save: bool = True):
-    options = lambda keep: ocp.CheckpointManagerOptions(
-        max_to_keep=keep, enable_async_checkpointing=async_save, create=True
+    # Several processes agree on each save through barriers named by step; the two managers
+    # may save the same step, so each names its own.
+    options = lambda keep, name: ocp.CheckpointManagerOptions(
+        max_to_keep=keep, enable_async_checkpointing=async_save, create=True,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name),
     )
     self.latest = ocp.CheckpointManager(os.path.join(workdir, LATEST_DIR),
-                                        options=options(max_to_keep))
-    self.best = ocp.CheckpointManager(os.path.join(workdir, BEST_DIR), options=options(1))
+                                        options=options(max_to_keep, LATEST_DIR))
+    self.best = ocp.CheckpointManager(os.path.join(workdir, BEST_DIR),
+                                      options=options(1, BEST_DIR))
     # Steps saved or being saved (an asynchronous save is listed by orbax only once done).
     self._saved = {False: set(self.latest.all_steps()), True: set(self.best.all_steps())}
 
   def save(self, step: int, state: Any, meta: dict[str, Any], *, best: bool = False) -> None:
     """Starts an asynchronous save; returns once the arrays are copied off the device.
 
-    The state is first copied to host memory, so the caller may donate its buffers to the next
-    jitted call while the files are written in the background. A step already saved (or being
-    saved) is not saved again.
+    orbax copies the arrays to host memory before it returns (the blocking part of an async
+    save), so the caller may donate their buffers to the next jitted call while the files are
+    written in the background. Each process copies and writes only its own shards: the state
+    is never gathered on one host. A step already saved (or being saved) is not saved again.
     """
     if self.has(step, best=best):
       return
     manager = self.best if best else self.latest
-    host_state = jax.device_get(state)
     manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(host_state), meta=ocp.args.JsonSave(meta)))
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
     self._saved[best].add(step)
     # A test's fault lands while the files are written.
     failpoints.reach("best_checkpoint_save" if best else "checkpoint_save")

@@ -48,8 +48,7 @@ class PopulationCheckpoints:
   def save(self, step: int, state, meta: dict[str, Any], *, best: bool = False) -> None:
     if self.checkpointer.has(step, best=best):
       return
-    host = jax.device_get(state)
-    self.checkpointer.save(step, host if self.stacked else member(host, 0), meta, best=best)
+    self.checkpointer.save(step, state if self.stacked else member(state, 0), meta, best=best)
 
   def member_failed(self, index: int, step: int) -> None:
     """Records that member `index` went non-finite at `step`: checkpoints from then on hold

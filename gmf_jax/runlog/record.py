@@ -76,6 +76,23 @@ class RunFolder:
       write_json(self.file("metadata.json"), self.metadata, sync=False)
 
 
+class FollowerFolder(RunFolder):
+  """The run folder as a process other than process 0 sees it: its path and whether the run
+  resumed, and no writes (process 0 writes the record; see gmf_jax.train.distributed)."""
+
+  def __init__(self, path: str, resumed: bool):
+    super().__init__(os.path.abspath(path), {}, {} if resumed else None)
+
+  def set_status(self, status: str, **fields: Any) -> None:
+    self.metadata["status"] = status
+
+  def update(self, **fields: Any) -> None:
+    pass
+
+  def beat(self, step: int | None) -> None:
+    pass
+
+
 def open_run_folder(workdir: str, config: dict[str, Any], config_file: str | None,
                     variant: str | None = None) -> RunFolder:
   """Creates the run folder, or reopens one holding the same run, and writes its description.

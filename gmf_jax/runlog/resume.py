@@ -32,6 +32,14 @@ RESUMABLE_KEYS = (
     # The devices a run is split over: a checkpoint restores on any layout, and a resumed run
     # differs from one never moved only in the order gradients are summed (~1e-7 relative).
     "mesh.data",
+    "mesh.model",
+    # Where the processes and the data readers run: the same batches in the same order.
+    "distributed.enabled",
+    "distributed.coordinator_address",
+    "distributed.num_processes",
+    "distributed.process_id",
+    "data.workers",
+    "data.prefetch",
 )
 
 
@@ -67,8 +75,7 @@ def trim_metrics(path: str, last_step: int) -> list[dict[str, str]]:
   """
   if not os.path.exists(path):
     return []
-  with open(path, newline="") as f:
-    rows = [r for r in csv.DictReader(f) if _complete(r) and int(r["step"]) <= last_step]
+  rows = kept_rows(path, last_step)
   tmp = f"{path}.tmp"
   with open(tmp, "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=METRICS_COLUMNS)
@@ -76,6 +83,15 @@ def trim_metrics(path: str, last_step: int) -> list[dict[str, str]]:
     writer.writerows(rows)
   os.replace(tmp, path)
   return rows
+
+
+def kept_rows(path: str, last_step: int) -> list[dict[str, str]]:
+  """The complete rows of metrics.csv up to `last_step`, read only (what `trim_metrics`
+  keeps)."""
+  if not os.path.exists(path):
+    return []
+  with open(path, newline="") as f:
+    return [r for r in csv.DictReader(f) if _complete(r) and int(r["step"]) <= last_step]
 
 
 def summary_from_rows(summary: Summary, rows: list[dict[str, str]]) -> None:

@@ -92,6 +92,17 @@ def member_status(folder: str, missing: str = "new") -> str:
   return effective_status(folder)
 
 
+def _check_one_process(config) -> None:
+  """Sweeps and seed ensembles train in one process (several local devices: mesh.members)."""
+  from gmf_jax.train.distributed import job_arguments
+
+  if config is not None and job_arguments(config.get("distributed") or {}) is not None:
+    raise ConfigError(
+        "a sweep or seed ensemble runs in one process, but this job describes several "
+        "(distributed.* or the Slurm/JAX environment); spread its members over one host's "
+        "devices with --config.mesh.members, or run single runs across processes.")
+
+
 def plan_sweep(sweep: spec_lib.Sweep, workdir: str | None = None, *,
                max_population: int | None = None, retry_failed: bool = False) -> SweepPlan:
   """Checks the sweep against its folder and groups its members; writes nothing.
@@ -107,6 +118,7 @@ def plan_sweep(sweep: spec_lib.Sweep, workdir: str | None = None, *,
   workdir = os.path.abspath(workdir or os.path.join("runs", sweep.name))
   _check_same_sweep(workdir, sweep)
   configs = {m.name: member_config(sweep, m) for m in sweep.members}
+  _check_one_process(next(iter(configs.values()), None))
   statuses = {m.name: member_status(os.path.join(workdir, m.name)) for m in sweep.members}
   saved = _read_sweep_json(workdir)
   recorded = {r["name"]: r.get("population") for r in (saved or {}).get("members", [])}

@@ -28,6 +28,7 @@ from gmf_jax.data import Dataset, make_dataset
 from gmf_jax.errors import ConfigError
 from gmf_jax.models import make_model
 from gmf_jax.registry import ComponentOptions
+from gmf_jax.train import distributed
 from gmf_jax.train import hparams as hparams_lib
 from gmf_jax.train.losses import loss_values, make_loss, with_values
 from gmf_jax.train.mesh import make_layout
@@ -93,6 +94,8 @@ def build_experiment(config: ml_collections.ConfigDict,
   """
   _check_scalars(config)
   # Members of one program share the layout (program_key holds mesh.* and batch_size).
+  if like is None:  # several processes: jax.distributed starts before any device is touched
+    distributed.initialize(config.get("distributed") or distributed.ONE_PROCESS)
   layout = make_layout(config.mesh, config.batch_size) if like is None else like.layout
   options = ComponentOptions(config_origin(config))
   if like is None:
@@ -219,6 +222,9 @@ def _check_scalars(config) -> None:
   check_choice("data.on_device", config.data.on_device, ("auto", "yes", "no"))
   check_int("data.max_device_bytes", config.data.max_device_bytes, low=0,
             hint="Larger datasets stream from the host with data.on_device='auto'.")
+  check_int("data.workers", config.data.get("workers", -1), low=-1,
+            hint="-1: chosen by the data (none for arrays in memory); 0: read in this process.")
+  check_int("data.prefetch", config.data.get("prefetch", 2), low=1)
 
 
 def _check_checkpoint(ckpt, eval_metrics: tuple[str, ...]) -> None:

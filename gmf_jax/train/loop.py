@@ -31,13 +31,14 @@ import ml_collections
 import numpy as np
 
 from gmf_jax import compile_cache, failpoints
+from gmf_jax.data import materialize
 from gmf_jax.diagnostics import runner
 from gmf_jax.errors import ConfigError, NonFiniteError
 from gmf_jax.runlog import RunFolder, new_run_dir, open_run_folder, plot_pool, plots
 from gmf_jax.runlog.liveness import Heartbeat
 from gmf_jax.runlog.population import PopulationCheckpoints
-from gmf_jax.runlog.record import check_run_folder
-from gmf_jax.train import pipeline
+from gmf_jax.runlog.record import FollowerFolder, check_run_folder
+from gmf_jax.train import distributed, pipeline
 from gmf_jax.train.build import Experiment, build_experiment, init_population
 from gmf_jax.train.hparams import program_key
 from gmf_jax.train.mesh import check_population
@@ -178,18 +179,32 @@ def train_population(setups: list[MemberSetup], *, population_dir: str | None = 
   exps, resolved = build_population(setups)  # every check on the input happens here
   cache_dir = compile_cache.enable(exps[0].config.compile_cache)
   cache_before = compile_cache.counter().snapshot()
-  workdirs = [os.path.abspath(s.workdir or new_run_dir(e.config.name))
-              for s, e in zip(setups, exps, strict=True)]
-  for setup, path, r in zip(setups, workdirs, resolved, strict=True):
-    if setup.train:
-      check_run_folder(path, r)  # every folder is checked before any is written
+  # Several processes: process 0 names, checks and writes the folders; every process learns
+  # the names and the outcome from it (an error stops all of them, before any compute).
+  workdirs = distributed.agree(lambda: [os.path.abspath(s.workdir or new_run_dir(e.config.name))
+                                        for s, e in zip(setups, exps, strict=True)])
+
+  def check_folders() -> None:
+    for setup, path, r in zip(setups, workdirs, resolved, strict=True):
+      if setup.train:
+        check_run_folder(path, r)  # every folder is checked before any is written
+
+  distributed.agree(check_folders)
   # The guard is up before the folders exist: from then on a signal is recorded, never fatal.
-  with PreemptionGuard() as guard:
+  with PreemptionGuard(across_processes=distributed.multi_process()) as guard:
     folders: list[RunFolder | None] = []
-    with recording("run_folder"):
+
+    def open_folders() -> list[bool | None]:
       for setup, path, r in zip(setups, workdirs, resolved, strict=True):
         folders.append(open_run_folder(path, r, setup.config_file, setup.variant)
                        if setup.train else None)
+      return [None if f is None else f.resumed for f in folders]
+
+    with recording("run_folder"):
+      resumed = distributed.agree(open_folders)
+    if not distributed.is_primary():
+      folders = [None if r is None else FollowerFolder(path, r)
+                 for path, r in zip(workdirs, resumed, strict=True)]
     session = _Session(exps, resolved, setups, folders, guard, recording, population_dir, label)
     error: BaseException | None = None
     try:
@@ -243,7 +258,9 @@ class _Session:
     names = [s.name or os.path.basename(f.path if f else f"member-{i}")
              for i, (s, f) in enumerate(zip(setups, folders, strict=True))]
     self.names = names
-    self.members = [MemberRecorder(i, names[i], exps[i], resolved[i], folders[i])
+    self.primary = distributed.is_primary()  # the process that writes the record
+    self.members = [MemberRecorder(i, names[i], exps[i], resolved[i], folders[i],
+                                   writes=self.primary)
                     for i in range(self.size) if folders[i] is not None]
     self.heartbeat = Heartbeat(self._beat)  # started by the caller, stopped after `finish`
     self.store = PopulationCheckpoints(
@@ -269,18 +286,20 @@ class _Session:
     exps, exp = self.exps, self.exp
     # Members of a population draw their plots and figures in worker processes, which start
     # now: they import matplotlib beside the compilation, on the core it leaves idle.
-    self.plot_workers = plot_pool.workers_for(len(self.members))
+    self.plot_workers = plot_pool.workers_for(len(self.members)) if self.primary else 0
     if self.plot_workers:
       self.plot_pool = plot_pool.PlotPool(self.plot_workers)
     keys = _stack([make_keys(e.config.seed, e.config.get("data_seed")) for e in exps])
     values = _stack([e.hparams for e in exps])
-    self.state = init_population(exp, keys, values)
+    # On the mesh before the restore: orbax reads each device's part straight into place.
+    self.state, self.keys = exp.layout.put_population(init_population(exp, keys, values), keys)
     failpoints.reach("init")
     windows = [{} for _ in exps]
     if any(m.folder.resumed for m in self.members):
       restored = self.store.restore_latest(like=self.state)
       if restored is not None:
-        self.start_step, self.state, windows = restored
+        self.start_step, state, windows = restored
+        self.state, _ = exp.layout.put_population(state, self.keys)  # a member's slice: moved
         self.best_host = self.store.restore_best(self.state)
     failpoints.reach("restore")
     self.heartbeat.step = self.start_step
@@ -293,21 +312,22 @@ class _Session:
           seed=m.exp.config.seed, num_steps=exp.num_steps, num_params=num_params,
           dataset=exp.dataset.name, num_train=len(exp.dataset.train),
           num_test=len(exp.dataset.test), data_on_device=exp.on_device,
-          platform=jax.default_backend(), mesh=exp.layout.describe())
+          platform=jax.default_backend(),
+          mesh={**exp.layout.describe(), "split_leaves": exp.layout.split_leaves(self.state)})
       if self.size > 1:
         m.summary.info["population"] = {"size": self.size, "index": m.index,
                                         "members": self.names}
       h = {k: jnp.asarray(v) for k, v in m.exp.hparams.items()}
       m.start(self.start_step, windows[m.index], skipped[m.index],
               functools.partial(lambda steps, h: np.asarray(rates(steps, h)), h=h))
-      if m.folder.resumed:
+      if m.folder.resumed and self.primary:
         _log_resume(m.folder, self.start_step, exp)
     if self.start_step >= exp.num_steps:  # completed already: a signal now changes nothing
       return
     self.guard.stop_if_signalled(self.start_step)
-    if not self.plot_workers:  # a run of its own warms matplotlib up beside the compile
+    if self.primary and not self.plot_workers:  # a run of its own warms matplotlib up
       self.plots_ready = plots.warm_up()
-    self.state = self._train(keys)
+    self.state = self._train(self.keys)
 
   def interrupted_message(self) -> str:
     latest = self.store.latest_step()
@@ -327,19 +347,23 @@ class _Session:
   def _train(self, keys: RunKeys) -> TrainState:
     exp, config, guard, recording = self.exp, self.exp.config, self.guard, self.recording
     state, step, size = self.state, self.start_step, self.size
-    state, keys = exp.layout.put_population(state, keys)  # on the mesh, once
     run_chunk, prefetch, close_feed = _make_feed(exp, keys, state, size)
-    eval_data, eval_mask = exp.layout.put(
-        pipeline.padded_eval_data(exp.dataset.test, config.eval_batch_size))
-    eval_fn = _make_eval(exp, state, size, min(config.eval_batch_size, len(exp.dataset.test)))
+    eval_size = eval_batch_size(exp)
+    eval_data, eval_mask = exp.layout.put(pipeline.padded_eval_data(exp.dataset.test, eval_size))
+    eval_fn = _make_eval(exp, state, size, eval_size)
     probe, warm_up = None, None
     diag_seconds: dict[str, float] = {}
+    # Diagnostics run in process 0 alone, on the host's copy of the state (in every process
+    # a collective gathers it; with one process, the state as it is).
+    diagnose = bool(exp.diagnostics) and self.primary
     if exp.diagnostics:
-      probe = exp.layout.put(runner.probe_batch(exp, config.probe_size))
+      probe = runner.probe_batch(exp, config.probe_size)
+      probe = probe if distributed.multi_process() else exp.layout.put(probe)
       diag_seconds["build"] = exp.diagnostics_build_sec
-      first_copy = member(state, self.members[0].index)  # `state` will be donated
+      first_copy = self._diagnosed(member(state, self.members[0].index))  # before donation
+      diag_keys = self._diagnosed(keys.diag)
     boundaries = _Boundaries(exp)
-    progress = Progress(exp.num_steps, enabled=config.progress_bar, initial=step,
+    progress = Progress(exp.num_steps, enabled=config.progress_bar and self.primary, initial=step,
                         members=size, label=self.label)
     timer = ChunkTimer()
     loop_start = time.perf_counter()
@@ -348,24 +372,25 @@ class _Session:
       """Starts the chunk from `start` (asynchronously); returns (start, n, state, metrics)."""
       failpoints.reach("train_call")
       n = boundaries.chunk_length(start)
+      queued = run_chunk(state, start, n)  # returns at once: the device computes from here
       if start + n < exp.num_steps:  # read the next chunk's batches while this one computes
         prefetch(start + n, boundaries.chunk_length(start + n))
-      return (start, n, *run_chunk(state, start, n))
+      return (start, n, *queued)
 
     try:
       failpoints.reach("first_call")
       current = dispatch(state, step)
-      if exp.diagnostics:  # the first chunk is compiled and running: compile theirs beside it
+      if diagnose:  # the first chunk is compiled and running: compile theirs beside it
         m0 = self.members[0]
         warm_up = runner.warm_up(list(exp.diagnostics), first_copy, probe,
-                                 _member_keys(keys, m0.index).diag)
+                                 diag_keys[m0.index])
         del first_copy
       while True:
         start, n, state, device_metrics = current
         step = start + n
         # Where nothing needs this chunk's state on the host, the next chunk is queued before
         # this one's metrics are read, so the device never waits for the host's bookkeeping.
-        stop_here = boundaries.needs_state(step) or guard.signum is not None
+        stop_here = guard.poll() or boundaries.needs_state(step)
         current = None if stop_here else dispatch(state, step)
         metrics = {k: v[:, :n] for k, v in jax.device_get(device_metrics).items()}  # one sync
         timer.chunk_done(n * size)
@@ -411,10 +436,10 @@ class _Session:
             warm_up = None
           failpoints.reach("diagnostics")
           due = any(d.schedule.due(step) for d in exp.diagnostics)
-          members = self._unstack(state) if due else None  # one call slices every member
-          for m in active if due else ():
+          members = self._diagnosed(self._unstack(state)) if due else None  # one slicing call
+          for m in active if due and diagnose else ():
             for name, sec in runner.run_due(list(exp.diagnostics), step, members[m.index],
-                                            probe, _member_keys(keys, m.index).diag,
+                                            probe, diag_keys[m.index],
                                             m.folder.path, m.writer,
                                             m.wandb_writer).items():
               diag_seconds[name] = diag_seconds.get(name, 0.0) + sec
@@ -436,6 +461,11 @@ class _Session:
         if size > 1:
           m.summary.info["member_steps_per_sec"] = m.summary.info.pop("steps_per_sec", None)
     return state
+
+  def _diagnosed(self, tree):
+    """What diagnostics run on: `tree` itself with one process; with several, its host copy
+    (a collective every process joins; only process 0 then runs the diagnostics)."""
+    return distributed.host_copy(tree) if distributed.multi_process() else tree
 
   def _unstack(self, state: TrainState) -> list[TrainState]:
     """Every member's own state, sliced on the device in one call."""
@@ -527,10 +557,6 @@ def _index(a, i: int):
   return a[i]
 
 
-def _member_keys(keys: RunKeys, i: int) -> RunKeys:
-  return jax.tree_util.tree_map(lambda a: a[i], keys)
-
-
 def _skipped_so_far(state: TrainState, size: int) -> list[int]:
   """Updates skipped for non-finite values before this session, per member."""
   total = getattr(state.opt_state, "total_notfinite", None)
@@ -552,7 +578,7 @@ def _make_feed(exp: Experiment, keys: RunKeys, state: TrainState, size: int):
   shardings = {} if layout.mesh is None else dict(out_shardings=(states, per_member))
   vmapped = functools.partial(population_chunk, spmd_axis_name=layout.spmd_axis)
   if exp.on_device:
-    train_data = layout.put(pipeline.to_device(exp.dataset.train))
+    train_data = layout.put(materialize(exp.dataset.train))  # from the host: any process
     chunk = functools.partial(train_chunk_on_device, batch_size=exp.config.batch_size,
                               num_steps=slots, **parts)
     if layout.mesh is not None:
@@ -560,20 +586,39 @@ def _make_feed(exp: Experiment, keys: RunKeys, state: TrainState, size: int):
     chunk_fn = jax.jit(vmapped(chunk, state, size), donate_argnums=0, **shardings)
     run_chunk = lambda state, start, n: chunk_fn(state, keys, train_data, np.int32(n))
     return run_chunk, lambda start, n: None, lambda: None
-  data_keys = np.asarray(keys.data)
+  data_keys = distributed.host_copy(keys.data)
   shared = bool((data_keys == data_keys[0]).all())  # one data order (data_seed, or one member)
-  feeds = [pipeline.HostBatches(exp.dataset.train, exp.config.batch_size, data_keys[i], slots)
-           for i in range(1 if shared else size)]
   chunk = functools.partial(train_chunk_on_batches, **parts)
-  if layout.mesh is not None:  # batches: (steps, B, ...), or (members, steps, B, ...)
-    data = layout.stacked_batches if shared or size == 1 else layout.stacked_member_batches
-    shardings["in_shardings"] = (states, per_member, data, rep)
+  # Batches: (steps, B, ...), or (members, steps, B, ...) with a data order per member.
+  per_member_data = not (shared or size == 1)
+  data_sharding = layout.stacked_member_batches if per_member_data else layout.stacked_batches
+  if layout.mesh is not None:
+    shardings["in_shardings"] = (states, per_member, data_sharding, rep)
   batch_fn = jax.jit(vmapped(chunk, state, size, shared_data=shared), donate_argnums=0,
                      **shardings)
+  # Several processes: each reads only the members and batch rows on its own devices.
+  batch_size = exp.config.batch_size
+  global_shape = (size, slots, batch_size) if per_member_data else (slots, batch_size)
+  block = ((slice(None),) * len(global_shape) if not distributed.multi_process()
+           else pipeline.local_block(data_sharding, global_shape))
+  rows = block[-1].indices(batch_size)[:2]
+  local_members = range(*block[0].indices(size)[:2]) if per_member_data else [0]
+  from gmf_jax.data.stream import default_workers  # grain: only when a run streams
+
+  data_config = exp.config.data
+  workers = data_config.get("workers", -1)  # -1 (also when a config leaves it out): by data
+  workers = workers if workers >= 0 else default_workers(exp.dataset.train)
+  feeds = [pipeline.StreamedBatches(exp.dataset.train, batch_size, data_keys[i], slots,
+                                    exp.num_steps, rows=rows, workers=workers,
+                                    prefetch=data_config.get("prefetch", 2)) for i in local_members]
 
   def batches(start, n):
     got = [f.get(start, n) for f in feeds]
-    return got[0] if shared else {k: np.stack([g[k] for g in got]) for k in got[0]}
+    local = got[0] if not per_member_data else {k: np.stack([g[k] for g in got]) for k in got[0]}
+    if not distributed.multi_process():
+      return local
+    return pipeline.global_array(data_sharding, local,
+                                 lambda k, v: (*global_shape, *v.shape[len(global_shape):]))
 
   def prefetch(start, n):
     for f in feeds:
@@ -587,19 +632,30 @@ def _make_feed(exp: Experiment, keys: RunKeys, state: TrainState, size: int):
   return run_chunk, prefetch, close
 
 
+def eval_batch_size(exp: Experiment) -> int:
+  """The eval batch: `eval_batch_size` (at most the test set), rounded up to split evenly over
+  the `data` devices (the padding is masked out)."""
+  size = min(exp.config.eval_batch_size, len(exp.dataset.test))
+  return -(-size // exp.layout.data) * exp.layout.data
+
+
 def _make_eval(exp: Experiment, state: TrainState, size: int, batch_size: int):
-  """`eval_fn(params, hparams, keys, data, mask)` -> {name: (members,)}, jitted."""
+  """`eval_fn(params, hparams, keys, data, mask)` -> {name: (members,)}, jitted; each batch
+  is split over the `data` devices."""
+  layout = exp.layout
   single = functools.partial(evaluate, apply_fn=exp.model.apply, loss_for=exp.loss_for,
-                             batch_size=batch_size)
+                             batch_size=batch_size, batch_sharding=layout.batch)
   first = lambda tree: jax.tree_util.tree_map(lambda a: a[0], tree)
 
   def evaluate_one(p, h, k, d, m):  # the name shows in the compilation cache
     return jax.tree_util.tree_map(lambda a: a[None], single(first(p), first(h), first(k), d, m))
 
   def evaluate_members(p, h, k, d, m):
-    return jax.vmap(single, in_axes=(0, 0, 0, None, None))(p, h, k, d, m)
+    return jax.vmap(single, in_axes=(0, 0, 0, None, None),
+                    spmd_axis_name=layout.spmd_axis)(p, h, k, d, m)
 
-  return jax.jit(evaluate_one if size == 1 else evaluate_members)
+  shardings = {} if layout.mesh is None else {"out_shardings": layout.member_axis}
+  return jax.jit(evaluate_one if size == 1 else evaluate_members, **shardings)
 
 
 class _Boundaries:

@@ -7,7 +7,14 @@ split a population's members (64 seeds over 8 devices: 8 members each); members 
 once is a 2-D mesh. With one device there is no mesh: nothing is placed or constrained, so a
 single-device run is the program it always was.
 
-    Layout.mesh              Mesh(devices (members, data), ("members", "data")), or None
+`config.mesh.model` devices split the parameters (and their optimizer state) of wide layers,
+FSDP-style: each weight matrix is split along its largest dimension that divides evenly over
+`model`, and XLA gathers it where a step needs it whole; small leaves (biases, scales) stay
+replicated. It is for models whose parameters crowd one device; for the small models of most
+runs, data parallelism alone is faster.
+
+    Layout.mesh              Mesh(devices (members, data, model), ("members", "data", "model"))
+                             or None
     Layout.put(tree)         the tree replicated on every device of the mesh (once)
     Layout.population(state) shardings of a population's state: the member axis split over
                              `members`, the shared step replicated
@@ -28,6 +35,8 @@ from gmf_jax.errors import ConfigError
 
 DATA = "data"
 MEMBERS = "members"
+MODEL = "model"
+MIN_SPLIT_SIZE = 2**14  # leaves smaller than this many values are replicated along `model`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +46,7 @@ class Layout:
   mesh: Mesh | None
   data: int  # devices along the batch
   members: int = 1  # devices along a population's members
+  model: int = 1  # devices along the parameters of wide layers
 
   def _sharding(self, *axes) -> NamedSharding | None:
     """Arrays whose leading axes go along `axes` (None: not split); None on one device."""
@@ -72,17 +82,36 @@ class Layout:
     return self._sharding(self.spmd_axis)
 
   def population(self, state) -> Any:
-    """Shardings of a population's state: every leaf's member axis over `members`; the shared
-    step counter (no member axis) replicated."""
+    """Shardings of a population's state: every leaf's member axis over `members`, the largest
+    even dimension of a wide leaf over `model`; the shared step counter replicated."""
     if self.mesh is None:
       return None
-    split = self.member_axis
-    return jax.tree_util.tree_map(lambda _: split, state.replace(step=None)).replace(
+    return jax.tree_util.tree_map(self._leaf, state.replace(step=None)).replace(
         step=self.replicated)
 
+  def _leaf(self, leaf) -> NamedSharding:
+    """A population leaf (members, ...): where its dimensions go."""
+    shape = tuple(np.shape(leaf))[1:]
+    axes: list[str | None] = [None] * len(shape)
+    if self.model > 1 and len(shape) >= 2 and int(np.prod(shape)) >= MIN_SPLIT_SIZE:
+      even = [i for i, n in enumerate(shape) if n % self.model == 0]
+      if even:
+        axes[max(even, key=lambda i: shape[i])] = MODEL
+    spec = [self.spmd_axis, *axes]
+    while len(spec) > 1 and spec[-1] is None:  # P(None,) for a leaf that is not split
+      spec.pop()
+    return self._sharding(*spec)
+
+  def split_leaves(self, state) -> int:
+    """How many leaves of a population's state are split over `model`."""
+    if self.mesh is None or self.model == 1:
+      return 0
+    return sum(MODEL in s.spec for s in jax.tree_util.tree_leaves(
+        self.population(state).replace(step=None)))
+
   def put(self, tree: Any) -> Any:
-    """`tree` replicated on the mesh (a no-op on one device)."""
-    return tree if self.mesh is None else jax.device_put(tree, self.replicated)
+    """`tree` replicated on the mesh (on the default device, with one device)."""
+    return jax.device_put(tree) if self.mesh is None else jax.device_put(tree, self.replicated)
 
   def put_population(self, state, keys) -> tuple[Any, Any]:
     """A population's state and keys laid out on the mesh (a no-op on one device)."""
@@ -93,8 +122,9 @@ class Layout:
 
   def describe(self) -> dict[str, Any]:
     devices = jax.devices() if self.mesh is None else list(self.mesh.devices.flat)
-    return {"axes": {MEMBERS: self.members, DATA: self.data}, "devices": len(devices),
-            "platform": devices[0].platform}
+    return {"axes": {MEMBERS: self.members, DATA: self.data, MODEL: self.model},
+            "devices": len(devices), "platform": devices[0].platform,
+            "processes": jax.process_count()}
 
 
 def make_layout(mesh_config, batch_size: int, devices: list | None = None) -> Layout:
@@ -109,19 +139,25 @@ def make_layout(mesh_config, batch_size: int, devices: list | None = None) -> La
             hint="1: every device holds every member; n: split the members over n devices.")
   check_int("mesh.data", mesh_config.data, low=0,
             hint="0: every visible device left; n: split each batch over n devices.")
+  model = mesh_config.get("model", 1)
+  check_int("mesh.model", model, low=1,
+            hint="1: parameters replicated; n: split wide layers' parameters over n devices.")
   count, platform = len(devices), devices[0].platform
   members = mesh_config.members
   show = "(CUDA_VISIBLE_DEVICES, XLA_FLAGS=--xla_force_host_platform_device_count)"
-  if count % members:
+  for key, n in (("mesh.members", members), ("mesh.members x mesh.model", members * model)):
+    if count % n:
+      raise ConfigError(
+          f"{key}={n} does not divide the {count} visible {platform} device(s); use a divisor "
+          f"of {count}, or show other devices {show}.")
+  rest = count // (members * model)
+  data = mesh_config.data or rest
+  if data * members * model != count:
     raise ConfigError(
-        f"mesh.members={members} does not divide the {count} visible {platform} device(s); "
-        f"use a divisor of {count}, or show other devices {show}.")
-  data = mesh_config.data or count // members
-  if data * members != count:
-    raise ConfigError(
-        f"mesh.data={mesh_config.data} x mesh.members={members} = {data * members} devices, "
-        f"but {count} {platform} device(s) are visible; set --config.mesh.data=0 (all that "
-        f"mesh.members leaves) or {count // members}, or show fewer devices {show}.")
+        f"mesh.data={mesh_config.data} x mesh.members={members} x mesh.model={model} = "
+        f"{data * members * model} devices, but {count} {platform} device(s) are visible; set "
+        f"--config.mesh.data=0 (all that the others leave) or {rest}, or show fewer devices "
+        f"{show}.")
   if batch_size % data:
     fits = max(data, batch_size // data * data)
     raise ConfigError(
@@ -129,8 +165,9 @@ def make_layout(mesh_config, batch_size: int, devices: list | None = None) -> La
         f"'data' axis; use a multiple of {data} (e.g. --config.batch_size={fits}).")
   if count == 1:
     return Layout(mesh=None, data=1)
-  grid = np.asarray(devices).reshape(members, data)
-  return Layout(mesh=Mesh(grid, (MEMBERS, DATA)), data=data, members=members)
+  grid = np.asarray(devices).reshape(members, data, model)
+  return Layout(mesh=Mesh(grid, (MEMBERS, DATA, MODEL)), data=data, members=members,
+                model=model)
 
 
 def check_population(layout: Layout, size: int, label: str = "the population") -> None:

@@ -1,4 +1,4 @@
-"""Feeding the jitted chunk: the train split on the device, or streamed from the host.
+"""Feeding the jitted chunk: the train split on the device, or streamed from the host by grain.
 
 Both orders come from `epoch_permutation`, so a run gives the same batches either way.
 """
@@ -11,76 +11,138 @@ import jax
 import numpy as np
 
 from gmf_jax.data import Split, materialize
-from gmf_jax.train.step import epoch_permutation
 
 
 def to_device(split: Split) -> dict[str, jax.Array]:
-  """The whole split as device arrays with a leading example axis."""
+  """The whole split as device arrays with a leading example axis (one device)."""
   return jax.device_put(materialize(split))
 
 
-def padded_eval_data(split: Split, batch_size: int) -> tuple[dict[str, jax.Array], jax.Array]:
+def padded_eval_data(split: Split, batch_size: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
   """The split padded to a multiple of `batch_size`, and a mask of the real examples."""
   arrays = materialize(split)
   n = len(split)
-  batch_size = min(batch_size, n)
   pad = (-n) % batch_size
   padded = {
       k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in arrays.items()
   }
   mask = np.concatenate([np.ones(n, bool), np.zeros(pad, bool)])
-  return jax.device_put(padded), jax.device_put(mask)
+  return padded, mask
 
 
-class HostBatches:
-  """Stacked batches for chunks of steps, read from the host with one chunk of prefetch."""
+class StreamedBatches:
+  """Stacked batches for chunks of steps, streamed by grain, with one chunk assembled ahead.
 
-  def __init__(self, split: Split, batch_size: int, data_key: jax.Array, slots: int):
-    self.split = split
-    self.slots = slots  # batches are padded to this many steps (one compiled chunk)
-    self.batch_size = batch_size
-    self.steps_per_epoch = len(split) // batch_size
-    self._data_key = data_key
+  grain reads blocks of `slots` steps' batches in the background (`workers` processes, or a
+  thread); a thread here cuts the next chunk out of them while the device computes the
+  current chunk (a chunk aligned with a block is the block itself: no copy).
+
+  Args:
+    split: the training split.
+    batch_size: the global batch.
+    data_key: the member's data key (the epoch order).
+    slots: batches are padded to this many steps (one compiled chunk); also grain's block.
+    num_steps: the run's last step.
+    rows: this process's rows [lo, hi) of every global batch (None: all).
+    workers, prefetch: grain's reader processes and read-ahead (`config.data`).
+  """
+
+  def __init__(self, split: Split, batch_size: int, data_key, slots: int, num_steps: int,
+               rows: tuple[int, int] | None = None, workers: int = 0, prefetch: int = 2):
+    from gmf_jax.data import stream  # grain: only when a run streams
+
+    self._stream = stream
+    self.batch = stream.StepBatch(split, batch_size, np.asarray(data_key), rows,
+                                  block_steps=slots, stop=num_steps)
+    self.slots = slots
+    self.workers, self.prefetch_steps = workers, prefetch
+    self._iterator = None
+    self._position: int | None = None  # the first step not yet handed out
+    self._block: dict[str, np.ndarray] | None = None  # the block holding `_position`
+    self._block_start = 0
     self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gmf_jax-data")
     self._pending: tuple[tuple[int, int], concurrent.futures.Future] | None = None
-    self._permutations: dict[int, np.ndarray] = {}
 
-  def _permutation(self, epoch: int) -> np.ndarray:
-    if epoch not in self._permutations:
-      if len(self._permutations) > 2:
-        self._permutations.pop(min(self._permutations))
-      with jax.default_device(jax.devices("cpu")[0]):
-        perm = epoch_permutation(self._data_key, epoch, len(self.split))
-        self._permutations[epoch] = np.asarray(perm)
-    return self._permutations[epoch]
+  def _open(self, start: int) -> None:
+    self._close_iterator()
+    index = start // self.slots
+    self._iterator = self._stream.open_stream(self.batch, index, workers=self.workers,
+                                              prefetch=self.prefetch_steps)
+    self._block, self._block_start, self._position = None, index * self.slots, start
+
+  def _close_iterator(self) -> None:
+    close = getattr(self._iterator, "close", None)
+    if close is not None:
+      close()
+    self._iterator = None
+
+  def _take(self, n: int) -> list[dict[str, np.ndarray]]:
+    """Slices of blocks holding the next `n` steps' batches."""
+    parts = []
+    while n:
+      if self._block is None:
+        self._block = next(self._iterator)
+      length = len(next(iter(self._block.values())))
+      lo = self._position - self._block_start
+      hi = min(length, lo + n)
+      parts.append({k: v[lo:hi] for k, v in self._block.items()} if (lo, hi) != (0, length)
+                   else self._block)
+      n -= hi - lo
+      self._position += hi - lo
+      if hi == length:
+        self._block, self._block_start = None, self._block_start + length
+    return parts
 
   def _read(self, start: int, num_steps: int) -> dict[str, np.ndarray]:
-    indices = []
-    for step in range(start, start + num_steps):
-      epoch, position = divmod(step, self.steps_per_epoch)
-      b = position * self.batch_size
-      indices.append(self._permutation(epoch)[b : b + self.batch_size])
-    flat = self.split.get(np.concatenate(indices))
-    stacked = {k: v.reshape((num_steps, self.batch_size, *v.shape[1:])) for k, v in flat.items()}
+    if self._position != start:  # the first chunk of a session (or a jump): open at `start`
+      self._open(start)
+    parts = self._take(num_steps)
     pad = self.slots - num_steps
-    if not pad:  # a full chunk, the usual case: no copy
-      return stacked
-    # Zeros, not padded indices: a tfds split would read and decode every padded example.
-    return {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)])
-            for k, v in stacked.items()}
+    if len(parts) == 1 and not pad:  # a chunk aligned with a block, the usual case: no copy
+      return parts[0]
+    # Zeros, not more reads: a tfds split would read and decode every padded example.
+    zeros = [] if not pad else [{k: np.zeros((pad, *v.shape[1:]), v.dtype)
+                                 for k, v in parts[0].items()}]
+    return {k: np.concatenate([p[k] for p in parts + zeros]) for k in parts[0]}
 
   def prefetch(self, start: int, num_steps: int) -> None:
-    """Starts reading the batches of steps [start, start + num_steps) in the background."""
+    """Starts assembling the batches of steps [start, start + num_steps) in the background."""
     self._pending = ((start, num_steps), self._pool.submit(self._read, start, num_steps))
 
   def get(self, start: int, num_steps: int) -> dict[str, np.ndarray]:
-    """The batches of steps [start, start + num_steps), stacked as (num_steps, B, ...)."""
-    if self._pending is not None and self._pending[0] == (start, num_steps):
-      batches = self._pending[1].result()
-    else:
-      batches = self._read(start, num_steps)
-    self._pending = None
-    return batches
+    """The batches of steps [start, start + num_steps), stacked as (slots, B, ...)."""
+    if self._pending is not None:
+      (pending, future), self._pending = self._pending, None
+      batches = future.result()
+      if pending == (start, num_steps):
+        return batches
+    return self._read(start, num_steps)
 
   def close(self) -> None:
-    self._pool.shutdown(wait=False, cancel_futures=True)
+    if self._pending is not None:
+      self._pending[1].cancel()
+      try:
+        self._pending[1].result()
+      except (concurrent.futures.CancelledError, Exception):  # noqa: BLE001 - closing anyway
+        pass
+      self._pending = None
+    self._pool.shutdown(wait=True)
+    self._close_iterator()
+
+
+def local_block(sharding, shape: tuple[int, ...]) -> tuple[slice, ...]:
+  """The part of a global array of `shape` whose shards live on this process's devices (a box:
+  the shards of one process are contiguous along each split axis)."""
+  boxes = sharding.addressable_devices_indices_map(shape).values()
+  out = []
+  for axis, size in enumerate(shape):
+    starts = [box[axis].start or 0 for box in boxes]
+    stops = [size if box[axis].stop is None else box[axis].stop for box in boxes]
+    out.append(slice(min(starts), max(stops)))
+  return tuple(out)
+
+
+def global_array(sharding, local: dict[str, np.ndarray], shape_of) -> dict[str, jax.Array]:
+  """Each process's part of a global batch, as one global array (several processes)."""
+  return {k: jax.make_array_from_process_local_data(sharding, v, shape_of(k, v))
+          for k, v in local.items()}

@@ -45,16 +45,38 @@ class PreemptionGuard:
   stops at once (KeyboardInterrupt), except inside `protected()`.
 
   Signal handlers only exist in the main thread; elsewhere the guard does nothing.
+
+  `across_processes` (a multi-process job): a signal must stop every process at the same step,
+  or the others would wait forever in the next collective. The guard then leaves SIGTERM to
+  JAX's preemption notifier (`jax.distributed` installs it) and `poll()` asks JAX's
+  preemption sync point, which answers the same in every process: a SIGTERM to any one of them
+  stops all at the first step they all reach after it.
   """
 
   SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-  def __init__(self):
+  def __init__(self, across_processes: bool = False):
     self.signum: int | None = None
+    self.across_processes = across_processes
     self._previous = {}
     self._protected = 0
+    self._polls = 0
+
+  def poll(self) -> bool:
+    """Whether to stop now (at a chunk's end); every process calls it at the same chunks."""
+    if self.across_processes and self.signum is None:
+      from gmf_jax.train import distributed
+
+      # JAX's sync point counts calls one by one (it stops at "the next one" after a
+      # notice), so it is handed the number of polls, the same in every process.
+      self._polls += 1
+      if distributed.reached_sync_point(self._polls):
+        self.signum = signal.SIGTERM
+    return self.signum is not None
 
   def __enter__(self) -> PreemptionGuard:
+    if self.across_processes:  # JAX's notifier holds SIGTERM; see the class docstring
+      return self
     if threading.current_thread() is threading.main_thread():
       for sig in self.SIGNALS:
         self._previous[sig] = signal.signal(sig, self._handle)

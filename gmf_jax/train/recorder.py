@@ -7,6 +7,7 @@ goes through its recorder.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -19,7 +20,7 @@ import numpy as np
 from gmf_jax import failpoints
 from gmf_jax.errors import NonFiniteError
 from gmf_jax.runlog import CsvWriter, MultiWriter, RunFolder, Summary, plots
-from gmf_jax.runlog.resume import summary_from_rows, trim_metrics
+from gmf_jax.runlog.resume import kept_rows, summary_from_rows, trim_metrics
 from gmf_jax.runlog.wandb_writer import BackgroundWandb, WandbWriter, wandb_mode
 from gmf_jax.train.metering import LearningRates, MetricWindow
 
@@ -39,10 +40,17 @@ class MemberSetup:
 
 
 class MemberRecorder:
-  """Records one member: metric rows, evaluations, its summary, status and wandb run."""
+  """Records one member: metric rows, evaluations, its summary, status and wandb run.
 
-  def __init__(self, index: int, name: str, exp, resolved: dict[str, Any], folder: RunFolder):
+  With `writes=False` (a process other than process 0 of a multi-process job) it keeps the
+  same account (the metric window, the best value, the non-finite check), so every process
+  takes the same decisions, and writes nothing.
+  """
+
+  def __init__(self, index: int, name: str, exp, resolved: dict[str, Any], folder: RunFolder,
+               writes: bool = True):
     self.index, self.name, self.exp, self.resolved, self.folder = index, name, exp, resolved, folder
+    self.writes = writes
     self.summary = Summary(folder.file("summary.json"))
     self.window = MetricWindow()
     self.nonfinite: NonFiniteCheck | None = None
@@ -65,10 +73,17 @@ class MemberRecorder:
     exp, config, folder = self.exp, self.exp.config, self.folder
     self.start_step = start_step
     self.window.load_state_dict(window_state)
-    summary_from_rows(self.summary, trim_metrics(folder.file("metrics.csv"), start_step))
-    self.csv_writer = CsvWriter(folder.file("metrics.csv"))
+    metrics_csv = folder.file("metrics.csv")
+    summary_from_rows(self.summary, trim_metrics(metrics_csv, start_step) if self.writes
+                      else kept_rows(metrics_csv, start_step))
     self.nonfinite = NonFiniteCheck(config.on_nonfinite, config.max_consecutive_nonfinite,
                                     skipped=skipped)
+    if not self.writes:
+      self.learning_rates = LearningRates(rates_fn, config.log_every_steps, start_step,
+                                          exp.num_steps)
+      self.writer = MultiWriter([self.summary])
+      return
+    self.csv_writer = CsvWriter(metrics_csv)
     if start_step >= exp.num_steps:
       return
     self.learning_rates = LearningRates(rates_fn, config.log_every_steps, start_step,
@@ -91,7 +106,8 @@ class MemberRecorder:
     if failure is not None:
       log_steps = [s for s in log_steps if s <= failure.step]
     rates = self.learning_rates(self.nonfinite.schedule_steps(log_steps, start))
-    with recording("metrics"), self.csv_writer.batched():  # one flush per chunk
+    batched = self.csv_writer.batched() if self.csv_writer else contextlib.nullcontext()
+    with recording("metrics"), batched:  # one flush per chunk
       for s, means, lr in zip(log_steps, self.window.add(metrics, start, log_steps), rates,
                               strict=True):
         scalars = {f"train/{k}": v for k, v in means.items()}
@@ -109,11 +125,14 @@ class MemberRecorder:
                                                         config.checkpoint.best_mode)
     with recording("metrics"):
       self.writer.write(step, scalars)
-      self.summary.save()
+      if self.writes:
+        self.summary.save()
     return improved
 
   def finish_files(self, failed) -> None:
     """Closes metrics.csv and writes summary.json (before the slow plots and wandb)."""
+    if not self.writes:
+      return
     try:
       if self.csv_writer is not None:
         self.csv_writer.close()
@@ -160,6 +179,8 @@ class MemberRecorder:
         log.warning("warning: a second Ctrl-C: the wandb finish was cut short.")
 
   def finish_summary(self, info: dict[str, Any], failed) -> None:
+    if not self.writes:
+      return
     try:
       self.summary.info.update(info)
       if self.wandb_writer is not None:  # beside the training thread, on the same cores

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
+from gmf_jax.data.order import epoch_permutation
+
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 
@@ -95,11 +97,6 @@ def make_train_step(loss_for, tx_for) -> StepFn:
   """`train_step` with the loss and optimizer bound: `(state, batch, rng) -> (state, metrics)`,
   pure."""
   return functools.partial(train_step, loss_for=loss_for, tx_for=tx_for)
-
-
-def epoch_permutation(data_key: jax.Array, epoch: jax.Array, num_examples: int) -> jax.Array:
-  """The order of the training examples in `epoch`: a function of the seed and epoch only."""
-  return jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
 
 
 def _run_steps(step_fn, carry, length: int, num_active: jax.Array, xs=None):
@@ -197,10 +194,12 @@ def train_chunk_on_batches(state: TrainState, keys: RunKeys, batches: Batch,
 
 
 def evaluate(params: Any, hparams: dict[str, jax.Array], keys: RunKeys, data: Batch,
-             mask: jax.Array, *, apply_fn, loss_for, batch_size: int) -> Metrics:
+             mask: jax.Array, *, apply_fn, loss_for, batch_size: int,
+             batch_sharding=None) -> Metrics:
   """Means of per-example metrics over a padded split: data (N_pad, ...), mask (N_pad,).
 
   The same keys are used at every evaluation, so evaluations differ only by the parameters.
+  With `batch_sharding`, each batch is split over the `data` devices (each evaluates its part).
   """
   per_example_fn = loss_for(hparams).per_example
   num_batches = mask.shape[0] // batch_size
@@ -211,6 +210,7 @@ def evaluate(params: Any, hparams: dict[str, jax.Array], keys: RunKeys, data: Ba
 
   def body(totals, inputs):
     i, batch, m = inputs
+    batch, m = _constrain((batch, m), batch_sharding)
     per = per_example_fn(params, apply_fn, batch, jax.random.fold_in(keys.eval, i))
     sums = {k: jnp.sum(jnp.where(m, v, 0.0)) for k, v in per.items()}
     return jax.tree_util.tree_map(jnp.add, totals, sums), None
