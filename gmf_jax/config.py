@@ -190,7 +190,8 @@ def default_config() -> ml_collections.ConfigDict:
           "max_device_bytes": 2**30,  # 'auto' keeps datasets up to this size on the device
           "binarize": False,  # threshold pixel values at 0.5 (for Bernoulli likelihoods)
           # Streamed data (not on the device) is read by grain: `workers` processes (-1: none
-          # for arrays in memory, up to 4 for files such as tfds), `prefetch` steps ahead.
+          # for arrays in memory, up to 4 for files such as tfds), each `prefetch` blocks of
+          # steps_per_call batches ahead.
           "workers": -1,
           "prefetch": 2,
       }

@@ -106,6 +106,16 @@ def test_two_processes_train_one_run_record_it_once_and_resume(tmp_path):
     assert alone.returncode == 0, alone.stderr[-3000:]
   for step in (40, 60):
     assert _close(_eval(run, step), _eval(tmp_path / "alone", step)), step
+  # Process 1's part of the latest checkpoint is unreadable: both fall back to step 40
+  # together (one of them alone would leave the other waiting), and process 0 sets it aside.
+  for f in (run / "checkpoints" / "60" / "state").glob("ocdbt.process_1/d/*"):
+    f.write_bytes(b"garbage")
+  (code0, out0, err0), (code1, _, err1) = _two_processes(tmp_path, 80)
+  assert (code0, code1) == (0, 0), err0[-3000:] + err1[-3000:]
+  assert "checkpoint at step 60 cannot be restored" in out0 + err0
+  assert "resuming from the checkpoint at step 40 of 80" in out0 + err0
+  assert any(d.startswith("60.unreadable-") for d in os.listdir(run / "checkpoints"))
+  assert _json(run / "metadata.json")["status"] == "completed"
 
 
 def test_a_sigterm_to_one_process_stops_both_at_one_step(tmp_path):
@@ -127,6 +137,19 @@ def test_a_sigterm_to_one_process_stops_both_at_one_step(tmp_path):
   assert (code0, code1) == (0, 0), err0[-3000:] + err1[-3000:]
   assert f"resuming from the checkpoint at step {step} of {step + 20}" in out0 + err0
   assert _json(run / "metadata.json")["status"] == "completed"
+
+
+def test_an_error_in_process_0_alone_stops_both_and_is_recorded(tmp_path):
+  # Diagnostics and the record are process 0's work only: its error is held to the next chunk
+  # boundary, where the other process hears of it, so neither waits forever.
+  envs = ({failpoints.ENV: "diagnostics@2=raise"}, None)
+  with_diagnostics = ["--config=" + str(CONFIGS / "mlp.py"), "--config.progress_bar=False"]
+  (code0, _, err0), (code1, _, err1) = _two_processes(tmp_path, 80, envs, with_diagnostics,
+                                                      timeout=120)
+  assert code0 == 1 and code1 == 1, err0[-3000:] + err1[-3000:]
+  assert "process 0 stopped the run: FailpointError" in err1
+  meta = _json(tmp_path / "run" / "metadata.json")
+  assert meta["status"] == "failed" and "FailpointError" in meta["error"]
 
 
 @pytest.mark.parametrize("flags, says", [

@@ -17,6 +17,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from gmf_jax import failpoints
+from gmf_jax.train import distributed
 
 log = logging.getLogger("gmf_jax")
 
@@ -90,15 +91,23 @@ class Checkpointer:
     # cannot be converted raises instead of setting every checkpoint aside.
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
     for step in sorted(self.latest.all_steps(), reverse=True):
+      error = None
       try:
         state, meta = self.restore(step, abstract)
       except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: fall back to the previous
-        moved = self._set_aside(step)
-        log.warning("warning: checkpoint at step %d cannot be restored (%s: %s); moved it to %s "
-                    "and trying the previous one.", step, type(e).__name__,
-                    (str(e).splitlines() or [""])[0][:200], moved)
-        continue
-      return step, state, meta
+        error = e
+      # Several processes each read their own shards: they fall back together, or not at all.
+      if distributed.everyone(error is None):
+        return step, state, meta
+      moved = self._set_aside(step) if distributed.is_primary() else "the side"
+      distributed.barrier(f"gmf_jax-set-aside-{step}")
+      if not distributed.is_primary():
+        self.latest.reload()
+        self._saved[False].discard(step)
+      reason = "another process could not read its part" if error is None else (
+          f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}")
+      log.warning("warning: checkpoint at step %d cannot be restored (%s); moved it to %s and "
+                  "trying the previous one.", step, reason, moved)
     return None
 
   def _set_aside(self, step: int) -> str:

@@ -153,13 +153,21 @@ def restore_from_population(run_dir: str, like, step: int | None = None):
       return None
     index, size = pointer["index"], pointer["size"]
     stacked_like = jax.tree_util.tree_map(
-        lambda a: jax.ShapeDtypeStruct((size, *a.shape), a.dtype), like.replace(step=None)
-    ).replace(step=like.step)
+        lambda a: jax.ShapeDtypeStruct((size, *a.shape), a.dtype, sharding=_replicated(a)),
+        like.replace(step=None)).replace(step=like.step)
     state, meta = checkpointer.restore(step, stacked_like)
     windows = _windows(meta, size)
     return step, member(state, index), {"window": windows[index]}
   finally:
     checkpointer.close()
+
+
+def _replicated(leaf):
+  """`leaf`'s devices, the whole array on each (None for host arrays: the default device)."""
+  sharding = getattr(leaf, "sharding", None)
+  if isinstance(sharding, jax.sharding.NamedSharding):
+    return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+  return sharding
 
 
 def member_steps(run_dir: str, own: list[int]) -> list[int]:

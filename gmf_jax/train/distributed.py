@@ -162,3 +162,42 @@ def reached_sync_point(step: int) -> bool:
   from jax.experimental import multihost_utils
 
   return multihost_utils.reached_preemption_sync_point(step)
+
+
+VERDICT_TIMEOUT_MS = 3_600_000  # process 0 may spend long on diagnostics between two chunks
+
+
+def primary_verdict(count: int, error: str | None) -> str | None:
+  """Process 0's word at the `count`-th chunk boundary: None to go on, or the error that
+  stopped it (recording or diagnostics, which only it does), in every process.
+
+  Through the coordination service's key-value store, not a device collective: the followers'
+  next chunk is already queued, and nothing waits on it.
+  """
+  if not multi_process():
+    return error
+  from jax._src import distributed as jax_distributed
+
+  client = jax_distributed.global_state.client
+  key = f"gmf_jax/verdict/{count}"
+  if is_primary():
+    client.key_value_set(key, error or "")
+    return error
+  return client.blocking_key_value_get(key, VERDICT_TIMEOUT_MS) or None
+
+
+def barrier(name: str) -> None:
+  """Every process waits here for the others (a no-op with one process)."""
+  if multi_process():
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
+
+
+def everyone(ok: bool) -> bool:
+  """Whether `ok` holds in every process (a collective; `ok` itself with one process)."""
+  if not multi_process():
+    return ok
+  from jax.experimental import multihost_utils
+
+  return bool(np.all(multihost_utils.process_allgather(np.asarray(ok))))

@@ -15,6 +15,7 @@ population's checkpoint is one orbax checkpoint of the stacked state.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import functools
 import json
@@ -177,6 +178,10 @@ def train_population(setups: list[MemberSetup], *, population_dir: str | None = 
   run_start = time.perf_counter()
   recording = Stopwatch()  # the training thread's time spent recording the run
   exps, resolved = build_population(setups)  # every check on the input happens here
+  if distributed.multi_process() and (len(exps) > 1 or population_dir is not None):
+    raise ConfigError("a population (sweep or seed ensemble) trains in one process; this job "
+                      "has several. Spread its members over one host's devices with "
+                      "--config.mesh.members.")
   cache_dir = compile_cache.enable(exps[0].config.compile_cache)
   cache_before = compile_cache.counter().snapshot()
   # Several processes: process 0 names, checks and writes the folders; every process learns
@@ -234,6 +239,9 @@ def train_population(setups: list[MemberSetup], *, population_dir: str | None = 
         session.heartbeat.stop()
         for m in session.members:
           m.folder.set_status(m.status, error=m.error)
+      # Several processes: the others wait (with no time limit) until process 0 has written
+      # the record; JAX's own exit barrier would give up on a slow one after 5 minutes.
+      distributed.barrier("gmf_jax-run-recorded")
     if problem is not None and (error is None or isinstance(error, Preempted)):
       raise problem from error  # a checkpoint that was promised is not there
     if error is not None:
@@ -270,6 +278,8 @@ class _Session:
     self.start_step = 0
     self.best_host = None  # the best state of every member, on the host (populations only)
     self.plot_workers, self.plot_pool, self.plots_ready = 0, None, None
+    self.held_error: Exception | None = None  # process 0's, until every process learns of it
+    self._verdicts = 0
 
   def _beat(self, step) -> None:
     for m in self.members:
@@ -390,6 +400,7 @@ class _Session:
         step = start + n
         # Where nothing needs this chunk's state on the host, the next chunk is queued before
         # this one's metrics are read, so the device never waits for the host's bookkeeping.
+        self._hear_primary()
         stop_here = guard.poll() or boundaries.needs_state(step)
         current = None if stop_here else dispatch(state, step)
         metrics = {k: v[:, :n] for k, v in jax.device_get(device_metrics).items()}  # one sync
@@ -399,8 +410,10 @@ class _Session:
         # No device work from here to the next dispatch: it would wait for the queued chunk.
         for m in self.members:
           if m.active:
-            failure = m.record_chunk({k: v[m.index] for k, v in metrics.items()}, start,
-                                     log_steps, recording)
+            failure = None
+            with self._primary_work():
+              failure = m.record_chunk({k: v[m.index] for k, v in metrics.items()}, start,
+                                       log_steps, recording)
             if failure is not None:
               self.store.member_failed(m.index, failure.step)
               if size > 1:
@@ -419,7 +432,8 @@ class _Session:
           improved = np.zeros(size, bool)
           for m in active:
             scalars = {f"eval/{k}": float(v[m.index]) for k, v in evals.items()}
-            improved[m.index] = m.record_eval(step, scalars, recording)
+            with self._primary_work():
+              improved[m.index] = m.record_eval(step, scalars, recording)
             if size == 1 or m is active[0]:
               progress.message(f"step {step}: {_format_scalars(scalars)}"
                                + (f" ({m.name}; {len(active)} members)" if size > 1 else ""))
@@ -434,15 +448,17 @@ class _Session:
             warm_up.join()
             diag_seconds["warm_up_wait"] = time.perf_counter() - waited
             warm_up = None
-          failpoints.reach("diagnostics")
+          with self._primary_work():  # a test's fault here lands in process 0 alone
+            failpoints.reach("diagnostics")
           due = any(d.schedule.due(step) for d in exp.diagnostics)
           members = self._diagnosed(self._unstack(state)) if due else None  # one slicing call
           for m in active if due and diagnose else ():
-            for name, sec in runner.run_due(list(exp.diagnostics), step, members[m.index],
-                                            probe, diag_keys[m.index],
-                                            m.folder.path, m.writer,
-                                            m.wandb_writer).items():
-              diag_seconds[name] = diag_seconds.get(name, 0.0) + sec
+            with self._primary_work():
+              for name, sec in runner.run_due(list(exp.diagnostics), step, members[m.index],
+                                              probe, diag_keys[m.index],
+                                              m.folder.path, m.writer,
+                                              m.wandb_writer).items():
+                diag_seconds[name] = diag_seconds.get(name, 0.0) + sec
         if step >= exp.num_steps:
           if guard.signum is not None:  # the work is done: finish recording, then complete
             log.info("%s after the last step: finishing the run's record.",
@@ -452,6 +468,7 @@ class _Session:
           self._save(step, state)  # a no-op if this step is saved already
           raise Preempted(guard.signum, step)
         current = dispatch(state, step)
+      self._hear_primary()  # an error process 0 held since the last chunk boundary
     finally:
       progress.close()
       close_feed()
@@ -461,6 +478,32 @@ class _Session:
         if size > 1:
           m.summary.info["member_steps_per_sec"] = m.summary.info.pop("steps_per_sec", None)
     return state
+
+  @contextlib.contextmanager
+  def _primary_work(self):
+    """Work only process 0 does with several processes (writing the record, diagnostics). An
+    error there is held until the next chunk boundary, where every process learns of it and
+    stops together (`_hear_primary`); the others would otherwise wait in the next collective.
+    With one process it is raised at once."""
+    try:
+      yield
+    except Exception as e:
+      if not distributed.multi_process():
+        raise
+      self.held_error = self.held_error or e
+
+  def _hear_primary(self) -> None:
+    """At a chunk boundary, every process hears whether process 0 stopped (several processes)."""
+    if not distributed.multi_process():
+      return
+    self._verdicts += 1
+    error = self.held_error
+    word = distributed.primary_verdict(
+        self._verdicts, None if error is None else f"{type(error).__name__}: {error}")
+    if error is not None:
+      raise error
+    if word is not None:
+      raise RuntimeError(f"process 0 stopped the run: {word}")
 
   def _diagnosed(self, tree):
     """What diagnostics run on: `tree` itself with one process; with several, its host copy
@@ -608,6 +651,8 @@ def _make_feed(exp: Experiment, keys: RunKeys, state: TrainState, size: int):
   data_config = exp.config.data
   workers = data_config.get("workers", -1)  # -1 (also when a config leaves it out): by data
   workers = workers if workers >= 0 else default_workers(exp.dataset.train)
+  if len(local_members) > 1:  # a stream per member: readers for each would multiply
+    workers = 0
   feeds = [pipeline.StreamedBatches(exp.dataset.train, batch_size, data_keys[i], slots,
                                     exp.num_steps, rows=rows, workers=workers,
                                     prefetch=data_config.get("prefetch", 2)) for i in local_members]
@@ -633,18 +678,18 @@ def _make_feed(exp: Experiment, keys: RunKeys, state: TrainState, size: int):
 
 
 def eval_batch_size(exp: Experiment) -> int:
-  """The eval batch: `eval_batch_size` (at most the test set), rounded up to split evenly over
-  the `data` devices (the padding is masked out)."""
-  size = min(exp.config.eval_batch_size, len(exp.dataset.test))
-  return -(-size // exp.layout.data) * exp.layout.data
+  """The eval batch: `eval_batch_size`, at most the test set. Not rounded to the devices: the
+  batches (and so each batch's key) must not depend on the layout."""
+  return min(exp.config.eval_batch_size, len(exp.dataset.test))
 
 
 def _make_eval(exp: Experiment, state: TrainState, size: int, batch_size: int):
   """`eval_fn(params, hparams, keys, data, mask)` -> {name: (members,)}, jitted; each batch
-  is split over the `data` devices."""
+  is split over the `data` devices when it divides evenly (else each device evaluates it all)."""
   layout = exp.layout
+  split = layout.batch if batch_size % layout.data == 0 else None
   single = functools.partial(evaluate, apply_fn=exp.model.apply, loss_for=exp.loss_for,
-                             batch_size=batch_size, batch_sharding=layout.batch)
+                             batch_size=batch_size, batch_sharding=split)
   first = lambda tree: jax.tree_util.tree_map(lambda a: a[0], tree)
 
   def evaluate_one(p, h, k, d, m):  # the name shows in the compilation cache
