@@ -337,3 +337,17 @@ def test_resume_on_another_machine_with_the_data_elsewhere(tmp_path, tiny_tfds_d
   result = run(moved, 40)
   assert int(result.state.step) == 40
   assert _json(tmp_path / "run" / "config.json")["data"]["data_dir"] == str(moved)
+
+
+def test_an_extended_run_trains_on_with_the_new_schedule(tmp_path):
+  # A cosine schedule decays to 0 at num_steps: extended from 40 to 80 steps, the run must
+  # train on with the schedule of 80 steps, not the checkpoint's (whose rate is 0 after 40).
+  def run(num_steps):
+    config = gmf_jax.load_config(str(CONFIGS / "mlp.py") + ":smoke", {
+        "num_steps": num_steps, "schedule.name": "cosine", "eval_every_steps": 40})
+    return gmf_jax.train_and_evaluate(config, workdir=str(tmp_path / "run"))
+
+  first = run(40)
+  extended = run(80)
+  assert not tree_equal(first.state.params, extended.state.params)
+  assert float(np.asarray(extended.state.hparams["schedule.decay_steps"]).reshape(-1)[0]) == 80

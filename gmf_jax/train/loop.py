@@ -309,6 +309,10 @@ class _Session:
       restored = self.store.restore_latest(like=self.state)
       if restored is not None:
         self.start_step, state, windows = restored
+        # The hyperparameters are the config's, not the checkpoint's: they may differ only where
+        # a resume may change them (an extended num_steps moves the schedule's decay_steps), and
+        # the run then follows the new values, as the resume warning says.
+        state = state.replace(hparams=self.state.hparams)
         self.state, _ = exp.layout.put_population(state, self.keys)  # a member's slice: moved
         self.best_host = self.store.restore_best(self.state)
     failpoints.reach("restore")
