@@ -113,9 +113,12 @@ class StreamedBatches:
     """The batches of steps [start, start + num_steps), stacked as (slots, B, ...)."""
     if self._pending is not None:
       (pending, future), self._pending = self._pending, None
-      batches = future.result()
       if pending == (start, num_steps):
-        return batches
+        return future.result()
+      try:  # read ahead for other steps (the loop never asks so): read these instead
+        future.result()
+      except Exception:  # noqa: BLE001 - its error is not this read's
+        self._position = None
     return self._read(start, num_steps)
 
   def close(self) -> None:
