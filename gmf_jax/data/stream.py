@@ -20,7 +20,6 @@ import threading
 import time
 from typing import Any
 
-import grain
 import jax
 import numpy as np
 
@@ -28,6 +27,22 @@ from gmf_jax.data.dataset import ArraySplit, Split
 from gmf_jax.data.order import epoch_permutation
 
 MAX_AUTO_WORKERS = 4
+# `config.data` keys of the stream, with their values for a config that leaves them out.
+DEFAULTS = {"workers": -1, "prefetch": 2}
+
+
+def setting(data_config, key: str) -> int:
+  """`data.<key>` of the stream (`workers` or `prefetch`), its default when absent."""
+  return data_config.get(key, DEFAULTS[key])
+
+
+def reader_processes(data_config, split: Split, streams: int) -> int:
+  """`data.workers` resolved: -1 chosen by the data (`default_workers`); 0 when one process
+  reads several streams (one per member: reader processes for each would multiply)."""
+  workers = setting(data_config, "workers")
+  if streams > 1:
+    return 0
+  return workers if workers >= 0 else default_workers(split)
 
 
 class StepBatch:
@@ -102,11 +117,12 @@ def _init_worker(worker_index: int, worker_count: int) -> None:
   threading.Thread(target=watch, name="gmf_jax-reader-watch", daemon=True).start()
 
 
-def open_stream(batch: StepBatch, start_block: int, *, workers: int,
-                prefetch: int) -> grain.DatasetIterator:
-  """An iterator over the blocks of steps from `start_block` to `batch.stop`, read ahead in
-  the background: `workers` processes (0: a thread of this process), `prefetch` blocks ahead
-  of each."""
+def open_stream(batch: StepBatch, start_block: int, *, workers: int, prefetch: int):
+  """A grain iterator over the blocks of steps from `start_block` to `batch.stop`, read ahead
+  in the background: `workers` processes (0: a thread of this process), `prefetch` blocks
+  ahead of each."""
+  import grain  # only when a run streams
+
   num_blocks = -(-batch.stop // batch.block_steps)
   dataset = grain.MapDataset.range(start_block, num_blocks).map(batch.block)
   if workers > 0:

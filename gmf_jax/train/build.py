@@ -24,7 +24,7 @@ import optax
 
 from gmf_jax.checks import check_choice, check_int, check_number
 from gmf_jax.config import config_origin, default_config, flatten
-from gmf_jax.data import Dataset, make_dataset
+from gmf_jax.data import Dataset, make_dataset, stream
 from gmf_jax.errors import ConfigError
 from gmf_jax.models import make_model
 from gmf_jax.registry import ComponentOptions
@@ -222,9 +222,9 @@ def _check_scalars(config) -> None:
   check_choice("data.on_device", config.data.on_device, ("auto", "yes", "no"))
   check_int("data.max_device_bytes", config.data.max_device_bytes, low=0,
             hint="Larger datasets stream from the host with data.on_device='auto'.")
-  check_int("data.workers", config.data.get("workers", -1), low=-1,
+  check_int("data.workers", stream.setting(config.data, "workers"), low=-1,
             hint="-1: chosen by the data (none for arrays in memory); 0: read in this process.")
-  check_int("data.prefetch", config.data.get("prefetch", 2), low=1)
+  check_int("data.prefetch", stream.setting(config.data, "prefetch"), low=1)
 
 
 def _check_checkpoint(ckpt, eval_metrics: tuple[str, ...]) -> None:

@@ -32,7 +32,7 @@ import ml_collections
 import numpy as np
 
 from gmf_jax import compile_cache, failpoints
-from gmf_jax.data import materialize
+from gmf_jax.data import materialize, stream
 from gmf_jax.diagnostics import runner
 from gmf_jax.errors import ConfigError, NonFiniteError
 from gmf_jax.runlog import RunFolder, new_run_dir, open_run_folder, plot_pool, plots
@@ -362,7 +362,8 @@ class _Session:
     exp, config, guard, recording = self.exp, self.exp.config, self.guard, self.recording
     state, step, size = self.state, self.start_step, self.size
     run_chunk, prefetch, close_feed = _make_feed(exp, keys, state, size)
-    eval_size = eval_batch_size(exp)
+    # Not rounded to the devices: the batches (and each batch's key) never depend on the layout.
+    eval_size = min(config.eval_batch_size, len(exp.dataset.test))
     eval_data, eval_mask = exp.layout.put(pipeline.padded_eval_data(exp.dataset.test, eval_size))
     eval_fn = _make_eval(exp, state, size, eval_size)
     probe, warm_up = None, None
@@ -650,24 +651,19 @@ def _make_feed(exp: Experiment, keys: RunKeys, state: TrainState, size: int):
            else pipeline.local_block(data_sharding, global_shape))
   rows = block[-1].indices(batch_size)[:2]
   local_members = range(*block[0].indices(size)[:2]) if per_member_data else [0]
-  from gmf_jax.data.stream import default_workers  # grain: only when a run streams
-
   data_config = exp.config.data
-  workers = data_config.get("workers", -1)  # -1 (also when a config leaves it out): by data
-  workers = workers if workers >= 0 else default_workers(exp.dataset.train)
-  if len(local_members) > 1:  # a stream per member: readers for each would multiply
-    workers = 0
+  workers = stream.reader_processes(data_config, exp.dataset.train, len(local_members))
   feeds = [pipeline.StreamedBatches(exp.dataset.train, batch_size, data_keys[i], slots,
                                     exp.num_steps, rows=rows, workers=workers,
-                                    prefetch=data_config.get("prefetch", 2)) for i in local_members]
+                                    prefetch=stream.setting(data_config, "prefetch"))
+           for i in local_members]
 
   def batches(start, n):
     got = [f.get(start, n) for f in feeds]
     local = got[0] if not per_member_data else {k: np.stack([g[k] for g in got]) for k in got[0]}
     if not distributed.multi_process():
       return local
-    return pipeline.global_array(data_sharding, local,
-                                 lambda k, v: (*global_shape, *v.shape[len(global_shape):]))
+    return pipeline.global_array(data_sharding, local, global_shape)
 
   def prefetch(start, n):
     for f in feeds:
@@ -679,12 +675,6 @@ def _make_feed(exp: Experiment, keys: RunKeys, state: TrainState, size: int):
 
   run_chunk = lambda state, start, n: batch_fn(state, keys, batches(start, n), np.int32(n))
   return run_chunk, prefetch, close
-
-
-def eval_batch_size(exp: Experiment) -> int:
-  """The eval batch: `eval_batch_size`, at most the test set. Not rounded to the devices: the
-  batches (and so each batch's key) must not depend on the layout."""
-  return min(exp.config.eval_batch_size, len(exp.dataset.test))
 
 
 def _make_eval(exp: Experiment, state: TrainState, size: int, batch_size: int):

@@ -55,7 +55,7 @@ class StreamedBatches:
     self.batch = stream.StepBatch(split, batch_size, np.asarray(data_key), rows,
                                   block_steps=slots, stop=num_steps)
     self.slots = slots
-    self.workers, self.prefetch_steps = workers, prefetch
+    self.workers, self.prefetch_blocks = workers, prefetch
     self._iterator = None
     self._position: int | None = None  # the first step not yet handed out
     self._block: dict[str, np.ndarray] | None = None  # the block holding `_position`
@@ -67,7 +67,7 @@ class StreamedBatches:
     self._close_iterator()
     index = start // self.slots
     self._iterator = self._stream.open_stream(self.batch, index, workers=self.workers,
-                                              prefetch=self.prefetch_steps)
+                                              prefetch=self.prefetch_blocks)
     self._block, self._block_start, self._position = None, index * self.slots, start
 
   def _close_iterator(self) -> None:
@@ -145,7 +145,9 @@ def local_block(sharding, shape: tuple[int, ...]) -> tuple[slice, ...]:
   return tuple(out)
 
 
-def global_array(sharding, local: dict[str, np.ndarray], shape_of) -> dict[str, jax.Array]:
-  """Each process's part of a global batch, as one global array (several processes)."""
-  return {k: jax.make_array_from_process_local_data(sharding, v, shape_of(k, v))
+def global_array(sharding, local: dict[str, np.ndarray],
+                 shape: tuple[int, ...]) -> dict[str, jax.Array]:
+  """Each process's part of a global batch (leading axes `shape`, then each example's), as one
+  global array (several processes)."""
+  return {k: jax.make_array_from_process_local_data(sharding, v, (*shape, *v.shape[len(shape):]))
           for k, v in local.items()}
