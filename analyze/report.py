@@ -4,8 +4,10 @@
                                           [--by=loss.beta,optimizer.learning_rate]
 
 Without --metric the report uses the loss's main eval metric (eval/accuracy, eval/nelbo...) and
-says so. The folder (default <runs>/report) gets report.md, groups.csv, comparisons.csv and the
-PNGs report.md links. Exit status 2 on bad input (one line naming it).
+says so. It names a best setting only among groups of two or more runs (one run has no
+interval), and ranks runs of different datasets or losses apart. The folder (default
+<runs>/report) gets report.md, groups.csv, comparisons.csv and the PNGs report.md links. Exit
+status 2 on bad input, such as an --out that names a file (one line naming it).
 """
 
 from __future__ import annotations
@@ -33,11 +35,21 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   print(f"metric: {report.metric} ({report.metric_reason})")
   if not report.groups.empty:
-    best = report.groups.iloc[0]
-    print(f"best: {best['group']}: mean {best['mean']:.6g}, 95% CI [{best['ci_low']:.6g}, "
-          f"{best['ci_high']:.6g}], n={best['n']}")
+    _print_best(report)
   print(f"report: {report.markdown} ({len(report.figures)} figures)")
   return 0
+
+
+def _print_best(report) -> None:
+  """The best setting (of each dataset and loss), or why none is named."""
+  if not report.best:
+    print("best: none: no group has two runs with a value, and one run has no interval "
+          "(run more seeds)")
+  rows = report.groups.set_index("group")
+  for label in report.best:
+    best = rows.loc[label]
+    print(f"best: {label}: mean {best['mean']:.6g}, 95% CI [{best['ci_low']:.6g}, "
+          f"{best['ci_high']:.6g}], n={best['n']}")
 
 
 if __name__ == "__main__":

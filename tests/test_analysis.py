@@ -435,3 +435,79 @@ def test_report_command_refuses_an_unwritable_out_in_one_line(sweep, tmp_path):
                         f"--out={tmp_path / 'afile'}"], capture_output=True, text=True,
                        cwd=ROOT, env=env, timeout=300)
   assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "afile" in bad.stderr
+
+
+def test_pairing_needs_the_shared_seeds_to_be_most_of_each_group():
+  # 4 runs against 20 that share all 4 seeds: pairing would throw 16 of the 20 away, and
+  # answer a question about 4 seeds; the README's rule pairs only when the shared seeds are
+  # at least 75% of each group.
+  rng = np.random.default_rng(6)
+  a, b = rng.normal(1.0, 0.05, 4), rng.normal(0.9, 0.05, 20)
+  runs = _runs_table({0.1: a, 0.2: b}, seeds={0.1: list(range(4)), 0.2: list(range(20))})
+  c = analysis.compare(runs, "eval/loss", {"lr": 0.1}, {"lr": 0.2})
+  assert not c.paired and (c.n_a, c.n_b) == (4, 20)
+  assert c.difference == pytest.approx(b.mean() - a.mean())
+  assert c.tests["welch_ttest"]["pvalue"] == pytest.approx(
+      sps.ttest_ind(b, a, equal_var=False).pvalue)
+  assert any("only 4 seed(s) are shared" in w for w in c.warnings)
+  # 4 shared of 4 and 5 is 80% of the larger group: paired, on the 4.
+  runs = _runs_table({0.1: a, 0.2: b[:5]}, seeds={0.1: list(range(4)), 0.2: list(range(5))})
+  c = analysis.compare(runs, "eval/loss", {"lr": 0.1}, {"lr": 0.2})
+  assert c.paired and c.n_pairs == 4 and (c.n_a, c.n_b) == (4, 4)
+  assert c.difference == pytest.approx(np.mean(b[:4] - a))
+
+
+def test_a_nan_row_survives_the_lenient_parser_that_a_torn_line_sends_it_to(tmp_path):
+  # A diverged member logs `nan` (the writer's str(float("nan"))); a torn line elsewhere in the
+  # file sends load_metrics to its line-by-line parser, which must keep the NaN as a value.
+  run = tmp_path / "run"
+  run.mkdir()
+  _write_json(run / "config.json", {"seed": 0})
+  (run / "metrics.csv").write_text(
+      "step,name,value,wall_time\n"
+      "10,train/loss,1.5,1796165625.0\n"
+      "20,train/loss,nan,1796165626.0\n"
+      "20,eval/lo\n"  # torn: the rest of the line never reached the disk
+      "30,eval/loss,0.4x,1796165627.0\n"  # a value the writer never writes
+      "30,train/loss,inf,1796165627.0\n"
+      "40,train/loss,nan,1796165628.0\n")
+  metrics = analysis.load_metrics(run)
+  assert list(metrics["step"]) == [10, 20, 30, 40]
+  assert list(metrics["name"].astype(str)) == ["train/loss"] * 4
+  values = metrics["value"].to_numpy()
+  assert values[0] == 1.5 and math.isnan(values[1]) and values[2] == math.inf
+  assert math.isnan(values[3])
+  assert metrics.attrs["problems"][str(run)] == "metrics.csv: 2 malformed line(s) dropped"
+  row = analysis.load_runs(run).iloc[0]  # no summary.json: its values come from the same rows
+  assert math.isnan(row["final.train/loss"]) and row["best.train/loss"] == 1.5
+  assert "2 malformed line(s) dropped" in row["problems"]
+
+
+@pytest.fixture(scope="module")
+def ensemble(sweep):
+  """A real 2-seed ensemble beside the sweep, of the same setting as its lr=0.03 members but
+  from the full config (diagnostics on, where the sweep has none) and of other seeds."""
+  from gmf_jax import load_config, train_and_evaluate
+
+  folder = sweep.parent / "ens"
+  config = load_config(MLP, {**SMOKE, "num_seeds": 2, "seed": 10, "lr": 0.03})
+  train_and_evaluate(config, str(folder))
+  return folder
+
+
+def test_a_real_ensemble_beside_a_real_sweep_groups_by_setting(sweep, ensemble):
+  configs = [_json(ensemble / "seed=10" / "config.json"),
+             _json(sweep / "lr=0.03,seed=0" / "config.json")]
+  assert configs[0]["diagnostics"] and not configs[1]["diagnostics"]  # what used to split
+  runs = analysis.load_runs([ensemble, sweep])
+  assert analysis.group_keys(runs) == ["config.optimizer.learning_rate"]
+  table = analysis.summarize(runs, "eval/accuracy").set_index("group")
+  assert table.loc["optimizer.learning_rate=0.03", "seeds"] == (0, 1, 2, 10, 11)
+  assert table.loc["optimizer.learning_rate=0.1", "n"] == 1  # one completed member
+  env = {**os.environ, "PYTHONPATH": str(ROOT)}
+  done = subprocess.run([sys.executable, "-m", "analyze.report", str(sweep.parent),
+                         f"--out={sweep.parent / 'report'}"], capture_output=True, text=True,
+                        cwd=ROOT, env=env, timeout=300)
+  assert done.returncode == 0, done.stderr
+  assert "best: optimizer.learning_rate=0.03:" in done.stdout and "n=5" in done.stdout
+  assert "nan" not in done.stdout

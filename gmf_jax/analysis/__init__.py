@@ -14,12 +14,15 @@ Everything is read from the run folders' files; nothing of a run's code is impor
 from gmf_jax.analysis.loading import find_runs, load_diagnostics, load_metrics, load_runs
 from gmf_jax.analysis.stats import (
     Comparison,
+    best_group,
+    cohort_keys,
     compare,
     compare_groups,
     curve_stats,
     group_keys,
     higher_is_better,
     holm,
+    split_cohorts,
     summarize,
 )
 
@@ -38,6 +41,7 @@ def __getattr__(name: str):
   raise AttributeError(f"module 'gmf_jax.analysis' has no attribute {name!r}")
 
 
-__all__ = ["Comparison", "Report", "compare", "compare_groups", "curve_stats", "find_runs",
-           "group_keys", "higher_is_better", "holm", "load_diagnostics", "load_metrics",
-           "load_runs", "main_metric", "plots", "summarize", "write_report"]
+__all__ = ["Comparison", "Report", "best_group", "cohort_keys", "compare", "compare_groups",
+           "curve_stats", "find_runs", "group_keys", "higher_is_better", "holm",
+           "load_diagnostics", "load_metrics", "load_runs", "main_metric", "plots",
+           "split_cohorts", "summarize", "write_report"]

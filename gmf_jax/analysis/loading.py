@@ -312,13 +312,17 @@ def _parse(chunks: list[bytes], runs: list[str], problems: dict[str, str]) -> pd
 
 
 def _parse_lenient(chunk: bytes, run: str, problems: dict[str, str]) -> pd.DataFrame:
+  """One run's rows, keeping the lines the writer could have written: an integer step, a name,
+  a number or `nan` (a diverged member's value, kept as NaN) and a wall time."""
   text = pd.read_csv(io.BytesIO(chunk.replace(b"\x00", b"")), header=None,
                      names=METRIC_COLUMNS, dtype=str, engine="python", on_bad_lines="skip",
-                     skip_blank_lines=True)
+                     skip_blank_lines=True, keep_default_na=False)
   step = pd.to_numeric(text["step"], errors="coerce")
   value = pd.to_numeric(text["value"], errors="coerce")
   wall = pd.to_numeric(text["wall_time"], errors="coerce")
-  good = step.notna() & (step == step.round()) & wall.notna() & text["name"].notna()
+  nan = text["value"].fillna("").str.strip().str.lower() == "nan"
+  good = (step.notna() & (step == step.round()) & wall.notna()
+          & (text["name"].fillna("") != "") & (value.notna() | nan))
   bad = chunk.count(b"\n") - int(good.sum())
   if bad:
     note = f"metrics.csv: {bad} malformed line(s) dropped"

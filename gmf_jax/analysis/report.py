@@ -1,10 +1,11 @@
 """A report folder for a sweep, an ensemble or any folder of runs.
 
-    <out>/report.md          the groups table, the best setting with its interval, every group
-                             against the best (Holm-corrected), runs that failed, crashed, are
-                             running or were preempted, and the figures
+    <out>/report.md          the groups table, the best setting with its interval (never a
+                             group of one run; one per dataset and loss), every group against
+                             the best (Holm-corrected), runs that failed, crashed, are running
+                             or were preempted, and the figures
     <out>/groups.csv         `summarize`'s table
-    <out>/comparisons.csv    `compare_groups`' table
+    <out>/comparisons.csv    `compare_groups`' tables, each row naming its `baseline`
     <out>/*.png              learning curves, the metric against each swept key, a heatmap for
                              a two-key grid, and each diagnostic's scalars over training
 
@@ -42,7 +43,10 @@ class Report:
   metric: str
   metric_reason: str  # how the metric was chosen
   groups: pd.DataFrame
-  comparisons: pd.DataFrame
+  comparisons: pd.DataFrame  # compare_groups' tables, one per part, with a `baseline` column
+  # The best group of each part (runs of one dataset and loss): never a group of one run, so
+  # empty when no group has two runs with a value.
+  best: list[str] = dataclasses.field(default_factory=list)
 
   @property
   def text(self) -> str:
@@ -103,18 +107,16 @@ def write_report(path: str | os.PathLike, *, metric: str | None = None,
       known = sorted(c[len("final."):] for c in runs.columns if c.startswith("final."))
       raise ValueError(f"--metric={metric} is not a metric of these runs; metrics: "
                        f"{', '.join(known)}")
-  out = os.path.abspath(os.fspath(out)) if out is not None else os.path.join(path, "report")
-  os.makedirs(out, exist_ok=True)
+  out = _report_folder(path, out)
   completed = runs[runs["status"] == "completed"]
   metrics = load_metrics(completed) if not completed.empty else None
   if completed.empty:
     groups = pd.DataFrame()
-    comparisons = pd.DataFrame()
+    parts = []
   else:
     groups = stats.summarize(runs, metric, by, stat, metrics=metrics, seed=seed)
-    comparisons = (stats.compare_groups(runs, metric, None, stat=stat, by=by, metrics=metrics,
-                                        seed=seed)
-                   if len(groups) > 1 else pd.DataFrame())
+    parts = _parts(runs, metric, stat, metrics, seed, groups)
+  comparisons = _comparisons(parts)
   groups_csv = os.path.join(out, "groups.csv")
   comparisons_csv = os.path.join(out, "comparisons.csv")
   groups.to_csv(groups_csv, index=False)
@@ -151,7 +153,7 @@ def write_report(path: str | os.PathLike, *, metric: str | None = None,
       if top and metrics[metrics["name"].isin(top)]["step"].nunique() > 1:
         add(plots.plot_diagnostic(metrics, runs, diagnostic, by=keys),
             f"diag_{_file_safe(diagnostic)}.png", f"diagnostic {diagnostic} over training")
-  text = _markdown(path, runs, metric, reason, stat, groups, comparisons, figures)
+  text = _markdown(path, runs, metric, reason, stat, groups, parts, figures)
   markdown = os.path.join(out, "report.md")
   with open(f"{markdown}.tmp", "w") as f:
     f.write(text)
@@ -159,7 +161,58 @@ def write_report(path: str | os.PathLike, *, metric: str | None = None,
   return Report(folder=out, markdown=markdown, groups_csv=groups_csv,
                 comparisons_csv=comparisons_csv,
                 figures=[os.path.join(out, name) for _, name in figures], metric=metric,
-                metric_reason=reason, groups=groups, comparisons=comparisons)
+                metric_reason=reason, groups=groups, comparisons=comparisons,
+                best=[p.best["group"] for p in parts if p.best is not None])
+
+
+def _report_folder(path: str, out: str | os.PathLike | None) -> str:
+  """The report folder, made if missing; a path that cannot be one fails in one clear line."""
+  folder = os.path.abspath(os.fspath(out)) if out is not None else os.path.join(path, "report")
+  if os.path.exists(folder) and not os.path.isdir(folder):
+    raise ValueError(f"the report folder {folder} is a file, not a folder: pass --out=DIR "
+                     "(out= in Python) naming a new or existing folder, or move the file away")
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as e:  # a file on the way, no permission, a read-only disk
+    raise ValueError(f"cannot make the report folder {folder}: {e.strerror or e}: pass "
+                     "--out=DIR (out= in Python) naming a folder you can write") from None
+  return folder
+
+
+@dataclasses.dataclass
+class _Part:
+  """The groups of runs with one dataset and loss, which can be ranked against each other."""
+
+  label: str  # e.g. "data.name=moons"; "" when all the runs share their dataset and loss
+  groups: pd.DataFrame  # its rows of summarize's table, best first
+  best: pd.Series | None  # `stats.best_group`: None when no group has two runs with a value
+  comparisons: pd.DataFrame  # every other group of the part against the best
+  not_compared: dict[str, str]  # groups of the part left out of the comparisons, and why
+
+
+def _parts(runs, metric, stat, metrics, seed, groups) -> list[_Part]:
+  parts = []
+  for label, rows in stats.split_cohorts(groups):
+    best = stats.best_group(rows)
+    comparisons, not_compared = pd.DataFrame(), {}
+    if best is not None and len(rows) > 1:
+      comparisons = stats.compare_groups(runs, metric, best["group"], stat=stat,
+                                         by=groups.attrs["keys"], metrics=metrics, seed=seed)
+      mine = set(rows["group"])
+      not_compared = {g: why for g, why in comparisons.attrs["not_compared"].items()
+                      if g in mine}
+    parts.append(_Part(label, rows, best, comparisons, not_compared))
+  return parts
+
+
+def _comparisons(parts: list[_Part]) -> pd.DataFrame:
+  """The parts' comparisons in one table, each row naming its baseline."""
+  tables = [p.comparisons.assign(baseline=p.best["group"]) for p in parts
+            if not p.comparisons.empty]
+  if not tables:
+    return pd.DataFrame()
+  table = pd.concat(tables, ignore_index=True)
+  return table[["baseline", *[c for c in table.columns if c != "baseline"]]]
 
 
 def _numeric(column: pd.Series) -> bool:
@@ -189,53 +242,43 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
   return "\n".join(lines)
 
 
-def _markdown(path, runs, metric, reason, stat, groups, comparisons, figures) -> str:
+def _markdown(path, runs, metric, reason, stat, groups, parts, figures) -> str:
   counts = runs["status"].value_counts()
   sweeps = sorted(set(runs["sweep"].dropna()))
   title = sweeps[0] if len(sweeps) == 1 else os.path.basename(path)
   higher = stats.higher_is_better(metric)
   now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-  parts = [f"# Report: {title}", "",
-           f"{len(runs)} runs in `{path}` ("
+  lines = [f"# Report: {title}", "",
+           f"{len(runs)} run{'s' * (len(runs) != 1)} in `{path}` ("
            + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"), written {now}.", "",
            f"Metric: **{metric}**, the {stat} value of each run "
            f"({'higher' if higher else 'lower'} is better): {reason}.",
            "Statistics use completed runs only; intervals are 95% bootstrap intervals of the "
-           "mean (scipy's BCa), seeded, so the report is reproducible.", ""]
+           "mean (scipy's BCa), seeded, so the report is reproducible. A group of one run has "
+           "no interval, and is never named the best.", ""]
   if groups.empty:
-    parts += ["No completed runs yet: nothing to summarise.", ""]
+    lines += ["No completed runs yet: nothing to summarise.", ""]
   else:
+    if len(parts) > 1:
+      lines += ["These runs have different datasets or losses ("
+                + "; ".join(f"**{p.label}**" for p in parts) + f"), on which {metric} "
+                "measures different things: each is ranked on its own, never against "
+                "another.", ""]
+    for part in parts:
+      lines += _ranking(part, metric)
     keys = groups.attrs.get("keys", [])
-    best = groups.iloc[0]
-    parts += ["## Best setting", "",
-              f"**{best['group']}**: mean {_num(best['mean'], 6)}, 95% CI "
-              f"[{_num(best['ci_low'], 6)}, {_num(best['ci_high'], 6)}] over {best['n']} "
-              f"run(s).", ""]
-    parts += ["## Groups", "", _table(
+    lines += ["## Groups", "", _table(
         [k[len("config."):] for k in keys] + ["n", "mean", "std", "sem", "95% CI", "median",
                                                "IQM", "no value"],
         [[stats._format(row[k]) for k in keys]
          + [str(row["n"]), _num(row["mean"], 6), _num(row["std"]), _num(row["sem"]),
-            f"[{_num(row['ci_low'], 6)}, {_num(row['ci_high'], 6)}]", _num(row["median"], 6),
+            _interval(row["ci_low"], row["ci_high"], row["n"], 6), _num(row["median"], 6),
             _num(row["iqm"], 6), str(row["n_missing"])] for _, row in groups.iterrows()]), ""]
-    if not comparisons.empty:
-      parts += [f"## Against the best ({comparisons.attrs['baseline']})", "",
-                "Difference = group - best. p-values are Holm-corrected over the "
-                f"{len(comparisons)} comparisons: t-test (paired on shared seeds, else "
-                "Welch's) and rank test (Wilcoxon, else Mann-Whitney U).", "",
-                _table(["group", "n", "difference", "95% CI", "p (t, Holm)", "p (rank, Holm)",
-                        "Hedges' g", "P(better than best)", "verdict"],
-                       [[row["group"], str(row["n"]), _num(row["difference"]),
-                         f"[{_num(row['ci_low'])}, {_num(row['ci_high'])}]",
-                         _num(row["pvalue_holm"], 3), _num(row["pvalue_rank_holm"], 3),
-                         _num(row["hedges_g"], 3), _num(row["prob_improvement"], 3),
-                         row["verdict"]] for _, row in comparisons.iterrows()]), ""]
-      notes = sorted({w for ws in comparisons["warnings"] for w in ws.split("; ") if w})
-      if notes:
-        parts += ["Warnings:", ""] + [f"- {w}" for w in notes] + [""]
+    for part in parts:
+      lines += _against_best(part)
   others = runs[runs["status"] != "completed"]
   if not others.empty:
-    parts += ["## Runs not completed", "",
+    lines += ["## Runs not completed", "",
               "Left out of the statistics. Rerun the sweep command to resume preempted and "
               "crashed members (`--retry-failed` for failed ones).", "",
               _table(["run", "status", "last step", "error or problem"],
@@ -245,11 +288,73 @@ def _markdown(path, runs, metric, reason, stat, groups, comparisons, figures) ->
                       for _, row in others.sort_values(["status", "name"]).iterrows()]), ""]
   problems = runs[(runs["status"] == "completed") & (runs["problems"] != "")]
   if not problems.empty:
-    parts += ["## Half-written records", ""] + [
+    lines += ["## Half-written records", ""] + [
         f"- `{row['name']}`: {row['problems']}" for _, row in problems.iterrows()] + [""]
   if figures:
-    parts += ["## Figures", ""]
+    lines += ["## Figures", ""]
     for caption, name in figures:
-      parts += [f"![{caption}]({name})", "", f"*{caption}*", ""]
-  parts += ["Files: `groups.csv` (the groups table), `comparisons.csv` (against the best).", ""]
-  return "\n".join(parts)
+      lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+  lines += ["Files: `groups.csv` (the groups table), `comparisons.csv` (against the best).",
+               ""]
+  return "\n".join(lines)
+
+
+def _ranking(part: _Part, metric: str) -> list[str]:
+  """The part's best setting, or why none is named."""
+  heading = f"## Best setting: {part.label}" if part.label else "## Best setting"
+  rows, best = part.groups, part.best
+  if best is None:
+    return [heading, "", _no_best(rows, metric), ""]
+  lines = [f"**{best['group']}**: mean {_num(best['mean'], 6)}, 95% CI "
+           f"{_interval(best['ci_low'], best['ci_high'], best['n'], 6)} over {best['n']} runs."]
+  ones, none = int((rows["n"] == 1).sum()), int((rows["n"] == 0).sum())
+  if ones:
+    lines.append(f"{ones} group(s) of one run are not ranked: one run has no interval.")
+  if none:
+    lines.append(f"{none} group(s) have no finite {metric} (not logged, or every run "
+                 "diverged).")
+  return [heading, "", " ".join(lines), ""]
+
+
+def _no_best(rows: pd.DataFrame, metric: str) -> str:
+  more = ("Run more seeds (`--config.num_seeds=5`, or `seeds` in a sweep) for intervals and a "
+          "best setting.")
+  if not (rows["n"] > 0).any():
+    return f"No best setting: no completed run has a finite {metric}."
+  if len(rows) == 1:
+    return ("No best setting: one run, and one run has no interval (no spread to tell luck "
+            f"from a difference), nor anything to be compared with. {more}")
+  return ("No best setting: no group has two runs with a value, and one run has no interval "
+          f"(no spread to tell luck from a difference). {more}")
+
+
+def _against_best(part: _Part) -> list[str]:
+  """Every other group of the part against its best, and the warnings that came with them."""
+  lines = []
+  comparisons = part.comparisons
+  if not comparisons.empty:
+    lines += [f"## Against the best ({comparisons.attrs['baseline']})", "",
+              "Difference = group - best. p-values are Holm-corrected over the "
+              f"{len(comparisons)} comparisons: t-test (paired on shared seeds, else "
+              "Welch's) and rank test (Wilcoxon, else Mann-Whitney U).", "",
+              _table(["group", "n", "difference", "95% CI", "p (t, Holm)", "p (rank, Holm)",
+                      "Hedges' g", "P(better than best)", "verdict"],
+                     [[row["group"], str(row["n"]), _num(row["difference"]),
+                       _interval(row["ci_low"], row["ci_high"], row["n"]),
+                       _num(row["pvalue_holm"], 3), _num(row["pvalue_rank_holm"], 3),
+                       _num(row["hedges_g"], 3), _num(row["prob_improvement"], 3),
+                       row["verdict"]] for _, row in comparisons.iterrows()]), ""]
+    notes = sorted({w for ws in comparisons["warnings"] for w in ws.split("; ") if w})
+    if notes:
+      lines += ["Warnings:", ""] + [f"- {w}" for w in notes] + [""]
+  if part.not_compared:
+    lines += ["Not compared with the best:", ""] + [
+        f"- {group}: {why}" for group, why in part.not_compared.items()] + [""]
+  return lines
+
+
+def _interval(low: float, high: float, n: int, digits: int = 4) -> str:
+  """ "[low, high]", or what stands in for an interval there is not."""
+  if math.isfinite(low) and math.isfinite(high):
+    return f"[{_num(low, digits)}, {_num(high, digits)}]"
+  return "none (one run)" if n == 1 else "none"

@@ -1,17 +1,22 @@
 """Statistics over seeds: groups of runs, their intervals, and comparisons between groups.
 
-Runs are grouped by their config minus the seed (`group_keys`): the config keys that differ
-between the runs loaded, leaving out seeds and bookkeeping (names, wandb, the progress bar,
-compile cache, checkpoint settings). Intervals are 95% bootstrap intervals of the mean by
-scipy's `bootstrap` with its BCa method (bias-corrected and accelerated), the resampling seeded
-from the group's label, so a report is reproducible and one group's interval does not change
-when another group is added. Where BCa is undefined (all values equal, or too few distinct
-values) the percentile method is used; with one run there is no interval (NaN).
+Runs are grouped by their setting (`group_keys`): the config keys whose values differ between
+the runs loaded, leaving out what differs per member or per sweep without changing what is
+trained (seeds, names, wandb, logging and eval frequency, diagnostics, checkpoints, the compile
+cache, the device layout, data loading knobs). Runs on different datasets or with different
+losses (`COMPARABLE_ON`) are never pooled nor compared: they are split into groups of their own
+(even under `by=`), and `compare` refuses them with the reason. Intervals are 95% bootstrap
+intervals of the mean by scipy's `bootstrap` with its BCa method (bias-corrected and
+accelerated), the resampling seeded from the group's label, so a report is reproducible and one
+group's interval does not change when another group is added. Where BCa is undefined (all
+values equal, or too few distinct values) the percentile method is used; with one run there is
+no interval (NaN), and such a group is never named the best (`best_group`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import warnings
@@ -24,11 +29,24 @@ import pandas as pd
 
 from gmf_jax.runlog.summary import higher_is_better  # accuracies: higher; losses: lower
 
+log = logging.getLogger("gmf_jax")
+
 STATS = ("final", "best", "min", "max", "auc")
-# Config keys that never tell one setting from another: seeds and bookkeeping.
-IGNORED = ("config.seed", "config.data_seed", "config.num_seeds", "config.name",
-           "config.progress_bar", "config.steps_per_call", "config.data.data_dir")
-IGNORED_PREFIXES = ("config.wandb.", "config.compile_cache.", "config.checkpoint.")
+# Config keys that never tell one setting from another: they differ per member or per sweep
+# (seeds, names, wandb's group), or change how a run is run, logged, checked or saved, never
+# what it trains (logging, eval and diagnostics don't touch the training keys or the data order;
+# the device layout and data loading knobs give the same batches).
+IGNORED = frozenset({
+    "config.seed", "config.data_seed", "config.num_seeds", "config.name", "config.progress_bar",
+    "config.steps_per_call", "config.log_every_steps", "config.eval_every_steps",
+    "config.eval_batch_size", "config.probe_size", "config.diagnostics", "config.data.data_dir",
+    "config.data.on_device", "config.data.max_device_bytes", "config.data.workers",
+    "config.data.prefetch"})
+IGNORED_PREFIXES = ("config.wandb.", "config.compile_cache.", "config.checkpoint.",
+                    "config.diagnostics.", "config.mesh.", "config.distributed.")
+# Runs that differ in one of these measure different things (a metric on another dataset, a
+# loss of another kind): they are grouped apart even under `by=`, and never compared.
+COMPARABLE_ON = {"config.data.name": "datasets", "config.loss.name": "losses"}
 N_RESAMPLES = 9999
 PAIRED_SHARE = 0.75  # pair two groups when shared seeds are at least this share of each
 SUMMARY_COLUMNS = ["group", "n", "mean", "std", "sem", "median", "iqm", "ci_low", "ci_high",
@@ -45,19 +63,34 @@ def _sps():
 def group_keys(runs: pd.DataFrame) -> list[str]:
   """The `config.*` columns whose values differ between `runs`, less seeds and bookkeeping.
 
-  Runs without a readable `config.json` are not counted (their config is unknown, not
-  different).
+  What is left out is what differs per member or per sweep without changing what is trained
+  (`IGNORED`, `IGNORED_PREFIXES`): a seed ensemble and a sweep of the same config loaded
+  together group by setting, not by seed. Runs without a readable `config.json` are not counted
+  (their config is unknown, not different).
   """
-  if "problems" in runs.columns:
-    runs = runs[~runs["problems"].fillna("").str.contains("config.json", regex=False)]
+  runs = _with_config(runs)
   keys = []
   for column in runs.columns:
     if not column.startswith("config.") or column in IGNORED or column.startswith(
         IGNORED_PREFIXES):
       continue
-    if runs[column].map(_key).nunique(dropna=False) > 1:
+    if len(set(_keys_of(runs[column]))) > 1:
       keys.append(column)
   return keys
+
+
+def cohort_keys(runs: pd.DataFrame) -> list[str]:
+  """The `COMPARABLE_ON` columns (`config.data.name`, `config.loss.name`) whose values differ
+  between `runs`: runs that differ in them cannot be compared. Unknown values are not counted."""
+  runs = _with_config(runs)
+  return [k for k in COMPARABLE_ON if k in runs.columns
+          and len({v for v in _keys_of(runs[k]) if v is not None}) > 1]
+
+
+def _with_config(runs: pd.DataFrame) -> pd.DataFrame:
+  if "problems" in runs.columns:
+    return runs[~runs["problems"].fillna("").str.contains("config.json", regex=False)]
+  return runs
 
 
 def _missing(value: Any) -> bool:
@@ -67,6 +100,12 @@ def _missing(value: Any) -> bool:
 def _key(value: Any) -> Any:
   """A value as a group key: None and NaN (how pandas may hold a JSON null) are one."""
   return None if _missing(value) else value
+
+
+def _keys_of(column: pd.Series) -> list[Any]:
+  """`_key` of each value, as a list: `Series.map` would turn the Nones back into NaNs, and
+  NaN != NaN would then give every run without the key a group of its own."""
+  return [_key(v) for v in column]
 
 
 def _config_column(runs: pd.DataFrame, key: str) -> str:
@@ -81,9 +120,22 @@ def _config_column(runs: pd.DataFrame, key: str) -> str:
 
 
 def _resolve_by(runs: pd.DataFrame, by: str | Sequence[str] | None) -> list[str]:
+  """The keys to group by: `by`, else `group_keys`; with the `cohort_keys` added either way, so
+  runs on different datasets or with different losses are never pooled into one group."""
   if by is None:
     return group_keys(runs)
-  return [_config_column(runs, k) for k in ([by] if isinstance(by, str) else by)]
+  keys = [_config_column(runs, k) for k in ([by] if isinstance(by, str) else by)]
+  added = [k for k in cohort_keys(runs) if k not in keys]
+  if added:
+    log.warning("by=%s would pool runs that cannot be compared (%s): grouped by %s too",
+                [k[len("config."):] for k in keys], _spread(runs, added),
+                ", ".join(k[len("config."):] for k in added))
+  return added + keys
+
+
+def _spread(runs: pd.DataFrame, keys: Sequence[str]) -> str:
+  """ "data.name: digits, moons; loss.name: ..." (the distinct known values of each key)."""
+  return "; ".join(f"{k[len('config.'):]}: {_listed(_known(runs, k))}" for k in keys)
 
 
 def _format(value: Any) -> str:
@@ -121,9 +173,8 @@ def _groups(runs: pd.DataFrame, keys: Sequence[str]) -> list[tuple[str, np.ndarr
   display), in the order groups first appear."""
   if not keys:
     return [("all", np.arange(len(runs)))] if len(runs) else []
-  values = pd.DataFrame({k: runs[k].map(_key) for k in keys})
   codes = {}
-  for i, row in enumerate(values.itertuples(index=False, name=None)):
+  for i, row in enumerate(zip(*(_keys_of(runs[k]) for k in keys), strict=True)):
     codes.setdefault(row, []).append(i)
   labels = group_labels(runs, keys)
   return [(labels.iloc[rows[0]], np.asarray(rows)) for rows in codes.values()]
@@ -226,7 +277,8 @@ def summarize(runs: pd.DataFrame, metric: str, by: str | Sequence[str] | None = 
     runs: a table from `load_runs`.
     metric: the metric's name, e.g. "eval/nelbo".
     by: config keys to group by (with or without the `config.` prefix); None: the keys that
-      differ between the runs (`group_keys`).
+      differ between the runs (`group_keys`). Either way, runs on different datasets or with
+      different losses are grouped apart (`cohort_keys`; a warning says so under `by=`).
     stat: what one run contributes: `final`, `best`, `min`, `max` or `auc` (see `run_values`).
     metrics: rows from `load_metrics`, for `min`/`max`/`auc` (read when None).
     status: the runs to use by status (default: completed ones; None: all).
@@ -237,7 +289,8 @@ def summarize(runs: pd.DataFrame, metric: str, by: str | Sequence[str] | None = 
     One row per group, best first (by mean): the group's key columns, `group` (its label),
     `n, mean, std, sem, median, iqm, ci_low, ci_high`, `n_missing` (runs of the group without
     a finite value: diverged, or not logged), `seeds` and `runs`. `.attrs` holds `metric`,
-    `stat`, `keys` and `higher_is_better`.
+    `stat`, `keys`, `cohort_keys` (those of `keys` that split runs which cannot be compared) and
+    `higher_is_better`. The first row may be a group of one run: `best_group` names the best.
   """
   chosen = _selected(runs, status)
   keys = _resolve_by(chosen, by)
@@ -259,8 +312,35 @@ def summarize(runs: pd.DataFrame, metric: str, by: str | Sequence[str] | None = 
   if not table.empty:
     table = table.sort_values("mean", ascending=not higher, na_position="last",
                               kind="stable").reset_index(drop=True)
-  table.attrs.update(metric=metric, stat=stat, keys=keys, higher_is_better=higher)
+  table.attrs.update(metric=metric, stat=stat, keys=keys, higher_is_better=higher,
+                     cohort_keys=[k for k in cohort_keys(chosen) if k in keys])
   return table
+
+
+def split_cohorts(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+  """A `summarize` table split into parts whose groups can be compared with each other: one
+  per dataset and loss among its runs (`.attrs["cohort_keys"]`).
+
+  Returns:
+    (label, rows) pairs in the table's order, e.g. ("data.name=moons", ...); one pair with the
+    label "" when the runs share their dataset and loss.
+  """
+  keys = [k for k in table.attrs.get("cohort_keys", []) if k in table.columns]
+  if not keys or table.empty:
+    return [("", table)]
+  return [(label, table.iloc[rows]) for label, rows in _groups(table, keys)]
+
+
+def best_group(table: pd.DataFrame) -> pd.Series | None:
+  """The best group of a `summarize` table that has an interval to judge it by: the first row
+  (the table is sorted best first) of 2 or more runs with a value. None when no group has 2.
+
+  A group of one run is never the best: one run has no spread, so its lead may be luck. Split a
+  table of runs on several datasets or losses first (`split_cohorts`): across them no group is
+  better than another.
+  """
+  ranked = table[table["n"] >= 2] if "n" in table.columns else table.iloc[:0]
+  return ranked.iloc[0] if len(ranked) else None
 
 
 def curve_stats(metrics: pd.DataFrame, runs: pd.DataFrame, metric: str,
@@ -381,22 +461,30 @@ class Comparison:
 
   def __str__(self) -> str:
     better = "higher" if self.higher_is_better else "lower"
-    pct = round(self.confidence * 100)
     lines = [
         f"{self.metric} ({self.stat}; {better} is better)",
         f"  a: {self.a}: mean {self.mean_a:.6g} over {self.n_a} runs",
         f"  b: {self.b}: mean {self.mean_b:.6g} over {self.n_b} runs",
-        f"  b - a = {self.difference:.6g}, {pct}% bootstrap CI [{self.ci_low:.6g}, "
-        f"{self.ci_high:.6g}]" + (f" (paired on {self.n_pairs} seeds)" if self.paired else
-                                  " (unpaired)"),
+        f"  b - a = {self.difference:.6g}, {self._interval()}" + (
+            f" (paired on {self.n_pairs} seeds)" if self.paired else " (unpaired)"),
     ]
     for name, test in self.tests.items():
-      lines.append(f"  {name}: statistic {test['statistic']:.4g}, p = {test['pvalue']:.4g}")
-    lines.append(f"  Hedges' g {self.hedges_g:.3g}; P(b better than a) = "
-                 f"{self.prob_improvement:.3f}")
+      lines.append(f"  {name}: statistic {test['statistic']:.4g}, p = {test['pvalue']:.4g}"
+                   if np.isfinite(test["pvalue"]) else
+                   f"  {name}: undefined here (too few runs, or no spread)")
+    g = f"{self.hedges_g:.3g}" if np.isfinite(self.hedges_g) else "undefined"
+    lines.append(f"  Hedges' g {g}; P(b better than a) = {self.prob_improvement:.3f}")
     lines.append(f"  {self.verdict}")
     lines.extend(f"  warning: {w}" for w in self.warnings)
     return "\n".join(lines)
+
+  def _interval(self) -> str:
+    if np.isfinite(self.ci_low) and np.isfinite(self.ci_high):
+      return (f"{round(self.confidence * 100)}% bootstrap CI [{self.ci_low:.6g}, "
+              f"{self.ci_high:.6g}]")
+    if min(self.n_a, self.n_b) < 2:
+      return "no interval (a group of one run has no spread)"
+    return "no interval (the bootstrap found none)"
 
 
 def _exact_floor_paired(n: int) -> float:
@@ -411,10 +499,11 @@ def _select(runs: pd.DataFrame | None, selector, keys: list[str]) -> tuple[pd.Da
   """A group of runs from a selector: a runs table, a folder, a group label or {key: value}."""
   if isinstance(selector, pd.DataFrame):
     return selector, _describe_group(selector, keys)
-  if isinstance(selector, str) and (runs is None or os.path.isdir(selector)):
+  if isinstance(selector, os.PathLike) or (isinstance(selector, str) and (
+      runs is None or os.path.isdir(selector))):
     from gmf_jax.analysis.loading import load_runs
 
-    return load_runs(selector), selector
+    return load_runs(selector), os.fspath(selector)
   if runs is None:
     raise ValueError("pass `runs` to pick groups by label or by config values")
   if isinstance(selector, str):
@@ -488,14 +577,16 @@ def compare(runs: pd.DataFrame | None, metric: str, a, b, *, stat: str = "final"
   group_a, label_a = _select(runs, a, keys)
   group_b, label_b = _select(runs, b, keys)
   group_a, group_b = _selected(group_a, status), _selected(group_b, status)
-  va = run_values(group_a, metric, stat, metrics)
-  vb = run_values(group_b, metric, stat, metrics)
+  _check_comparable(group_a, group_b, label_a, label_b, metric)
+  va = _side_values(group_a, label_a, metric, stat, metrics)
+  vb = _side_values(group_b, label_b, metric, stat, metrics)
   finite_a, finite_b = np.isfinite(va.to_numpy()), np.isfinite(vb.to_numpy())
   xa, xb = va.to_numpy()[finite_a], vb.to_numpy()[finite_b]
   seeds_a = group_a["seed"].to_numpy()[finite_a]
   seeds_b = group_b["seed"].to_numpy()[finite_b]
   higher = higher_is_better(metric)
-  notes: list[str] = []
+  notes = [_pooled(group, label) for group, label in ((group_a, label_a), (group_b, label_b))]
+  notes = [note for note in notes if note]
   dropped = int((~finite_a).sum() + (~finite_b).sum())
   if dropped:
     notes.append(f"{dropped} run(s) without a finite {metric} were left out")
@@ -560,6 +651,56 @@ def compare(runs: pd.DataFrame | None, metric: str, a, b, *, stat: str = "final"
       verdict=_verdict(difference, low, high, p, alpha, higher, confidence), warnings=notes)
 
 
+def _known(runs: pd.DataFrame, key: str) -> set[Any]:
+  """The known values of `key` among `runs` (none without a readable config)."""
+  if key not in runs.columns:
+    return set()
+  return {v for v in _keys_of(_with_config(runs)[key]) if v is not None}
+
+
+def _check_comparable(group_a: pd.DataFrame, group_b: pd.DataFrame, label_a: str,
+                      label_b: str, metric: str) -> None:
+  """Refuses two groups whose runs span datasets or losses: the metric means something else."""
+  for key, what in COMPARABLE_ON.items():
+    seen_a, seen_b = _known(group_a, key), _known(group_b, key)
+    if len(seen_a | seen_b) > 1:
+      name = key[len("config."):]
+      raise ValueError(
+          f"cannot compare {label_a} with {label_b}: their runs have different {what} "
+          f"({name}: {_listed(seen_a)} in a; {_listed(seen_b)} in b), and {metric} measures "
+          f"a different thing on each: compare runs of one {name}")
+
+
+def _listed(values: set[Any]) -> str:
+  return ", ".join(sorted(map(_format, values))) or "unknown"
+
+
+def _side_values(group: pd.DataFrame, label: str, metric: str, stat: str,
+                 metrics: pd.DataFrame | None) -> pd.Series:
+  try:
+    return run_values(group, metric, stat, metrics)
+  except ValueError as e:  # a metric the side's runs do not log: say which side
+    raise ValueError(f"{label}: {e}") from None
+
+
+def _pooled(group: pd.DataFrame, label: str) -> str:
+  """A warning when the runs of one side differ in a setting (other swept values): its mean
+  pools them, and says nothing about any one of them. '' when they share one setting."""
+  keys = group_keys(group)
+  if not keys:
+    return ""
+  known = _with_config(group)
+  parts = []
+  for key in keys:
+    counts: dict[Any, int] = {}
+    for v in _keys_of(known[key]):
+      counts[v] = counts.get(v, 0) + 1
+    values = ", ".join(f"{_format(v)} ({n} run{'s' * (n != 1)})" for v, n in counts.items())
+    parts.append(f"{key[len('config.'):]}: {values}")
+  return (f"{label} pools runs of different settings ({'; '.join(parts)}): its mean averages "
+          "over them; select one value of each (or pass by=) to compare like with like")
+
+
 def _shared_seeds(seeds_a: np.ndarray, seeds_b: np.ndarray) -> list[int]:
   """Seeds that appear exactly once in each group (a seed run twice cannot be paired)."""
   def once(seeds):
@@ -603,12 +744,19 @@ def compare_groups(runs: pd.DataFrame, metric: str, baseline=None, *, stat: str 
 
   Args:
     runs, metric, stat, by, metrics, status, confidence, alpha, seed: as for `compare`.
-    baseline: a group label or dict of config values; None: the best group by mean.
+    baseline: a group label or dict of config values; None: the best group by mean among
+      those of 2 or more runs (`best_group`).
 
   Returns:
     One row per other group: `group, n, mean, difference, ci_low, ci_high, paired, pvalue`
     (t-test), `pvalue_holm`, `pvalue_rank` (Wilcoxon or Mann-Whitney), `pvalue_rank_holm`,
-    `hedges_g, prob_improvement, verdict, warnings`. `.attrs["baseline"]` is its label.
+    `hedges_g, prob_improvement, verdict, warnings`. `.attrs["baseline"]` is its label;
+    `.attrs["not_compared"]` maps the groups left out to why: another dataset or loss than the
+    baseline's, or no run with a finite value.
+
+  Raises:
+    ValueError: `baseline` is None and no group has 2 runs with a value, or the runs span
+      datasets or losses (no group is the best of all: pass a baseline).
   """
   if metrics is None and stat in ("min", "max", "auc"):
     from gmf_jax.analysis.loading import load_metrics
@@ -618,14 +766,17 @@ def compare_groups(runs: pd.DataFrame, metric: str, baseline=None, *, stat: str 
                     confidence=confidence, seed=seed)
   keys = table.attrs["keys"]
   if baseline is None:
-    if table.empty:
-      raise ValueError(f"no completed runs with {metric}")
-    baseline = table["group"].iloc[0]
+    baseline = _default_baseline(table, metric)
   base_runs, base_label = _select(_selected(runs, status), baseline, keys)
   base_set = set(base_runs["run"])
-  rows = []
-  for label, members in zip(table["group"], table["runs"], strict=True):
+  rows, not_compared = [], {}
+  for _, group in table.iterrows():
+    label, members = group["group"], group["runs"]
     if label == base_label or (members and set(members) <= base_set):
+      continue
+    reason = _left_out(group, base_runs, table.attrs["cohort_keys"], metric)
+    if reason:
+      not_compared[label] = reason
       continue
     c = compare(runs, metric, baseline, label, stat=stat, by=keys, metrics=metrics,
                 status=status, confidence=confidence, alpha=alpha, seed=seed)
@@ -648,5 +799,35 @@ def compare_groups(runs: pd.DataFrame, metric: str, baseline=None, *, stat: str 
                  r["higher"], confidence, than="the baseline", holm=True)
         for _, r in out.iterrows()]
   out = out.drop(columns="higher")
-  out.attrs.update(baseline=base_label, metric=metric, stat=stat)
+  out.attrs.update(baseline=base_label, metric=metric, stat=stat, not_compared=not_compared)
   return out
+
+
+def _default_baseline(table: pd.DataFrame, metric: str) -> str:
+  """The best group's label (`best_group`), where one can be named."""
+  if table.empty:
+    raise ValueError(f"no completed runs with {metric}")
+  parts = split_cohorts(table)
+  if len(parts) > 1:
+    raise ValueError(f"these runs have different datasets or losses "
+                     f"({'; '.join(label for label, _ in parts)}), so no group is the best of "
+                     "all: pass a baseline, or compare within each (split_cohorts)")
+  best = best_group(table)
+  if best is None:
+    raise ValueError(f"no group has 2 or more runs with a finite {metric}, so none can be "
+                     "named the best (one run has no interval): pass a baseline, or run more "
+                     "seeds")
+  return best["group"]
+
+
+def _left_out(group: pd.Series, base_runs: pd.DataFrame, keys: Sequence[str],
+              metric: str) -> str:
+  """Why a group of a `summarize` table cannot be compared with the baseline ('' if it can)."""
+  for key in keys:
+    mine, theirs = _key(group[key]), _known(base_runs, key)
+    if mine is not None and theirs and theirs != {mine}:
+      return (f"another of the {COMPARABLE_ON[key]} ({key[len('config.'):]}={_format(mine)}; "
+              f"the baseline's: {_listed(theirs)})")
+  if group["n"] == 0:
+    return f"no run with a finite {metric}"
+  return ""
