@@ -19,7 +19,7 @@ options:
   --slurm.KEY=VALUE     submitit executor: a parameter for AutoExecutor.update_parameters
                         (e.g. --slurm.partition=gpu --slurm.timeout_min=600)
 
-exit status: 0 every member completed; 1 some member failed; 2 bad input (nothing ran);
+exit status: 0 every member completed; 1 some member failed; 2 bad input (nothing written);
 128+signal stopped by SIGTERM/Ctrl-C (rerun the same command to resume).
 """
 

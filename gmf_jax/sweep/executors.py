@@ -89,8 +89,7 @@ def run_local(plan: run_lib.SweepPlan, populations: list[run_lib.Population], *,
   SIGTERM or Ctrl-C is passed on to every worker, which checkpoints and stops; then
   `SweepStopped` is raised.
   """
-  if not isinstance(max_workers, int) or max_workers < 1:
-    raise ConfigError(f"--max_workers={max_workers!r} must be an integer >= 1.")
+  check_max_workers(max_workers)
   _record_populations(plan, populations)
   pending = list(populations)
   running: dict[str, subprocess.Popen] = {}
@@ -136,10 +135,48 @@ def run_local(plan: run_lib.SweepPlan, populations: list[run_lib.Population], *,
 REPORT_EVERY_SEC = 30.0
 
 
+def check_max_workers(max_workers) -> None:
+  """The local executor's `max_workers`: an integer >= 1 (ConfigError otherwise)."""
+  if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
+    raise ConfigError(f"--max_workers={max_workers!r} must be an integer >= 1.")
+
+
 def member_counts(plan: run_lib.SweepPlan) -> str:
   """`12 completed, 4 running, 0 failed...`: the members' statuses as their folders say."""
   return run_lib.describe(run_lib.member_status(plan.member_dir(m.name), missing="waiting")
                           for m in plan.sweep.members)
+
+
+def check_submitit_options(options: Mapping[str, Any]) -> None:
+  """Options submitit refuses (an unknown or ill-typed parameter, an unknown cluster, Slurm
+  asked for where there is none) as one ConfigError. Writes nothing in the sweep's folder:
+  the executor made to check them lives in a temporary folder; its warnings (a deprecated
+  name) are left to the real one."""
+  import tempfile
+  import warnings
+
+  with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    _submitit_executor(folder, options)
+
+
+def _submitit_executor(folder: str, options: Mapping[str, Any]):
+  """An `AutoExecutor` keeping its logs in `folder`/<job id> (created now), with `options`."""
+  try:
+    import submitit
+  except ImportError as e:
+    raise ConfigError("--executor=submitit needs the submitit package: pip install "
+                      "submitit.") from e
+  options = dict(options)
+  cluster = options.pop("cluster", None)
+  options.setdefault("timeout_min", 60 * 24)
+  try:
+    executor = submitit.AutoExecutor(folder=os.path.join(folder, "%j"), cluster=cluster)
+    executor.update_parameters(**options)
+  except (AssertionError, NameError, RuntimeError, TypeError, ValueError) as e:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise ConfigError(f"--slurm options refused by submitit: {first}") from e
+  return executor
 
 
 class _PopulationJob:
@@ -163,17 +200,10 @@ def run_submitit(plan: run_lib.SweepPlan, populations: list[run_lib.Population],
                  options: Mapping[str, Any]) -> None:
   """The `submitit` executor: every population one Slurm job of a job array (submitit's local
   executor where there is no Slurm), waited for here."""
-  import submitit
-
   _record_populations(plan, populations)
   if not populations:
     return
-  folder = os.path.join(plan.workdir, "submitit", "%j")
-  options = dict(options)
-  cluster = options.pop("cluster", None)
-  executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
-  options.setdefault("timeout_min", 60 * 24)
-  executor.update_parameters(**options)
+  executor = _submitit_executor(os.path.join(plan.workdir, "submitit"), options)
   job = _PopulationJob(plan.sweep.file, plan.workdir)
   jobs = executor.map_array(job, [p.id for p in populations])
   log.info("submitted %d populations as %s jobs %s", len(jobs), executor.cluster,

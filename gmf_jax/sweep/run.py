@@ -15,6 +15,7 @@ failed ones alone unless `retry_failed` (they then start again from step 0).
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import datetime
 import logging
@@ -96,7 +97,7 @@ def _check_one_process(config) -> None:
   """Sweeps and seed ensembles train in one process (several local devices: mesh.members)."""
   from gmf_jax.train.distributed import job_arguments
 
-  if config is not None and job_arguments(config.get("distributed") or {}) is not None:
+  if job_arguments(config.get("distributed") or {}) is not None:
     raise ConfigError(
         "a sweep or seed ensemble runs in one process, but this job describes several "
         "(distributed.* or the Slurm/JAX environment); spread its members over one host's "
@@ -108,7 +109,8 @@ def plan_sweep(sweep: spec_lib.Sweep, workdir: str | None = None, *,
   """Checks the sweep against its folder and groups its members; writes nothing.
 
   Raises:
-    ConfigError: a member's bad config, a folder holding a different sweep, a bad
+    ConfigError: a member's bad config (as far as loading it tells; building it is
+      `check_populations`), a folder holding a different sweep or something else, a bad
       max_population.
   """
   from gmf_jax.train.hparams import program_key
@@ -118,7 +120,8 @@ def plan_sweep(sweep: spec_lib.Sweep, workdir: str | None = None, *,
   workdir = os.path.abspath(workdir or os.path.join("runs", sweep.name))
   _check_same_sweep(workdir, sweep)
   configs = {m.name: member_config(sweep, m) for m in sweep.members}
-  _check_one_process(next(iter(configs.values()), None))
+  for config in configs.values():  # a parameter may set distributed.* in some members only
+    _check_one_process(config)
   statuses = {m.name: member_status(os.path.join(workdir, m.name)) for m in sweep.members}
   saved = _read_sweep_json(workdir)
   recorded = {r["name"]: r.get("population") for r in (saved or {}).get("members", [])}
@@ -177,11 +180,20 @@ def _stamp() -> str:
 
 
 def _check_same_sweep(workdir: str, sweep: spec_lib.Sweep) -> None:
+  """The folder is new, empty, or holds this sweep (a rerun); anything else is refused."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"--workdir={workdir} is a file, not a folder; choose another folder. "
+                      "Nothing was changed.")
   saved = _read_sweep_json(workdir)
   if saved is None:
     if os.path.exists(os.path.join(workdir, "config.json")):
       raise ConfigError(f"--workdir={workdir} holds a single run, not a sweep; choose another "
                         "folder. Nothing was changed.")
+    entries = sorted(os.listdir(workdir)) if os.path.isdir(workdir) else []
+    if entries:
+      shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+      raise ConfigError(f"--workdir={workdir} is not empty ({shown}) and holds no {SWEEP_FILE}: "
+                        "not a gmf_jax sweep. Choose a new or empty folder. Nothing was changed.")
     return
   diff = spec_lib.definition_differences(_comparable(saved["definition"]),
                                          _comparable(sweep.definition))
@@ -251,7 +263,9 @@ def run_sweep(sweep: spec_lib.Sweep | str, workdir: str | None = None, *,
     The folder and every member's status.
 
   Raises:
-    ConfigError: bad input, before any member starts.
+    ConfigError: bad input, before anything is written: a bad value for any member of any
+      population (every member is built and checked first, see `check_populations`), or a
+      `workdir` that holds something other than this sweep.
     Preempted: SIGTERM or Ctrl-C: the running population was checkpointed, its members are
       `preempted`; running the same command again resumes them.
   """
@@ -259,6 +273,10 @@ def run_sweep(sweep: spec_lib.Sweep | str, workdir: str | None = None, *,
 
   if executor not in EXECUTORS:
     raise ConfigError(f"--executor={executor!r} is unknown; choose from {', '.join(EXECUTORS)}.")
+  if executor == "local":
+    executors.check_max_workers(max_workers)
+  elif executor == "submitit":
+    executors.check_submitit_options(submitit_options or {})
   if isinstance(sweep, str):
     sweep = spec_lib.load_sweep(sweep, overrides)
   elif overrides:
@@ -268,6 +286,8 @@ def run_sweep(sweep: spec_lib.Sweep | str, workdir: str | None = None, *,
                       "the sweep from its file: pass a sweep file's path.")
   plan = plan_sweep(sweep, workdir, max_population=max_population, retry_failed=retry_failed)
   todo = [p for p in plan.populations if any(p.train)]
+  with _no_gpu_memory_claimed(executor != "vmap"):  # workers train, not this process
+    check_populations(plan, todo)  # every member, before the first file of the sweep
   done = len(plan.sweep.members) - sum(sum(p.train) for p in plan.populations)
   log.info("sweep %s: %d members in %d populations; %d to train, %d done or left alone "
            "(folder %s)", sweep.name, len(sweep.members), len(plan.populations),
@@ -316,17 +336,64 @@ def run_seed_ensemble(config, workdir: str | None = None) -> SweepResult:
   return run_sweep(sweep, workdir or new_run_dir(f"{config.name}-seeds"))
 
 
-def run_population(plan: SweepPlan, population: Population):
-  """Trains one population of the plan in this process (every executor ends here)."""
-  from gmf_jax.train.loop import train_population
+def check_populations(plan: SweepPlan, populations: list[Population]) -> None:
+  """Builds and checks every member of `populations` as `train_population` does before it
+  trains: `build_population` (each member's config, that members share one program, the
+  mesh), one process, the compilation cache folder, and `check_run_folder` for every member
+  that trains. Writes nothing in the sweep's folder, and neither trains nor compiles the
+  training program: a member's build traces its model abstractly (`gmf_jax.train.build`).
+
+  Raises:
+    ConfigError: the first bad member, population or member folder.
+  """
+  from gmf_jax import compile_cache
+  from gmf_jax.runlog.record import check_run_folder
+  from gmf_jax.train.loop import build_population, check_one_process
+
+  for population in populations:
+    setups = _setups(plan, population)
+    exps, resolved = build_population(setups)
+    check_one_process()
+    compile_cache.enable(exps[0].config.compile_cache)
+    for setup, config in zip(setups, resolved, strict=True):
+      if setup.train:
+        check_run_folder(setup.workdir, config)
+
+
+@contextlib.contextmanager
+def _no_gpu_memory_claimed(active: bool):
+  """While active, a JAX backend started here claims GPU memory as it needs it, not most of
+  it up front: the local and submitit executors' workers need it. XLA reads the setting once,
+  when this process's first backend starts; the user's own setting is kept, and workers
+  started later see the environment as it was."""
+  key = "XLA_PYTHON_CLIENT_PREALLOCATE"
+  if not active or key in os.environ:
+    yield
+    return
+  os.environ[key] = "false"
+  try:
+    yield
+  finally:
+    os.environ.pop(key, None)
+
+
+def _setups(plan: SweepPlan, population: Population) -> list:
+  """The `MemberSetup` of each member of `population`, as `train_population` takes them."""
   from gmf_jax.train.recorder import MemberSetup
 
   file, variant = plan.sweep.config, None
   if not os.path.isfile(file) and ":" in file:
     file, _, variant = file.rpartition(":")
-  setups = [MemberSetup(plan.configs[m.name], plan.member_dir(m.name), file, variant or None,
-                        m.name, train)
-            for m, train in zip(population.members, population.train, strict=True)]
+  return [MemberSetup(plan.configs[m.name], plan.member_dir(m.name), file, variant or None,
+                      m.name, train)
+          for m, train in zip(population.members, population.train, strict=True)]
+
+
+def run_population(plan: SweepPlan, population: Population):
+  """Trains one population of the plan in this process (every executor ends here)."""
+  from gmf_jax.train.loop import train_population
+
+  setups = _setups(plan, population)
   label = f"{plan.sweep.name}/{population.id} ({len(setups)} members)"
   return train_population(setups, population_dir=plan.population_dir(population.id),
                           label=label)
