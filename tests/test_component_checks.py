@@ -1,6 +1,6 @@
 """Each component refuses its own bad options at build time: one ConfigError naming the key, the
 value and what is allowed, before any run folder or compute (models, synthetic data,
-diagnostics and their schedules)."""
+learning-rate schedules, diagnostics and their schedules)."""
 
 import flax.linen as nn
 import jax
@@ -98,6 +98,11 @@ CASES = [
     (MOONS, {**SPIRALS, "data.num_arms": 0}, r"data.num_arms=0 must be an integer >= 1\."),
     (MOONS, {**SPIRALS, "data.turns": 0.0}, r"data.turns=0.0 must be > 0\."),
     (MOONS, {**SPIRALS, "data.noise": -1.0}, r"data.noise=-1.0 must be >= 0\."),
+    # Learning-rate schedules: each checks its own options.
+    (VAE, {"schedule.name": "exponential", "schedule.decay_rate": 0.0},
+     r"schedule.decay_rate=0.0 must be > 0\."),
+    (MLP, {"schedule.name": "exponential", "schedule.decay_rate": -0.5},
+     r"schedule.decay_rate=-0.5 must be > 0\."),
     # Diagnostic schedules.
     (VAE, _diag("latent_space", every_steps=0),
      r"diagnostics.latent_space.every_steps=0 must be an integer >= 1\."),

@@ -202,10 +202,36 @@ def _python_run(tmp_path, name, **overrides):
   return gmf_jax.train_and_evaluate(config, workdir=str(tmp_path / name))
 
 
+# A constant learning rate this high makes the MLP's eval loss go down and back up: the
+# best evaluation (a loss: the lowest) is neither the first nor the last. A checkpoint at
+# every evaluation, all kept, to compare the best one with.
+RISING = {"num_steps": 40, "steps_per_call": 10, "eval_every_steps": 5,
+          "optimizer.learning_rate": 0.3, "schedule.name": "constant",
+          "checkpoint.every_steps": 5, "checkpoint.max_to_keep": 10}
+
+
+def _params(checkpoint_dir, step):
+  return ocp.StandardCheckpointer().restore(os.path.join(checkpoint_dir, str(step), "state"))[
+      "params"]
+
+
+def test_best_checkpoint_holds_the_lowest_eval_loss(tmp_path):
+  config = gmf_jax.load_config(str(CONFIGS / "mlp.py") + ":smoke", RISING)
+  gmf_jax.train_and_evaluate(config, str(tmp_path / "run"))
+  run = tmp_path / "run"
+  losses = {int(s): float(v) for s, n, v in _rows(run) if n == "eval/loss"}
+  best, steps = min(losses, key=losses.get), sorted(losses)
+  assert best not in (steps[0], steps[-1]), losses  # neither the first nor the last
+  assert os.listdir(run / "best_checkpoint") == [str(best)]
+  assert tree_equal(_params(run / "best_checkpoint", best), _params(run / "checkpoints", best))
+  assert _json(run / "summary.json")["metrics"]["eval/loss"]["best_step"] == best
+
+
 def test_nan_stops_cleanly_with_the_checkpoint_intact(tmp_path):
   # The learning rate jumps by 1e30 at step 40: the run diverges right after.
   overrides = {"schedule.name": "step", "schedule.boundaries": (40,), "schedule.decay_rate": 1e30}
-  with pytest.raises(NonFiniteError, match=r"non-finite .* at step (4[1-9]|[5-9]\d)"):
+  with pytest.raises(NonFiniteError, match=r"non-finite .* at step (4[1-9]|[5-9]\d) .*; the "
+                     r"last checkpoint, of step 40, holds finite values\."):
     _python_run(tmp_path, "nan", **overrides)
   run = tmp_path / "nan"
   meta = _json(run / "metadata.json")

@@ -73,25 +73,31 @@ def reference(tmp_path_factory):
 
 # Every moment of a run's life: before the first step (the folder just written, the state being
 # built, the first call compiling), mid-training, during an evaluation, a checkpoint save and
-# the diagnostics, at a step without a checkpoint, and after the last step (the final plots
-# and the wandb finish).
+# the diagnostics, at a step without a checkpoint, and after the last step (its checkpoint and
+# diagnostics, the final plots and the wandb finish; its evaluation: the CLI test below). The
+# failpoints count: evaluations at 40, 80, 120; periodic checkpoints at 50, 100 and the final
+# one at 120; diagnostics (reached at every step the host stops: 40, 50, 80, 100, 120). A
+# signal before the last step preempts the run; one after it lets the run complete.
 MOMENTS = [
-    ("run_folder", "before the first step"),
-    ("init", "before the first step"),
-    ("first_call=SIGTERM+0.02", "while the first call compiles"),
-    ("train_call@4", "mid-training"),
-    ("train_call@11", "late in training"),
-    ("eval@2", "during an evaluation"),
-    ("checkpoint_save@2", "during a checkpoint save"),
-    ("diagnostics@1", "during diagnostics at a step without a checkpoint"),
-    ("diagnostics@3", "during the last diagnostics"),
-    ("final_plots", "during the final plots"),
-    ("wandb_finish", "during the wandb finish"),
+    ("run_folder", "before the first step", "preempted"),
+    ("init", "before the first step", "preempted"),
+    ("first_call=SIGTERM+0.02", "while the first call compiles", "preempted"),
+    ("train_call@4", "mid-training", "preempted"),
+    ("train_call@11", "late in training", "preempted"),
+    ("eval@2", "during an evaluation", "preempted"),
+    ("checkpoint_save@2", "during a checkpoint save", "preempted"),
+    ("diagnostics@1", "during diagnostics at a step without a checkpoint", "preempted"),
+    ("diagnostics@3", "during diagnostics at an evaluation step (80)", "preempted"),
+    ("checkpoint_save@3", "during the final checkpoint save (step 120)", "completed"),
+    ("diagnostics@5", "during the last diagnostics (step 120)", "completed"),
+    ("final_plots", "during the final plots", "completed"),
+    ("wandb_finish", "during the wandb finish", "completed"),
 ]
 
 
-@pytest.mark.parametrize("point, when", MOMENTS, ids=[m[0] for m in MOMENTS])
-def test_sigterm_at_any_moment_leaves_a_true_status(tmp_path, reference, disarm, point, when):
+@pytest.mark.parametrize("point, when, outcome", MOMENTS, ids=[m[0] for m in MOMENTS])
+def test_sigterm_at_any_moment_leaves_a_true_status(tmp_path, reference, disarm, point, when,
+                                                    outcome):
   failpoints.arm(point if "=" in point else f"{point}=SIGTERM")
   workdir = str(tmp_path / "run")
   try:
@@ -100,18 +106,21 @@ def test_sigterm_at_any_moment_leaves_a_true_status(tmp_path, reference, disarm,
   except gmf_jax.Preempted as e:
     preempted = e
   meta = _json(os.path.join(workdir, "metadata.json"))
-  assert meta["status"] != "running", when
-  if preempted is None:  # the signal came after the last step: the run completed
-    assert meta["status"] == "completed" and point in ("diagnostics@3", "final_plots",
-                                                       "wandb_finish"), (when, meta)
+  assert meta["status"] == outcome, (when, meta)
+  if outcome == "completed":  # the signal came after the last step: the record is complete
+    assert preempted is None and meta["error"] is None, when
+    assert _json(os.path.join(workdir, "summary.json"))["status"] == "completed"
+    assert _final_params(workdir)[0] == 120
+    assert tree_equal(_final_params(workdir)[1], _final_params(reference)[1]), when
+    assert _rows(workdir) == _rows(reference), when
+  elif preempted.saved:  # the message says so: the checkpoint of that step is there
+    assert meta["error"] == str(preempted)
+    assert f"a checkpoint of step {preempted.step} was saved" in meta["error"]
+    assert str(preempted.step) in os.listdir(os.path.join(workdir, "checkpoints"))
+    assert 0 < preempted.step < 120
   else:
-    assert meta["status"] == "preempted" and meta["error"] == str(preempted)
-    if preempted.saved:  # the message says so: the checkpoint of that step is there
-      assert f"a checkpoint of step {preempted.step} was saved" in meta["error"]
-      assert str(preempted.step) in os.listdir(os.path.join(workdir, "checkpoints"))
-      assert 0 < preempted.step < 120
-    else:
-      assert preempted.step == 0 and "before the first training step" in meta["error"]
+    assert meta["error"] == str(preempted)
+    assert preempted.step == 0 and "before the first training step" in meta["error"]
   assert effective_status(workdir) == meta["status"]
   failpoints.arm(None)
   result = gmf_jax.train_and_evaluate(_config(), workdir)
@@ -119,6 +128,41 @@ def test_sigterm_at_any_moment_leaves_a_true_status(tmp_path, reference, disarm,
   assert _json(os.path.join(workdir, "metadata.json"))["status"] == "completed"
   assert tree_equal(_final_params(workdir)[1], _final_params(reference)[1]), when
   assert _rows(workdir) == _rows(reference), when
+
+
+def test_sigterm_after_the_last_step_completes_the_cli_run_with_exit_0(tmp_path):
+  """From the command line: a signal during the last evaluation, after the last training
+  step, lets the run finish its record and exit 0 (not 143)."""
+  args = [f"--config={VAE}:smoke", "--config.num_steps=30", "--config.steps_per_call=10",
+          "--config.eval_every_steps=15", "--workdir=run"]
+  proc = run_cli(*args, cwd=tmp_path, env={failpoints.ENV: "eval@2=SIGTERM"})
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "SIGTERM after the last step" in proc.stdout
+  run = tmp_path / "run"
+  meta = _json(run / "metadata.json")
+  assert meta["status"] == "completed" and meta["error"] is None
+  assert [s["status"] for s in meta["sessions"]] == ["completed"]
+  assert _json(run / "summary.json")["status"] == "completed"
+  assert "30" in os.listdir(run / "checkpoints")
+  assert (run / "plots" / "metrics.png").exists()
+  assert max(int(s) for s, _, _ in _rows(str(run))) == 30
+
+
+def test_sigterm_inside_a_log_window_resumes_its_open_window(tmp_path, reference, disarm):
+  """The checkpoint holds the open averaging window: stopped at step 25 (log steps are
+  multiples of 10), the resumed run logs at step 30 the mean over steps 21..30, as the
+  uninterrupted run does."""
+  failpoints.arm("checkpoint_save@1=SIGTERM")
+  workdir = str(tmp_path / "run")
+  with pytest.raises(gmf_jax.Preempted) as info:  # checkpoint.every_steps may change on resume
+    gmf_jax.train_and_evaluate(_config(**{"checkpoint.every_steps": 25}), workdir)
+  assert info.value.step == 25
+  failpoints.arm(None)
+  gmf_jax.train_and_evaluate(_config(), workdir)
+  rows = _rows(workdir)
+  assert len(rows) == len({(s, n) for s, n, _ in rows})  # no duplicated rows
+  assert rows == _rows(reference)  # train/* means over the window that straddles the stop
+  assert tree_equal(_final_params(workdir)[1], _final_params(reference)[1])
 
 
 def test_exception_before_the_loop_marks_the_run_failed(tmp_path, disarm):

@@ -10,7 +10,7 @@ import gmf_jax
 from gmf_jax.train import pipeline
 from gmf_jax.train.build import build_experiment, init_state
 from gmf_jax.train.step import make_keys, make_train_step, train_chunk_on_device
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, tree_equal
 
 
 def _experiment():
@@ -19,17 +19,41 @@ def _experiment():
 
 
 def test_train_step_is_pure():
-  exp = _experiment()
+  """The step is a function of its arguments alone: the same arguments give bitwise the same
+  result; the hyperparameters come from `state.hparams` (not from values captured when the step
+  was built or traced), the randomness from `rng`; the inputs are left as they were."""
+  mlp = str(CONFIGS / "mlp.py") + ":smoke"
+  # Dropout draws from `rng`; a constant rate is > 0 at step 0; label smoothing on (0 would
+  # switch it off, which changes the program instead of a value).
+  base = {"model.dropout_rate": 0.1, "schedule.name": "constant", "loss.label_smoothing": 0.05}
+  exp = build_experiment(gmf_jax.load_config(mlp, base))
   keys = make_keys(0)
   state = init_state(exp, keys)
+  host_state = jax.device_get(state)
   batch = pipeline.materialize(exp.dataset.train)
   batch = {k: v[:16] for k, v in batch.items()}
   step = jax.jit(make_train_step(exp.loss_for, exp.tx_for))
   a, metrics_a = step(state, batch, keys.train)
   b, metrics_b = step(state, batch, keys.train)
-  assert int(a.step) == 1 and int(state.step) == 0  # the input state is untouched
-  assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, a.params, b.params))
-  assert set(metrics_a) >= {"loss", "grad_norm", "nelbo", "kl", "recon"}
+  assert int(a.step) == 1 and tree_equal(jax.device_get(state), host_state)  # inputs untouched
+  assert tree_equal(a, b) and tree_equal(metrics_a, metrics_b)
+  assert set(metrics_a) >= {"loss", "grad_norm", "accuracy"}
+  # Other hyperparameters through the same step: what a step built for them computes.
+  changed = {"optimizer.learning_rate": 0.01, "optimizer.momentum": 0.5,
+             "loss.label_smoothing": 0.2}
+  other = build_experiment(gmf_jax.load_config(mlp, {**base, **changed}))
+  assert other.hparams.keys() == exp.hparams.keys()
+  moved = state.replace(hparams={k: jax.numpy.asarray(v) for k, v in other.hparams.items()})
+  c, metrics_c = step(moved, batch, keys.train)
+  built = init_state(other, keys)  # the same parameters; its own optimizer and values
+  d, metrics_d = jax.jit(make_train_step(other.loss_for, other.tx_for))(built, batch, keys.train)
+  assert tree_equal((c.params, c.opt_state), (d.params, d.opt_state))
+  assert tree_equal(metrics_c, metrics_d)
+  assert metrics_c["loss"] != metrics_a["loss"]  # the smoothing is the step's own
+  assert not tree_equal(c.params, a.params)
+  # Another key, other dropout masks.
+  e, metrics_e = step(state, batch, jax.random.fold_in(keys.train, 1))
+  assert metrics_e["loss"] != metrics_a["loss"] and not tree_equal(e.params, a.params)
 
 
 def test_chunk_vmaps_over_seeds():

@@ -89,13 +89,34 @@ def test_log_steps_average_the_window(tmp_path):
   assert steps == [4, 8, 12, 16, 20, 24, 28, 30]
 
 
+@pytest.mark.parametrize("num_steps, steps_per_call, evaluated", [
+    (25, 7, [10, 20, 25]),  # the end is not a multiple: evaluated there too
+    (30, 4, [10, 20, 30]),  # the end is one: evaluated once
+])
+def test_evaluations_happen_at_multiples_of_eval_every_steps_and_at_the_end(
+    tmp_path, num_steps, steps_per_call, evaluated):
+  # Calls of 7 (or 4) steps do not divide 10: a call ends early at each evaluation step.
+  _train(tmp_path, "e", num_steps=num_steps, steps_per_call=steps_per_call, log_every_steps=5,
+         eval_every_steps=10)
+  rows = list(csv.DictReader(open(tmp_path / "e" / "metrics.csv")))
+  for name in ("eval/loss", "eval/accuracy"):
+    assert [int(r["step"]) for r in rows if r["name"] == name] == evaluated, name
+  summary = json.loads((tmp_path / "e" / "summary.json").read_text())
+  assert summary["metrics"]["eval/loss"]["final_step"] == num_steps
+
+
 def test_non_finite_loss_stops_with_the_step(tmp_path):
-  with pytest.raises(NonFiniteError, match=r"non-finite .* at step \d+"):
+  with pytest.raises(NonFiniteError, match=r"non-finite .* at step \d+") as info:
     _train(tmp_path, "nan", num_steps=40, **{"optimizer.learning_rate": 1e30})
   summary = json.loads((tmp_path / "nan" / "summary.json").read_text())
   metadata = json.loads((tmp_path / "nan" / "metadata.json").read_text())
   assert summary["status"] == metadata["status"] == "failed"
   assert "non-finite" in metadata["error"]
+  # It diverged before the first checkpoint (every 5000 steps, and at the end): the message
+  # says so instead of pointing at a checkpoint that does not exist.
+  assert not list((tmp_path / "nan").glob("checkpoints/[0-9]*"))
+  assert "no checkpoint was saved before it" in str(info.value)
+  assert "holds finite values" not in str(info.value)
 
 
 def test_vae_learns(tmp_path):

@@ -29,6 +29,7 @@ class PopulationCheckpoints:
                names: list[str], max_to_keep: int, async_save: bool = True):
     self.names, self.member_dirs = names, member_dirs
     self.stacked = population_dir is not None
+    self._started: set[int] = set()  # steps saved in this session (a save may be in flight)
     if not self.stacked:
       assert len(member_dirs) == 1, "a population of many needs a population_dir"
       self.checkpointer = Checkpointer(member_dirs[0], max_to_keep, async_save)
@@ -49,6 +50,8 @@ class PopulationCheckpoints:
     if self.checkpointer.has(step, best=best):
       return
     self.checkpointer.save(step, state if self.stacked else member(state, 0), meta, best=best)
+    if not best:
+      self._started.add(step)
 
   def member_failed(self, index: int, step: int) -> None:
     """Records that member `index` went non-finite at `step`: checkpoints from then on hold
@@ -88,6 +91,10 @@ class PopulationCheckpoints:
 
   def latest_step(self) -> int | None:
     return self.checkpointer.latest_step()
+
+  def latest_saved(self) -> int | None:
+    """The newest step saved, or being saved in the background (`close` waits for it)."""
+    return max([*self.checkpointer.steps(), *self._started], default=None)
 
   def close(self) -> None:
     self.checkpointer.close()

@@ -157,6 +157,14 @@ def build_population(setups: list[MemberSetup]) -> tuple[list[Experiment], list[
   return exps, resolved
 
 
+def check_one_process() -> None:
+  """Refuses a population (sweep or seed ensemble) in a job of several processes."""
+  if distributed.multi_process():
+    raise ConfigError("a population (sweep or seed ensemble) trains in one process; this job "
+                      "has several. Spread its members over one host's devices with "
+                      "--config.mesh.members.")
+
+
 def train_population(setups: list[MemberSetup], *, population_dir: str | None = None,
                      label: str | None = None) -> _Session:
   """Trains members together in one vmapped program, each recorded in its own run folder.
@@ -178,10 +186,8 @@ def train_population(setups: list[MemberSetup], *, population_dir: str | None = 
   run_start = time.perf_counter()
   recording = Stopwatch()  # the training thread's time spent recording the run
   exps, resolved = build_population(setups)  # every check on the input happens here
-  if distributed.multi_process() and (len(exps) > 1 or population_dir is not None):
-    raise ConfigError("a population (sweep or seed ensemble) trains in one process; this job "
-                      "has several. Spread its members over one host's devices with "
-                      "--config.mesh.members.")
+  if len(exps) > 1 or population_dir is not None:
+    check_one_process()
   cache_dir = compile_cache.enable(exps[0].config.compile_cache)
   cache_before = compile_cache.counter().snapshot()
   # Several processes: process 0 names, checks and writes the folders; every process learns
@@ -333,7 +339,8 @@ class _Session:
                                         "members": self.names}
       h = {k: jnp.asarray(v) for k, v in m.exp.hparams.items()}
       m.start(self.start_step, windows[m.index], skipped[m.index],
-              functools.partial(lambda steps, h: np.asarray(rates(steps, h)), h=h))
+              functools.partial(lambda steps, h: np.asarray(rates(steps, h)), h=h),
+              saved_step=self._saved_step)
       if m.folder.resumed and self.primary:
         _log_resume(m.folder, self.start_step, exp)
     if self.start_step >= exp.num_steps:  # completed already: a signal now changes nothing
@@ -343,8 +350,13 @@ class _Session:
       self.plots_ready = plots.warm_up()
     self.state = self._train(self.keys)
 
+  def _saved_step(self) -> int | None:
+    """The newest checkpoint that holds the run: saved (or being saved) now, or the one this
+    session resumed from (a sweep member resumed alone restores its population's)."""
+    return max(filter(None, [self.start_step, self.store.latest_saved()]), default=None)
+
   def interrupted_message(self) -> str:
-    latest = self.store.latest_step()
+    latest = self._saved_step()
     held = f"the checkpoint of step {latest}" if latest else "step 0 (no checkpoint yet)"
     return f"stopped at once by a second Ctrl-C; resuming starts from {held}."
 

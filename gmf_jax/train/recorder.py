@@ -67,9 +67,11 @@ class MemberRecorder:
     """Still training: not failed in this session."""
     return self.failure is None
 
-  def start(self, start_step: int, window_state: dict, skipped: int, rates_fn) -> None:
+  def start(self, start_step: int, window_state: dict, skipped: int, rates_fn,
+            saved_step=lambda: None) -> None:
     """Picks up at `start_step`: trims metrics.csv after it, replays the summary, opens the
-    writers (wandb in the background)."""
+    writers (wandb in the background). `saved_step()`: the newest checkpoint step that holds
+    the member, or None (named in a non-finite error)."""
     exp, config, folder = self.exp, self.exp.config, self.folder
     self.start_step = start_step
     self.window.load_state_dict(window_state)
@@ -77,7 +79,7 @@ class MemberRecorder:
     summary_from_rows(self.summary, trim_metrics(metrics_csv, start_step) if self.writes
                       else kept_rows(metrics_csv, start_step))
     self.nonfinite = NonFiniteCheck(config.on_nonfinite, config.max_consecutive_nonfinite,
-                                    skipped=skipped)
+                                    skipped=skipped, saved_step=saved_step)
     if not self.writes:
       self.learning_rates = LearningRates(rates_fn, config.log_every_steps, start_step,
                                           exp.num_steps)
@@ -218,8 +220,11 @@ class NonFiniteCheck:
   """Finds the non-finite steps of a chunk (loss or gradient norm NaN or infinite): stop at the
   first, or allow skipped steps."""
 
-  def __init__(self, mode: str, max_consecutive: int, skipped: int = 0):
+  def __init__(self, mode: str, max_consecutive: int, skipped: int = 0, saved_step=lambda: None):
+    """`saved_step()`: the newest checkpoint step that holds the run (None: none yet), asked
+    when a non-finite step is found, for the error's message."""
     self.mode = mode
+    self.saved_step = saved_step
     self.max_consecutive = max_consecutive
     self.consecutive = 0
     self.skipped = skipped  # updates skipped before the current chunk, in the whole run
@@ -255,11 +260,13 @@ class NonFiniteCheck:
   def _error(self, metrics, start, i, streak) -> NonFiniteError:
     bad = [k for k in ("loss", "grad_norm") if not math.isfinite(float(metrics[k][i]))]
     what = f" ({streak})" if streak else ""
+    saved = self.saved_step()
+    held = ("no checkpoint was saved before it" if saved is None
+            else f"the last checkpoint, of step {saved}, holds finite values")
     error = NonFiniteError(
         f"non-finite {' and '.join(bad)} at step {start + i + 1}{what} "
-        f"(loss={metrics['loss'][i]}, grad_norm={metrics['grad_norm'][i]}); the last "
-        "checkpoint holds finite values. Lower optimizer.learning_rate or set "
-        "optimizer.grad_clip_norm."
+        f"(loss={metrics['loss'][i]}, grad_norm={metrics['grad_norm'][i]}); {held}. Lower "
+        "optimizer.learning_rate or set optimizer.grad_clip_norm."
     )
     error.step = start + i + 1
     return error
