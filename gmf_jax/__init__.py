@@ -24,18 +24,26 @@ _LAZY = {"train_and_evaluate": "gmf_jax.train.loop", "TrainResult": "gmf_jax.tra
          "seed_ensemble": "gmf_jax.sweep"}
 
 
-def __getattr__(name: str):
-  if name in _LAZY:
-    import importlib
+# Subpackages reachable as attributes (`gmf_jax.sweep.make_sweep`, `gmf_jax.analysis`) without
+# importing them first; each is imported the first time it is used.
+_SUBMODULES = ("analysis", "checks", "data", "diagnose", "diagnostics", "models", "registry",
+               "runlog", "sweep", "train")
 
+
+def __getattr__(name: str):
+  import importlib
+
+  if name in _LAZY:
     value = getattr(importlib.import_module(_LAZY[name]), name)
     globals()[name] = value  # imported once
     return value
+  if name in _SUBMODULES:
+    return importlib.import_module(f"gmf_jax.{name}")  # sets the attribute itself
   raise AttributeError(f"module 'gmf_jax' has no attribute {name!r}")
 
 
 def __dir__():
-  return sorted([*globals(), *_LAZY])
+  return sorted({*globals(), *_LAZY, *_SUBMODULES})
 
 
 __all__ = [

@@ -27,6 +27,9 @@ Overrides = Mapping[str, Any] | Iterable[str] | None
 # optimizer.learning_rate), so the two can never disagree.
 ALIASES = {"lr": "optimizer.learning_rate"}
 
+# Sections whose keys are the chosen component's own options (see `_add_component_option`).
+COMPONENT_SECTIONS = ("model", "data", "loss")
+
 
 @dataclasses.dataclass(frozen=True)
 class ConfigOrigin:
@@ -277,8 +280,16 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Overrides) -> 
   """
   if overrides is None:
     return []
-  items = overrides.items() if isinstance(overrides, Mapping) else _parse_cli(overrides)
+  items = list(overrides.items() if isinstance(overrides, Mapping) else _parse_cli(overrides))
+  # A component's name first: its options are the keys of its section (`model.name=file.py:
+  # TinyMLP` makes `model.width` a key), whatever the order they were given in.
+  items.sort(key=lambda item: not _is_component_name(item[0]))
   return [set_value(config, key, value) for key, value in items]
+
+
+def _is_component_name(key: str) -> bool:
+  section, _, leaf = key.partition(".")
+  return leaf == "name" and section in COMPONENT_SECTIONS
 
 
 def canonical_key(config: ml_collections.ConfigDict, key: str) -> str:
@@ -306,7 +317,7 @@ def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> str:
   if not isinstance(node, ml_collections.ConfigDict):
     raise ConfigError(f"override {key!r}: {'.'.join(parents)!r} is a value, not a section.")
   if leaf not in node:
-    raise ConfigError(_unknown_key(node, leaf, key))
+    _add_component_option(node, parents, leaf, key)
   field_type = node.get_type(leaf)
   if isinstance(value, str) and field_type is not str:
     value = _parse_value(value, field_type, key)
@@ -319,6 +330,53 @@ def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> str:
         f"override {key}={value!r}: expected a value of type {field_type.__name__}."
     ) from e
   return key
+
+
+def _add_component_option(node: ml_collections.ConfigDict, parents: list[str], leaf: str,
+                          key: str) -> None:
+  """Adds `leaf` to a component's section when the chosen component takes it, at its default
+  (typed by it, or by the option's annotation); raises the unknown-key error otherwise.
+
+  The keys of `model`, `data` and `loss` are the chosen component's options: a built-in's, or
+  a user's Module fields and loader arguments. The config file lists those of the component it
+  chose; a component named by an override brings its own.
+  """
+  from gmf_jax.registry import NO_DEFAULT, component_options
+
+  section = parents[0] if len(parents) == 1 else None
+  options = component_options(section, node.get("name")) if section else None
+  if options is None:
+    raise ConfigError(_unknown_key(node, leaf, key))
+  if leaf not in options:
+    close = difflib.get_close_matches(leaf, [*options, *node.keys()], n=1)
+    hint = f" Did you mean '{section}.{close[0]}'?" if close else ""
+    raise ConfigError(
+        f"unknown config key {key!r}.{hint} {section}.name={node.get('name')!r} takes: "
+        f"{', '.join(sorted(options)) or '(no options)'}; other keys here: "
+        f"{', '.join(sorted(k for k in node.keys() if k not in options))}.")
+  default, annotation = options[leaf]
+  with node.unlocked():
+    if default is not NO_DEFAULT and default is not None:
+      node[leaf] = tuple(default) if isinstance(default, list) else default
+    else:
+      kind = _simple_type(annotation)
+      node[leaf] = config_dict.placeholder(kind) if kind else None
+
+
+def _simple_type(annotation: Any) -> type | None:
+  """int, float, bool, str or tuple for an annotation such as `int`, `int | None` or
+  `tuple[int, ...]`; None for anything else (the value is then read as a Python literal)."""
+  import typing
+
+  simple = (bool, int, float, str, tuple)
+  if annotation in simple:
+    return annotation
+  if typing.get_origin(annotation) in simple:
+    return typing.get_origin(annotation)
+  args = [a for a in typing.get_args(annotation) if a is not type(None)]
+  if len(args) == 1:
+    return _simple_type(args[0])
+  return None
 
 
 def _child(node, part, path, full_key):

@@ -3,9 +3,12 @@
     python -m gmf_jax.diagnose --workdir=runs/<run> --diagnostics=jacobian,hessian [--steps=all]
 
 writes the same files and `diag/<name>/<key>` rows of metrics.csv as if the diagnostics had run
-during training at those steps (same probe, same random keys). `--steps` is `all` (every kept
-checkpoint, the default), `latest`, or a comma-separated list of steps. wandb is not touched: a
-wandb run cannot take rows at steps it has passed.
+during training at those steps (same probe, same random keys). A diagnostic that already ran at
+a step (during training or in an earlier backfill) is replaced there: its rows and files at that
+step are the new ones, and metrics.csv never holds a (step, name) twice. summary.json's final and
+best values of the rewritten metrics follow. `--steps` is `all` (every kept checkpoint, the
+default), `latest`, or a comma-separated list of steps. wandb is not touched: a wandb run cannot
+take rows at steps it has passed.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ def diagnose(workdir: str, names: list[str] | None = None,
   """Runs diagnostics on a finished (or stopped) run's checkpoints.
 
   Args:
-    workdir: the run folder.
+    workdir: the run folder (relative to the working directory, or absolute).
     names: diagnostics to run (the run's own config entries where it has them, else defaults);
       None runs every diagnostic in the run's config.
     steps: 'all', 'latest' or a list of checkpoint steps.
@@ -38,13 +41,14 @@ def diagnose(workdir: str, names: list[str] | None = None,
   from gmf_jax.diagnostics import DIAGNOSTICS, runner
   from gmf_jax.runlog.checkpoint import Checkpointer
   from gmf_jax.runlog.population import member_steps, restore_from_population
-  from gmf_jax.runlog.writers import CsvWriter
+  from gmf_jax.runlog.writers import RowBuffer
   from gmf_jax.train.build import abstract_state, build_experiment
   from gmf_jax.train.step import make_keys
 
+  given, workdir = workdir, os.path.abspath(workdir)  # orbax takes absolute paths only
   config_path = os.path.join(workdir, "config.json")
   if not os.path.exists(config_path):
-    raise ConfigError(f"--workdir={workdir} holds no config.json: not a gmf_jax run.")
+    raise ConfigError(f"--workdir={given} holds no config.json: not a gmf_jax run.")
   saved = read_json(config_path)
   try:
     status, why = liveness(read_json(os.path.join(workdir, "metadata.json")))
@@ -77,22 +81,50 @@ def diagnose(workdir: str, names: list[str] | None = None,
     keys = make_keys(config.seed)
     like = abstract_state(exp, keys)
     probe = runner.probe_batch(exp, config.probe_size)
-    writer = CsvWriter(os.path.join(workdir, "metrics.csv"))
+    names = [d.name for d in exp.diagnostics]
     done = {}
-    try:
-      for step in chosen:
-        if step in own:
-          state, _ = checkpointer.restore(step, like)
-        else:
-          state = restore_from_population(workdir, like, step)[1]
-        runner.run_due(list(exp.diagnostics), step, state, probe, keys.diag, workdir, writer,
-                       force=True)
-        done[step] = [d.name for d in exp.diagnostics]
-    finally:
-      writer.close()
+    for step in chosen:
+      if step in own:
+        state, _ = checkpointer.restore(step, like)
+      else:
+        state = restore_from_population(workdir, like, step)[1]
+      for name in names:  # a rerun replaces what ran at this step before
+        runner.remove_outputs(workdir, name, step)
+      rows = RowBuffer()
+      runner.run_due(list(exp.diagnostics), step, state, probe, keys.diag, workdir, rows,
+                     force=True)
+      replace_rows(workdir, step, [f"diag/{n}/" for n in names], rows)
+      done[step] = names
   finally:
     checkpointer.close()
   return done
+
+
+def replace_rows(workdir: str, step: int, prefixes: list[str], rows) -> None:
+  """Puts `rows` (of `step`) into the run's metrics.csv in place of the rows of that step whose
+  names start with one of `prefixes`, and brings summary.json's entries of those names up to
+  date (final and best are replayed from the rewritten file)."""
+  from gmf_jax.runlog.summary import Summary
+  from gmf_jax.runlog.writers import rewrite_metrics
+
+  path = os.path.join(workdir, "metrics.csv")
+  kept = rewrite_metrics(path, step, lambda name: name.startswith(tuple(prefixes)), rows.rows)
+  summary_path = os.path.join(workdir, "summary.json")
+  if not os.path.exists(summary_path):
+    return
+  try:
+    saved = read_json(summary_path)
+  except (OSError, ValueError):  # torn: analysis reads metrics.csv instead; leave it be
+    return
+  replayed = Summary(summary_path)
+  for row in sorted(kept, key=lambda r: int(r["step"])):  # final = the last step's value
+    if row["name"].startswith(tuple(prefixes)):
+      replayed.update(int(row["step"]), {row["name"]: float(row["value"])})
+  metrics = {k: v for k, v in saved.get("metrics", {}).items()
+             if not k.startswith(tuple(prefixes))}
+  replayed.info = {k: v for k, v in saved.items() if k != "metrics"}
+  replayed.metrics = {**metrics, **replayed.metrics}
+  replayed.save()
 
 
 def _choose_steps(steps, available: list[int], workdir: str) -> list[int]:

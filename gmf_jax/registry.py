@@ -5,6 +5,7 @@ This is the only place where strings from the config turn into code. Call it at 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import importlib
@@ -16,7 +17,13 @@ import sys
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from gmf_jax.config import ConfigOrigin, default_config, flatten, same_value
+from gmf_jax.config import (
+  COMPONENT_SECTIONS,
+  ConfigOrigin,
+  default_config,
+  flatten,
+  same_value,
+)
 from gmf_jax.errors import ConfigError
 
 log = logging.getLogger("gmf_jax")
@@ -127,6 +134,69 @@ def parameter_names(target: Any) -> tuple[list[str], bool]:
             if p.name not in ("self", "parent", "name")]
   takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
   return [p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD], takes_any
+
+
+NO_DEFAULT = object()
+
+
+def component_options(section: str, name: Any) -> dict[str, tuple[Any, Any]] | None:
+  """The options the component `name` of `section` takes: {option: (default, annotation)},
+  the default `NO_DEFAULT` where it has none. None when `section` holds no component.
+
+  Called when a config key of the section is not in the config (the config file set the keys
+  of the component it chose; the user named another). Imports the component, so it runs only
+  then.
+
+  Raises:
+    ConfigError: `name` cannot be resolved (an unknown name, a module that fails to import).
+  """
+  if section not in COMPONENT_SECTIONS:
+    return None
+  target = _component(section, name)
+  if dataclasses.is_dataclass(target):  # a flax Module or a loss: its fields
+    hints = _hints(target)
+    return {f.name: (_field_default(f), hints.get(f.name, f.type))
+            for f in dataclasses.fields(target)
+            if f.init and f.name not in ("parent", "name")}
+  params = inspect.signature(target).parameters.values()
+  hints = _hints(target)
+  return {p.name: (NO_DEFAULT if p.default is inspect.Parameter.empty else p.default,
+                   hints.get(p.name, p.annotation))
+          for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+
+def _component(section: str, name: Any) -> Any:
+  if section == "model":
+    from gmf_jax.models import MODELS
+
+    return resolve(name, MODELS, key="model.name")
+  if section == "loss":
+    from gmf_jax.train.losses import LOSSES
+
+    return resolve(name, LOSSES, key="loss.name")
+  from gmf_jax.data import DATASETS
+  from gmf_jax.data.tfds_source import load_tfds
+
+  if isinstance(name, str) and name.startswith("tfds:"):
+    return load_tfds
+  return resolve(name, DATASETS, key="data.name")
+
+
+def _field_default(field: dataclasses.Field) -> Any:
+  if field.default is not dataclasses.MISSING:
+    return field.default
+  if field.default_factory is not dataclasses.MISSING:
+    return field.default_factory()
+  return NO_DEFAULT
+
+
+def _hints(target: Any) -> dict[str, Any]:
+  import typing
+
+  try:
+    return typing.get_type_hints(target)
+  except Exception:  # noqa: BLE001 - annotations a user's module cannot resolve: none then
+    return {}
 
 
 class ComponentOptions:

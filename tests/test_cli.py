@@ -87,11 +87,18 @@ def test_missing_config_file_fails_cleanly(tmp_path):
   assert not (tmp_path / "runs").exists()
 
 
-def test_existing_run_is_not_overwritten(tmp_path):
+@pytest.mark.parametrize("name, text", [
+    ("metrics.csv", "step,name,value,wall_time\n1,train/loss,0.5,0\n"),  # a run's, no config
+    ("thesis.txt", "chapter 1\n"),  # a user's folder
+])
+def test_a_folder_that_is_not_a_run_is_refused_untouched(tmp_path, name, text):
   workdir = tmp_path / "old"
   workdir.mkdir()
-  (workdir / "metrics.csv").write_text("step,name,value,wall_time\n1,train/loss,0.5,0\n")
+  (workdir / name).write_text(text)
   proc = run_cli(f"--config={VAE}:smoke", f"--workdir={workdir}", cwd=tmp_path)
-  assert proc.returncode == 2 and "not a gmf_jax run" in proc.stderr
-  assert (workdir / "metrics.csv").read_text().endswith("1,train/loss,0.5,0\n")
-  assert sorted(os.listdir(workdir)) == ["metrics.csv"]
+  assert proc.returncode == 2, proc.stderr
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: ") and name in lines[0], proc.stderr
+  assert "holds no gmf_jax run" in lines[0] and "Nothing was changed" in lines[0]
+  assert (workdir / name).read_text() == text
+  assert sorted(os.listdir(workdir)) == [name]

@@ -2,6 +2,7 @@
 user diagnostics, and the backfill command."""
 
 import csv
+import json
 import os
 import shutil
 import textwrap
@@ -164,3 +165,47 @@ def test_user_diagnostic_from_a_file(tmp_path):
   steps = [s for s, n, _ in _diag_rows(tmp_path / "run") if n == "diag/logit_scale/value"]
   assert sorted(steps) == ["20", "40"]
   assert (tmp_path / "run" / "diagnostics" / "logit_scale" / "step_20.npz").exists()
+
+
+def _pairs(workdir):
+  with open(os.path.join(workdir, "metrics.csv"), newline="") as f:
+    return [(r["step"], r["name"]) for r in csv.DictReader(f)]
+
+
+def test_backfill_takes_relative_paths_and_replaces_what_ran_at_a_step(tmp_path, monkeypatch):
+  """The README's form (`--workdir=runs/<run>`, relative) on a run and on an ensemble member;
+  a rerun at a step where a diagnostic ran replaces its rows and files there."""
+  from gmf_jax.diagnose import diagnose
+
+  monkeypatch.chdir(tmp_path)
+  config = _config("mlp.py", {"weight_stats": {"every_steps": 20}}, num_steps=40,
+                   steps_per_call=20, **{"checkpoint.every_steps": 20})
+  gmf_jax.train_and_evaluate(config, workdir="runs/r")
+  trained = dict(((s, n), v) for s, n, v in _diag_rows("runs/r"))
+  stale = tmp_path / "runs/r/diagnostics/weight_stats/step_40_stale.png"
+  stale.write_bytes(b"not drawn by this run")
+  proc = run_cli("--workdir=runs/r", "--diagnostics=weight_stats,activation_stats",
+                 cwd=tmp_path, module="gmf_jax.diagnose")
+  assert proc.returncode == 0, proc.stderr
+  assert "step 40: activation_stats, weight_stats" in proc.stdout
+  assert diagnose("runs/r", ["weight_stats"], steps=[40]) == {40: ["weight_stats"]}
+  pairs = _pairs("runs/r")
+  assert len(pairs) == len(set(pairs)), "a (step, name) twice in metrics.csv"
+  again = dict(((s, n), v) for s, n, v in _diag_rows("runs/r") if "weight_stats" in n)
+  assert again == trained  # the same values, once each
+  assert not stale.exists()
+  steps = [int(s) for s, _ in pairs]
+  assert steps == sorted(steps)  # backfilled rows sit at their step, not at the end
+  with open("runs/r/summary.json") as f:
+    summary = json.load(f)["metrics"]
+  entry = summary["diag/activation_stats/mean_dead_fraction"]
+  assert entry["final_step"] == 40
+
+  # An ensemble member, named relatively: its checkpoints live in the population's folder.
+  ens = gmf_jax.load_config(str(CONFIGS / "mlp.py") + ":smoke",
+                            {"num_seeds": 2, "num_steps": 20, "progress_bar": False})
+  gmf_jax.train_and_evaluate(ens, workdir="runs/ens")
+  proc = run_cli("--workdir=runs/ens/seed=1", "--diagnostics=weight_stats", "--steps=latest",
+                 cwd=tmp_path, module="gmf_jax.diagnose")
+  assert proc.returncode == 0, proc.stderr
+  assert "step 20: weight_stats" in proc.stdout

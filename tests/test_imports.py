@@ -32,3 +32,12 @@ def test_a_typo_on_the_command_line_fails_before_the_training_stack_loads():
 def test_train_and_evaluate_is_still_there():
   code = "import gmf_jax\nassert callable(gmf_jax.train_and_evaluate) and gmf_jax.TrainResult"
   assert "jax" in _imported_heavy(code)
+
+
+def test_subpackages_are_attributes_of_gmf_jax_without_importing_them_first():
+  code = ("import gmf_jax\n"
+          "s = gmf_jax.sweep.make_sweep({'config': 'configs/mlp.py', 'method': 'grid', "
+          "'parameters': {'lr': {'values': [0.1, 0.2]}}})\n"
+          "assert len(s.members) == 2\n"
+          "assert callable(gmf_jax.analysis.load_runs) and 'sweep' in dir(gmf_jax)")
+  _imported_heavy(code)  # raises (check=True) when the code fails

@@ -3,6 +3,8 @@
 import json
 import textwrap
 
+import pytest
+
 import gmf_jax
 from tests.conftest import CONFIGS, run_cli
 
@@ -102,3 +104,68 @@ def test_unknown_user_module_is_a_clear_error(tmp_path):
                  cwd=tmp_path)
   assert proc.returncode == 2
   assert "cannot import module 'nope_pkg'" in proc.stderr
+
+
+TINY_MLP = textwrap.dedent('''
+    import flax.linen as nn
+
+
+    class TinyMLP(nn.Module):
+      num_classes: int
+      width: int = 32
+
+      @nn.compact
+      def __call__(self, x, train=False):
+        h = nn.relu(nn.Dense(self.width)(x.reshape((x.shape[0], -1))))
+        return nn.Dense(self.num_classes)(h)
+''')
+
+USER_LOADER = textwrap.dedent('''
+    import numpy as np
+    from gmf_jax.data import ArraySplit, Dataset
+
+    def load(n: int = 200, dim: int = 3):
+      rng = np.random.default_rng(0)
+      x = rng.normal(size=(n, dim)).astype(np.float32)
+      split = ArraySplit({"x": x, "y": (x[:, 0] > 0).astype(np.int32)})
+      return Dataset("mine", split, split, (dim,), num_classes=2, kind="points")
+''')
+
+
+def test_a_component_named_on_the_command_line_is_configured_there(tmp_path):
+  """A user model's fields and a user loader's arguments are config keys once named (in any
+  order); a built-in named instead of the file's brings its own fields too."""
+  (tmp_path / "my_models.py").write_text(TINY_MLP)
+  (tmp_path / "my_data.py").write_text(USER_LOADER)
+  proc = run_cli(f"--config={CONFIGS / 'mlp.py'}:smoke", "--config.model.width=16",
+                 "--config.model.name=my_models.py:TinyMLP", "--config.data.name=my_data.py:load",
+                 "--config.data.dim=5", "--config.batch_size=20", "--workdir=out", cwd=tmp_path)
+  assert proc.returncode == 0, proc.stderr
+  saved = json.loads((tmp_path / "out" / "config.json").read_text())
+  assert saved["model"] == {"name": "my_models.py:TinyMLP", "width": 16}  # mlp's keys left out
+  assert saved["data"]["dim"] == 5
+  summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+  assert summary["num_params"] == 5 * 16 + 16 + 16 * 2 + 2  # the user's width and data
+
+  config = gmf_jax.load_config(str(CONFIGS / "mlp.py"), ["--config.model.name=cnn_classifier",
+                                                         "--config.model.kernel_size=5"])
+  assert config.model.kernel_size == 5  # a field configs/mlp.py does not list
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.model.name=my_models.py:TinyMLP", "--config.model.widht=16"],
+     "unknown config key 'model.widht'. Did you mean 'model.width'? "
+     "model.name='my_models.py:TinyMLP' takes: num_classes, width"),
+    (["--config.model.name=my_models.py:TinyMLP", "--config.model.width=wide"],
+     "override model.width='wide': cannot read 'wide' as int"),
+    (["--config.data.name=my_data.py:load", "--config.data.dim=2.5"],
+     "override data.dim='2.5': cannot read '2.5' as int"),
+])
+def test_a_named_component_s_options_are_checked_like_any_key(tmp_path, args, message):
+  (tmp_path / "my_models.py").write_text(TINY_MLP)
+  (tmp_path / "my_data.py").write_text(USER_LOADER)
+  proc = run_cli(f"--config={CONFIGS / 'mlp.py'}:smoke", *args, cwd=tmp_path)
+  assert proc.returncode == 2
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+  assert not (tmp_path / "runs").exists()

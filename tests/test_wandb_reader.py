@@ -143,3 +143,29 @@ def test_find_offline_runs_sorted(tmp_path):
   assert wandb_reader.find_offline_runs(str(tmp_path)) == [
       str(tmp_path / "offline-run-1-a" / "run-a.wandb"),
       str(tmp_path / "offline-run-2-b" / "run-b.wandb")]
+
+
+def test_a_run_folder_reads_as_one_run_across_resumed_sessions(tmp_path):
+  """`read_offline_run` takes a run folder; a resumed run's sessions (one file each, one run
+  id, as gmf_jax resumes a run) read back as one run, in order."""
+  first = lambda run: run.log({"train/loss": 0.5}, step=10)
+  second = lambda run: run.log({"train/loss": 0.25}, step=20)
+  for log in (first, second):
+    with pytest.MonkeyPatch.context() as mp:
+      for name, sub in (("WANDB_CONFIG_DIR", "config"), ("WANDB_CACHE_DIR", "cache"),
+                        ("WANDB_DATA_DIR", "data")):
+        mp.setenv(name, str(tmp_path / sub))
+      mp.setenv("WANDB_SILENT", "true")
+      run = wandb.init(mode="offline", dir=str(tmp_path), project="p", id="resumedrun",
+                       resume="allow", config=CONFIG,
+                       settings=wandb.Settings(console="off", x_disable_stats=True))
+      log(run)
+      run.finish()
+      wandb.teardown()
+  assert len(wandb_reader.find_offline_runs(str(tmp_path))) == 2
+  run = wandb_reader.read_offline_run(str(tmp_path))  # the folder, not a file
+  assert run.run_id == "resumedrun" and run.config == CONFIG
+  assert [(row["_step"], row["train/loss"]) for row in run.history] == [(10, 0.5), (20, 0.25)]
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match="holds no offline wandb run"):
+    wandb_reader.read_offline_run(str(tmp_path / "empty"))

@@ -63,10 +63,21 @@ def _assert_whole_run_recorded(run_dir, output, values):
   assert "Traceback" not in output, output
 
 
-def test_wandb_that_cannot_start_is_one_warning(tmp_path):
+def _run_folder_with_wandb_blocked(tmp_path):
+  """A run folder whose `wandb` is a file, where wandb keeps its run. A folder holding files
+  but no run is refused, so a first session makes the run's folder and fails before wandb
+  starts; the rerun under test resumes it from step 0."""
+  proc = run_cli(f"--config={VAE}:smoke", "--workdir=run", cwd=tmp_path,
+                 env={**OFFLINE, "GMF_JAX_FAILPOINTS": "init=raise"})
+  assert proc.returncode != 0 and "failpoint 'init'" in proc.stderr, proc.stderr
   run_dir = tmp_path / "run"
-  run_dir.mkdir()
-  (run_dir / "wandb").write_text("not a folder\n")  # where wandb keeps its run
+  assert not (run_dir / "wandb").exists()
+  (run_dir / "wandb").write_text("not a folder\n")
+  return run_dir
+
+
+def test_wandb_that_cannot_start_is_one_warning(tmp_path):
+  run_dir = _run_folder_with_wandb_blocked(tmp_path)
   proc = run_cli(f"--config={VAE}:smoke", "--workdir=run", cwd=tmp_path, env=OFFLINE)
   output = proc.stdout + proc.stderr
   assert proc.returncode == 0, output
@@ -77,9 +88,7 @@ def test_wandb_that_cannot_start_is_one_warning(tmp_path):
 
 
 def test_wandb_that_cannot_start_online_nor_offline_warns_for_each(tmp_path):
-  run_dir = tmp_path / "run"
-  run_dir.mkdir()
-  (run_dir / "wandb").write_text("not a folder\n")
+  run_dir = _run_folder_with_wandb_blocked(tmp_path)
   env = {"WANDB_MODE": "online", "WANDB_BASE_URL": "http://127.0.0.1:9",
          "WANDB_API_KEY": "0" * 40}
   proc = run_cli(f"--config={VAE}:smoke", "--config.wandb.init_timeout=3", "--workdir=run",

@@ -76,6 +76,18 @@ def warm_up(diagnostics: list[ScheduledDiagnostic], state, probe, diag_key) -> t
   return thread
 
 
+def remove_outputs(workdir: str, name: str, step: int) -> None:
+  """Deletes what diagnostic `name` wrote at `step` (its arrays and figures), before a rerun
+  there writes them anew: a figure the new run does not draw must not linger as if it had."""
+  import glob
+
+  folder = os.path.join(workdir, DIAG_DIR, name)
+  for path in [os.path.join(folder, f"step_{step}.npz"),
+               *glob.glob(os.path.join(glob.escape(folder), f"step_{step}_*.png"))]:
+    if os.path.exists(path):
+      os.remove(path)
+
+
 def write_result(name: str, step: int, result: DiagnosticResult, workdir: str, writer,
                  image_writer=None) -> None:
   """Scalars -> `diag/<name>/<key>` rows; arrays -> npz; figures -> PNG (and wandb images)."""

@@ -29,6 +29,7 @@ class Checkpointer:
   """Saves and restores `(state, meta)`: a pytree and a JSON-able dict, at a step."""
 
   def __init__(self, workdir: str, max_to_keep: int, async_save: bool = True):
+    workdir = os.path.abspath(workdir)  # orbax takes absolute paths only; callers pass any
     # Several processes agree on each save through barriers named by step; the two managers
     # may save the same step, so each names its own.
     options = lambda keep, name: ocp.CheckpointManagerOptions(

@@ -174,12 +174,27 @@ def _check_folder(path: str, config: dict[str, Any]
     metadata = _read_metadata(path)
     _check_not_in_use(metadata, path)
     return previous, metadata
-  if os.path.exists(os.path.join(path, "metrics.csv")):
+  foreign = _foreign_entries(path)
+  if foreign:
+    shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
     raise ConfigError(
-        f"--workdir={path} holds a metrics.csv but no config.json: not a gmf_jax run. "
-        "Choose another folder. Nothing was changed."
+        f"--workdir={path} is not empty and holds no gmf_jax run (no config.json; it holds "
+        f"{shown}). A run starts in a new or empty folder: choose another --workdir. Nothing "
+        "was changed."
     )
   return None, None
+
+
+# What may lie in a folder before a run's first file without making it someone else's: the
+# write probe of a process killed at that moment, and what file browsers leave behind.
+_LITTER = (".write-test-", ".DS_Store", ".ipynb_checkpoints", "Thumbs.db")
+
+
+def _foreign_entries(path: str) -> list[str]:
+  """The entries of an existing folder that a new run must not mix its files with."""
+  if not os.path.isdir(path):
+    return []
+  return sorted(e for e in os.listdir(path) if not e.startswith(_LITTER))
 
 
 def _new_metadata(config: dict[str, Any], config_file: str | None,

@@ -10,7 +10,7 @@ from typing import Any
 from gmf_jax.config import flatten, same_value
 from gmf_jax.errors import ConfigError
 from gmf_jax.runlog.summary import Summary
-from gmf_jax.runlog.writers import METRICS_COLUMNS
+from gmf_jax.runlog.writers import METRICS_COLUMNS, complete_rows
 
 # Keys that may differ between the saved config and the resuming one: they do not change the
 # result (num_steps may grow: the run is extended; steps_per_call is bitwise neutral; a data
@@ -88,10 +88,7 @@ def trim_metrics(path: str, last_step: int) -> list[dict[str, str]]:
 def kept_rows(path: str, last_step: int) -> list[dict[str, str]]:
   """The complete rows of metrics.csv up to `last_step`, read only (what `trim_metrics`
   keeps)."""
-  if not os.path.exists(path):
-    return []
-  with open(path, newline="") as f:
-    return [r for r in csv.DictReader(f) if _complete(r) and int(r["step"]) <= last_step]
+  return [r for r in complete_rows(path) if int(r["step"]) <= last_step]
 
 
 def summary_from_rows(summary: Summary, rows: list[dict[str, str]]) -> None:
@@ -99,12 +96,3 @@ def summary_from_rows(summary: Summary, rows: list[dict[str, str]]) -> None:
   for row in rows:
     summary.update(int(row["step"]), {row["name"]: float(row["value"])})
 
-
-def _complete(row: dict[str, str | None]) -> bool:
-  try:
-    int(row["step"])
-    float(row["value"])
-    float(row["wall_time"])
-  except (TypeError, ValueError, KeyError):
-    return False
-  return bool(row["name"])

@@ -107,9 +107,33 @@ def read_records(path: str, *, strict: bool = False) -> Iterator[wandb_internal_
 
 
 def read_offline_run(path: str, *, strict: bool = False) -> OfflineRun:
-  """Reads a whole `.wandb` file and assembles config, history, summary and exit code."""
-  records = list(read_records(path, strict=strict))
-  run_id = _run_id(records, path)
+  """Reads an offline wandb run and assembles config, history, summary and exit code.
+
+  Args:
+    path: a `run-<id>.wandb` file, or a folder holding them: a gmf_jax run folder (its
+      `wandb/`) or a wandb folder. A resumed run logs each session to a file of its own, under
+      one run id; they are read in order (their folders are named by start time) as one run.
+    strict: raise `ValueError` at a corrupt record instead of warning and stopping there.
+
+  Raises:
+    FileNotFoundError: no `.wandb` file at or under `path`.
+    ValueError: files of more than one run id under `path` (read each with
+      `find_offline_runs`), or a file that is not a W&B file.
+  """
+  if os.path.isdir(path):
+    files = find_offline_runs(path)
+    if not files:
+      raise FileNotFoundError(f"{path} holds no offline wandb run (no run-*.wandb file under "
+                              "it); was wandb.mode 'disabled' for this run?")
+    ids = sorted({_RUN_FILE.search(os.path.basename(f)).group(1) for f in files})
+    if len(ids) > 1:
+      raise ValueError(f"{path} holds {len(ids)} wandb runs ({', '.join(ids)}); read one file "
+                       "of find_offline_runs(path) at a time.")
+    files = sorted(files, key=lambda f: os.path.basename(os.path.dirname(f)))
+  else:
+    files = [path]
+  records = [r for f in files for r in read_records(f, strict=strict)]
+  run_id = _run_id(records, files[0])
   config: dict = {}
   summary: dict = {}
   history: list[dict] = []

@@ -58,6 +58,61 @@ def _format(value: float) -> str:
   return repr(value) if math.isfinite(value) else str(value)  # repr round-trips exactly
 
 
+class RowBuffer:
+  """A writer that keeps its rows (as metrics.csv would hold them) instead of writing them."""
+
+  def __init__(self, clock: Callable[[], float] = time.time):
+    self.rows: list[dict[str, str]] = []
+    self._clock = clock
+
+  def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    now = f"{self._clock():.6f}"
+    self.rows.extend({"step": str(int(step)), "name": name, "value": _format(value),
+                      "wall_time": now} for name, value in scalars.items())
+
+
+def rewrite_metrics(path: str, step: int, replaced: Callable[[str], bool],
+                    rows: list[dict[str, str]]) -> list[dict[str, str]]:
+  """Rewrites metrics.csv atomically with `rows` in place of the rows of `step` whose names
+  `replaced` picks; the new rows go after the last row of a step <= `step`, so a file in step
+  order stays in step order. Rows that are not complete (a torn line) are dropped.
+
+  Returns:
+    Every row of the rewritten file.
+  """
+  old = [r for r in complete_rows(path)
+         if not (int(r["step"]) == step and replaced(r["name"]))]
+  at = len(old)
+  while at > 0 and int(old[at - 1]["step"]) > step:
+    at -= 1
+  out = [*old[:at], *rows, *old[at:]]
+  tmp = f"{path}.tmp"
+  with open(tmp, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=METRICS_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(out)
+  os.replace(tmp, path)
+  return out
+
+
+def complete_rows(path: str) -> list[dict[str, str]]:
+  """The complete rows of a metrics.csv (a torn or malformed line is left out); [] if none."""
+  if not os.path.exists(path):
+    return []
+  with open(path, newline="") as f:
+    return [r for r in csv.DictReader(f) if _complete(r)]
+
+
+def _complete(row: dict[str, str | None]) -> bool:
+  try:
+    int(row["step"])
+    float(row["value"])
+    float(row["wall_time"])
+  except (TypeError, ValueError, KeyError):
+    return False
+  return bool(row["name"])
+
+
 class MultiWriter:
   """Forwards each write to several writers, in order."""
 
