@@ -310,14 +310,11 @@ def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> str:
     ConfigError: an unknown key or a value of the wrong type.
   """
   key = canonical_key(config, key)
+  ensure_key(config, key)
   *parents, leaf = key.split(".")
   node = config
-  for i, part in enumerate(parents):
-    node = _child(node, part, ".".join(parents[: i + 1]), key)
-  if not isinstance(node, ml_collections.ConfigDict):
-    raise ConfigError(f"override {key!r}: {'.'.join(parents)!r} is a value, not a section.")
-  if leaf not in node:
-    _add_component_option(node, parents, leaf, key)
+  for part in parents:
+    node = node[part]
   field_type = node.get_type(leaf)
   if isinstance(value, str) and field_type is not str:
     value = _parse_value(value, field_type, key)
@@ -330,6 +327,24 @@ def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> str:
         f"override {key}={value!r}: expected a value of type {field_type.__name__}."
     ) from e
   return key
+
+
+def ensure_key(config: ml_collections.ConfigDict, key: str) -> None:
+  """Makes sure dotted `key` (or an alias) is in `config`: a key there is left alone, an option
+  of the component its section names is added at its default (see `_add_component_option`).
+
+  Raises:
+    ConfigError: `key` is neither (the unknown-key message, with hints).
+  """
+  key = canonical_key(config, key)
+  *parents, leaf = key.split(".")
+  node = config
+  for i, part in enumerate(parents):
+    node = _child(node, part, ".".join(parents[: i + 1]), key)
+  if not isinstance(node, ml_collections.ConfigDict):
+    raise ConfigError(f"override {key!r}: {'.'.join(parents)!r} is a value, not a section.")
+  if leaf not in node:
+    _add_component_option(node, parents, leaf, key)
 
 
 def _add_component_option(node: ml_collections.ConfigDict, parents: list[str], leaf: str,

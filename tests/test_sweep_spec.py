@@ -389,3 +389,20 @@ def test_bad_global_overrides(tmp_path, overrides, needle):
   with pytest.raises(ConfigError, match=None) as info:
     spec.load_sweep(path, overrides)
   assert needle in str(info.value) and path in str(info.value)
+
+
+def test_a_sweep_over_a_named_model_s_own_field(tmp_path):
+  """A model named by an override brings its fields as sweepable keys; a typo among them is
+  refused with the model's fields listed."""
+  (tmp_path / "tiny.py").write_text(
+      "import flax.linen as nn\n\n\nclass Tiny(nn.Module):\n  num_classes: int\n"
+      "  width: int = 32\n\n  @nn.compact\n  def __call__(self, x, train=False):\n"
+      "    return nn.Dense(self.num_classes)(nn.Dense(self.width)(x.reshape((len(x), -1))))\n")
+  named = {"model.name": f"{tmp_path / 'tiny.py'}:Tiny"}
+  sweep = spec.make_sweep({"config": MLP, "method": "grid",
+                      "parameters": {"model.width": {"values": [8, 16]}}}, overrides=named)
+  assert [spec.member_config(sweep, m).model.width for m in sweep.members] == [8, 16]
+  with pytest.raises(ConfigError, match=r"'model.widht'.*Did you mean 'model.width'.*takes: "
+                                        r"num_classes, width"):
+    spec.make_sweep({"config": MLP, "method": "grid",
+                "parameters": {"model.widht": {"values": [8]}}}, overrides=named)

@@ -384,13 +384,13 @@ def _check_parameters(parameters, base, method: str, fail) -> list[_Param]:
 
 
 def _check_key(base, scratch, given: str, key: str, fail) -> None:
-  value = _get(base, key)
-  if value is _MISSING:
+  if _get(base, key) is _MISSING:  # a key of the named model, loader or loss, or a typo
     try:
-      config_lib.set_value(scratch, key, None)  # raises the unknown-key message, with hints
+      config_lib.ensure_key(base, key)  # raises the unknown-key message, with hints
+      config_lib.ensure_key(scratch, key)
     except ConfigError as e:
       raise fail(f"parameter {given!r}: {e}") from None
-    raise fail(f"parameter {given!r}: unknown config key {key!r}.")
+  value = _get(base, key)
   if isinstance(value, ml_collections.ConfigDict):
     raise fail(f"parameter {given!r} is a section of the config, not a value; sweep one of its "
                f"keys ({', '.join(f'{key}.{k}' for k in sorted(value.keys()))}).")
