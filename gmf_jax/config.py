@@ -310,11 +310,7 @@ def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> str:
     ConfigError: an unknown key or a value of the wrong type.
   """
   key = canonical_key(config, key)
-  ensure_key(config, key)
-  *parents, leaf = key.split(".")
-  node = config
-  for part in parents:
-    node = node[part]
+  node, leaf = _section(config, key)
   field_type = node.get_type(leaf)
   if isinstance(value, str) and field_type is not str:
     value = _parse_value(value, field_type, key)
@@ -336,7 +332,13 @@ def ensure_key(config: ml_collections.ConfigDict, key: str) -> None:
   Raises:
     ConfigError: `key` is neither (the unknown-key message, with hints).
   """
-  key = canonical_key(config, key)
+  _section(config, canonical_key(config, key))
+
+
+def _section(config: ml_collections.ConfigDict, key: str
+             ) -> tuple[ml_collections.ConfigDict, str]:
+  """The section holding canonical `key`, and the key's last part, which `ensure_key` made sure
+  is in it."""
   *parents, leaf = key.split(".")
   node = config
   for i, part in enumerate(parents):
@@ -345,6 +347,7 @@ def ensure_key(config: ml_collections.ConfigDict, key: str) -> None:
     raise ConfigError(f"override {key!r}: {'.'.join(parents)!r} is a value, not a section.")
   if leaf not in node:
     _add_component_option(node, parents, leaf, key)
+  return node, leaf
 
 
 def _add_component_option(node: ml_collections.ConfigDict, parents: list[str], leaf: str,

@@ -104,11 +104,13 @@ def replace_rows(workdir: str, step: int, prefixes: list[str], rows) -> None:
   """Puts `rows` (of `step`) into the run's metrics.csv in place of the rows of that step whose
   names start with one of `prefixes`, and brings summary.json's entries of those names up to
   date (final and best are replayed from the rewritten file)."""
+  from gmf_jax.runlog.resume import summary_from_rows
   from gmf_jax.runlog.summary import Summary
   from gmf_jax.runlog.writers import rewrite_metrics
 
+  prefixes = tuple(prefixes)
   path = os.path.join(workdir, "metrics.csv")
-  kept = rewrite_metrics(path, step, lambda name: name.startswith(tuple(prefixes)), rows.rows)
+  kept = rewrite_metrics(path, step, lambda name: name.startswith(prefixes), rows.rows)
   summary_path = os.path.join(workdir, "summary.json")
   if not os.path.exists(summary_path):
     return
@@ -117,11 +119,9 @@ def replace_rows(workdir: str, step: int, prefixes: list[str], rows) -> None:
   except (OSError, ValueError):  # torn: analysis reads metrics.csv instead; leave it be
     return
   replayed = Summary(summary_path)
-  for row in sorted(kept, key=lambda r: int(r["step"])):  # final = the last step's value
-    if row["name"].startswith(tuple(prefixes)):
-      replayed.update(int(row["step"]), {row["name"]: float(row["value"])})
-  metrics = {k: v for k, v in saved.get("metrics", {}).items()
-             if not k.startswith(tuple(prefixes))}
+  summary_from_rows(replayed, sorted((r for r in kept if r["name"].startswith(prefixes)),
+                                     key=lambda r: int(r["step"])))  # final: the last step's
+  metrics = {k: v for k, v in saved.get("metrics", {}).items() if not k.startswith(prefixes)}
   replayed.info = {k: v for k, v in saved.items() if k != "metrics"}
   replayed.metrics = {**metrics, **replayed.metrics}
   replayed.save()

@@ -153,13 +153,12 @@ def component_options(section: str, name: Any) -> dict[str, tuple[Any, Any]] | N
   if section not in COMPONENT_SECTIONS:
     return None
   target = _component(section, name)
+  hints = _hints(target)
   if dataclasses.is_dataclass(target):  # a flax Module or a loss: its fields
-    hints = _hints(target)
     return {f.name: (_field_default(f), hints.get(f.name, f.type))
             for f in dataclasses.fields(target)
             if f.init and f.name not in ("parent", "name")}
   params = inspect.signature(target).parameters.values()
-  hints = _hints(target)
   return {p.name: (NO_DEFAULT if p.default is inspect.Parameter.empty else p.default,
                    hints.get(p.name, p.annotation))
           for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}

@@ -294,8 +294,7 @@ def _markdown(path, runs, metric, reason, stat, groups, parts, figures) -> str:
     lines += ["## Figures", ""]
     for caption, name in figures:
       lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
-  lines += ["Files: `groups.csv` (the groups table), `comparisons.csv` (against the best).",
-               ""]
+  lines += ["Files: `groups.csv` (the groups table), `comparisons.csv` (against the best).", ""]
   return "\n".join(lines)
 
 

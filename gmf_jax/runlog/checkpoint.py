@@ -76,9 +76,6 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return restored.state, dict(restored.meta)
 
-  def latest_step(self) -> int | None:
-    return self.latest.latest_step()
-
   def restore_latest(self, like: Any) -> tuple[int, Any, dict[str, Any]] | None:
     """Restores the newest step that reads back whole, trying older ones after a failure.
 

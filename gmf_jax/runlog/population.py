@@ -89,9 +89,6 @@ class PopulationCheckpoints:
     except Exception:  # noqa: BLE001 - a lost best checkpoint is rebuilt from the next evals
       return None
 
-  def latest_step(self) -> int | None:
-    return self.checkpointer.latest_step()
-
   def latest_saved(self) -> int | None:
     """The newest step saved, or being saved in the background (`close` waits for it)."""
     return max([*self.checkpointer.steps(), *self._started], default=None)

@@ -174,9 +174,8 @@ def _check_folder(path: str, config: dict[str, Any]
     metadata = _read_metadata(path)
     _check_not_in_use(metadata, path)
     return previous, metadata
-  foreign = _foreign_entries(path)
-  if foreign:
-    shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+  shown = foreign_entries(path)
+  if shown:
     raise ConfigError(
         f"--workdir={path} is not empty and holds no gmf_jax run (no config.json; it holds "
         f"{shown}). A run starts in a new or empty folder: choose another --workdir. Nothing "
@@ -190,11 +189,13 @@ def _check_folder(path: str, config: dict[str, Any]
 _LITTER = (".write-test-", ".DS_Store", ".ipynb_checkpoints", "Thumbs.db")
 
 
-def _foreign_entries(path: str) -> list[str]:
-  """The entries of an existing folder that a new run must not mix its files with."""
+def foreign_entries(path: str) -> str:
+  """The entries of an existing folder that a new run (or sweep) must not mix its files with,
+  in words (`thesis.txt, notes and 3 more`); '' when there are none."""
   if not os.path.isdir(path):
-    return []
-  return sorted(e for e in os.listdir(path) if not e.startswith(_LITTER))
+    return ""
+  found = sorted(e for e in os.listdir(path) if not e.startswith(_LITTER))
+  return ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
 
 
 def _new_metadata(config: dict[str, Any], config_file: str | None,

@@ -3,14 +3,13 @@ the checkpoint so that `metrics.csv` has no duplicated or missing steps."""
 
 from __future__ import annotations
 
-import csv
 import os
 from typing import Any
 
 from gmf_jax.config import flatten, same_value
 from gmf_jax.errors import ConfigError
 from gmf_jax.runlog.summary import Summary
-from gmf_jax.runlog.writers import METRICS_COLUMNS, complete_rows
+from gmf_jax.runlog.writers import complete_rows, write_rows
 
 # Keys that may differ between the saved config and the resuming one: they do not change the
 # result (num_steps may grow: the run is extended; steps_per_call is bitwise neutral; a data
@@ -76,12 +75,7 @@ def trim_metrics(path: str, last_step: int) -> list[dict[str, str]]:
   if not os.path.exists(path):
     return []
   rows = kept_rows(path, last_step)
-  tmp = f"{path}.tmp"
-  with open(tmp, "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=METRICS_COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-  os.replace(tmp, path)
+  write_rows(path, rows)
   return rows
 
 

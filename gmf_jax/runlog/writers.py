@@ -86,13 +86,18 @@ def rewrite_metrics(path: str, step: int, replaced: Callable[[str], bool],
   while at > 0 and int(old[at - 1]["step"]) > step:
     at -= 1
   out = [*old[:at], *rows, *old[at:]]
+  write_rows(path, out)
+  return out
+
+
+def write_rows(path: str, rows: list[dict[str, str]]) -> None:
+  """Replaces metrics.csv with `rows`, atomically (temp file + rename)."""
   tmp = f"{path}.tmp"
   with open(tmp, "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=METRICS_COLUMNS, extrasaction="ignore")
+    writer = csv.DictWriter(f, fieldnames=METRICS_COLUMNS)
     writer.writeheader()
-    writer.writerows(out)
+    writer.writerows(rows)
   os.replace(tmp, path)
-  return out
 
 
 def complete_rows(path: str) -> list[dict[str, str]]:

@@ -25,6 +25,7 @@ from typing import Any
 
 from gmf_jax.errors import ConfigError
 from gmf_jax.runlog.files import read_json, write_json
+from gmf_jax.runlog.record import foreign_entries
 from gmf_jax.sweep import spec as spec_lib
 
 log = logging.getLogger("gmf_jax")
@@ -189,9 +190,8 @@ def _check_same_sweep(workdir: str, sweep: spec_lib.Sweep) -> None:
     if os.path.exists(os.path.join(workdir, "config.json")):
       raise ConfigError(f"--workdir={workdir} holds a single run, not a sweep; choose another "
                         "folder. Nothing was changed.")
-    entries = sorted(os.listdir(workdir)) if os.path.isdir(workdir) else []
-    if entries:
-      shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+    shown = foreign_entries(workdir)
+    if shown:
       raise ConfigError(f"--workdir={workdir} is not empty ({shown}) and holds no {SWEEP_FILE}: "
                         "not a gmf_jax sweep. Choose a new or empty folder. Nothing was changed.")
     return
