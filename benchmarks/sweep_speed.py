@@ -1,43 +1,67 @@
-"""Sweep speed: seed ensembles and grids trained as one vmapped program, in one run.
+"""Sweep speed: seed ensembles and populations trained as one vmapped run with a member axis.
 
-Five measurements, each printed as a line with its numbers and its ratio against the goal:
+Issue "A population is one run with a member axis". Each measurement prints a line with its
+numbers and its ratio against the goal; a summary ends the output.
 
-  1. ensemble wall time  N seeds of configs/mlp.py (its default num_steps, wandb offline) as N
-                         sequential `python -m gmf_jax.main --config.seed=K` processes, against
-                         one `python -m gmf_jax.main --config.num_seeds=N`. Each arm starts
-                         from an empty compilation cache of its own (the sequential runs load
-                         the first one's programs). Goal: >= 8x less wall time.
-  2. throughput          member-steps/s of an N-member gmf_jax population (`train_population`,
-                         in this process; wandb disabled, diagnostics off, evaluation and the
-                         checkpoint only at the end: training only, as benchmarks/train_speed.py)
-                         against a hand-written `jax.jit(jax.vmap(lax.scan))` of the same N
-                         members (flax + optax: the config's model sizes, batch size, optimizer
-                         and schedule; the train split on the device, batches taken from a
-                         per-epoch permutation). Steady state: gmf_jax's summary
-                         `member_steps_per_sec` (the chunks after the first); the baseline timed
-                         after one warm-up (compiling) call. The best of --repeats measurements
-                         (the order alternates), since other tenants of this VM only ever slow a
-                         measurement down. For the MLP (configs/mlp.py) and the VAE
-                         (configs/vae.py). Goal: >= 0.9x. Also: the same N members as N single
-                         runs one after another (`train_and_evaluate`, this process), as total
-                         member-steps over total loop time, against the population's.
-  3. compiles of a grid  an 8-value learning-rate grid (`make_sweep`, one seed, a short run) is
-                         one population of 8 and compiles the training chunk once: the programs
-                         built (XLA compilations and persistent-cache loads, from JAX's
-                         monitoring events) during the grid and during a 1-member sweep of the
-                         same config. Then two single runs with different learning rates, one
-                         after the other: the second has 0 compilation-cache misses (its
-                         summary's compile_cache).
-  4. recording overhead  the N-member population of (1) (wandb offline): the sum of its summary's
-                         `record_sec` parts (run folders, metrics, checkpoints, plots, the wandb
-                         finish) as a fraction of `run_sec`. Goal: <= 5%.
-  5. single runs         not measured here: benchmarks/train_speed.py compares a single run with
-                         a hand-written loop.
+  (a) ensemble wall time  16 seeds of configs/mlp.py (as shipped: its diagnostics, wandb
+                          offline) as one `python -m gmf_jax.main --config.num_seeds=16`,
+                          against 16 sequential `python -m gmf_jax.main --config.seed=K`, end
+                          to end. Goal: >= 8x less wall time.
+  (b) recording at scale  a 64-member population (`--config.num_seeds=64`) with the shipped
+                          recording and diagnostics (wandb offline), against the same population
+                          with recording off ("bare": WANDB_MODE=disabled and
+                          --config.wandb.mode=disabled, --config.checkpoint.every_steps=0, a
+                          config file that clears c.diagnostics, --config.log_every_steps=500
+                          --config.eval_every_steps=5000: one log row per chunk). Goal: <= 1.3x
+                          wall time. Then, from the recorded run's first member's summary.json:
+                          record_sec, diagnostics_sec, loop_sec, run_sec and first_chunk_sec.
+  (c) recording share     the A/B of (b) for 16 members: (recorded - bare) / recorded <= 15%.
+  (d) what wandb costs    the recorded population of (b) and (c) with wandb offline, against
+                          the same with wandb disabled (WANDB_MODE=disabled and
+                          --config.wandb.mode=disabled; everything else as shipped), at 16 and
+                          64 members: the wall time wandb adds, and its part of what (b)/(c)'s
+                          recording adds. Reported, no goal.
+  (e) throughput          member-steps/s of a 16-member gmf_jax population (`train_population`,
+                          in this process; wandb disabled, diagnostics off, evaluation and the
+                          checkpoint only at the end: training only, as benchmarks/train_speed.py)
+                          against a hand-written `jax.jit(jax.vmap(lax.scan))` of the same
+                          members (flax + optax: the config's model sizes, batch size, optimizer
+                          and schedule; the train split on the device, batches taken from a
+                          per-epoch permutation). Steady state: gmf_jax's summary
+                          `member_steps_per_sec` (the chunks after the first); the baseline timed
+                          after one warm-up (compiling) call. The best of --repeats measurements
+                          (the order alternates), since other tenants of this VM only ever slow a
+                          measurement down. For the MLP (configs/mlp.py) and the VAE
+                          (configs/vae.py). Goal: >= 0.9x. Also: the same members as single runs
+                          one after another (`train_and_evaluate`, this process), as total
+                          member-steps over total loop time, against the population's.
+  (f) compiles of a grid  an 8-value learning-rate grid (`make_sweep`, one seed, a short run) is
+                          one population of 8 and compiles the training chunk once: the programs
+                          built (XLA compilations and persistent-cache loads, from JAX's
+                          monitoring events) during the grid and during a 1-member sweep of the
+                          same config. Then two single runs with different learning rates, one
+                          after the other: the second has 0 compilation-cache misses (its
+                          summary's compile_cache).
 
-N is 16 (4 with --quick, which also shortens every run). All run folders and compilation caches
-live in a temporary directory. About 8 minutes on the 2-core CPU VM (--quick: about 3).
+(a)-(d) run the command line as the shared checks pop-ensemble-speed and pop-recording-scale
+do: fresh `python -m gmf_jax.main` processes with `--config.progress_bar=False`, in a folder of
+their own that holds a copy of configs/ (and configs/mlp_bare.py, the config without
+diagnostics), timed from start to exit. Every CLI run shares one compilation cache, and before
+any arm is timed a warm-up run of the same program (same config and member count) has filled
+it, so no timed run compiles (each timed run prints its cache hits and misses). The
+recorded-without-wandb arm trains the recorded arm's programs. Timed runs of one A/B follow one
+another; with --pop-repeats R > 1 the order alternates and each arm's fastest run counts.
 
-    python benchmarks/sweep_speed.py [--quick] [--repeats R] [--check]
+Sizes: 16 seeds in (a), 16 and 64 members in (b)-(d), 16 in (e). --quick: 4 seeds in (a), 4
+and 8 members in (b)-(d), 4 in (e), 1,000 steps in (a)-(d) and shorter runs in (e)-(f). All run
+folders and caches live in a temporary directory. About 15 minutes on the 2-core CPU VM when it
+is otherwise idle, 28 CLI runs among them (--quick: about 5); two to three times that when
+other work loads the VM (--quick took 13 minutes at load average 6-10).
+
+    python benchmarks/sweep_speed.py [--quick] [--only a,b,e,f] [--repeats R] [--pop-repeats R]
+                                     [--check]
+
+(--only b runs (b), (c) and (d): they share their runs.)
 """
 
 from __future__ import annotations
@@ -47,6 +71,8 @@ import collections
 import dataclasses
 import logging
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -76,12 +102,14 @@ MLP_CONFIG = os.path.join(REPO, "configs", "mlp.py")
 VAE_CONFIG = os.path.join(REPO, "configs", "vae.py")
 CHUNK = 500  # steps per jitted call: both configs' steps_per_call
 SEED = 0
+CLI_TIMEOUT = 1800  # seconds one CLI run may take
 
-GOAL_WALL = 8.0  # (1) the ensemble takes at most 1/8 of the sequential runs' wall time
-GOAL_THROUGHPUT = 0.9  # (2) population member-steps/s >= 0.9x the hand-written vmap
-GOAL_RECORD = 0.05  # (4) recording <= 5% of the population's run time
+GOAL_WALL = 8.0  # (a) the ensemble takes at most 1/8 of the sequential runs' wall time
+GOAL_SCALE = 1.3  # (b) the recorded population takes at most 1.3x the bare one's wall time
+GOAL_SHARE = 0.15  # (c) recording and diagnostics <= 15% of the recorded population's wall time
+GOAL_THROUGHPUT = 0.9  # (e) population member-steps/s >= 0.9x the hand-written vmap
 
-# Training only (as benchmarks/train_speed.py): what recording costs is measurement (4)'s job.
+# Training only (as benchmarks/train_speed.py): what recording costs is (b)-(d)'s job.
 TRAIN_ONLY = {
     "wandb.mode": "disabled", "progress_bar": False, "data.on_device": "yes",
     "checkpoint.every_steps": 0, "checkpoint.best_metric": "", "diagnostics": {},
@@ -100,58 +128,205 @@ class Verdict:
   passed: bool | None  # None: reported, no goal
 
 
-# --- (1) and (4): the seed ensemble as processes -------------------------------------------
+# --- (a)-(d): the command line, in fresh processes --------------------------------------------
+
+# configs/mlp.py without its diagnostics: the bare arm (as the shared check pop-recording-scale)
+BARE_CONFIG = '''from ml_collections import ConfigDict
+from configs.mlp import get_config as base
 
 
-def cli_run(args: list[str], cache_dir: str) -> float:
-  """`python -m gmf_jax.main ARGS` in a fresh process (wandb offline); returns its wall time."""
-  env = {**os.environ, "WANDB_MODE": "offline", "GMF_JAX_COMPILE_CACHE_DIR": cache_dir}
-  env.pop("JAX_COMPILATION_CACHE_DIR", None)
-  command = [sys.executable, "-m", "gmf_jax.main", f"--config={MLP_CONFIG}", *args]
-  start = time.perf_counter()
-  proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-  wall = time.perf_counter() - start
-  if proc.returncode:
-    raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-  return wall
+def get_config(arg=None):
+  c = base(arg)
+  c.diagnostics = ConfigDict()
+  return c
+'''
+BARE_ARGS = ["--config.wandb.mode=disabled", "--config.checkpoint.every_steps=0",
+             "--config.log_every_steps=500", "--config.eval_every_steps=5000"]
+NO_WANDB_ARGS = ["--config.wandb.mode=disabled"]
 
 
-def ensemble_wall_time(tmp: str, num_seeds: int, extra: list[str]) -> tuple[list[float], float,
-                                                                             dict]:
-  """Seconds of each of `num_seeds` sequential single runs, of one ensemble of them, and the
-  ensemble's first member's summary.json."""
-  common = ["--config.progress_bar=False", *extra]
-  sequential = []
-  for seed in range(num_seeds):
-    sequential.append(cli_run([*common, f"--config.seed={seed}",
-                               f"--workdir={os.path.join(tmp, 'cli-seq', f'seed={seed}')}"],
-                              os.path.join(tmp, "cache-cli-seq")))
-    print(f"  single run seed={seed}: {sequential[-1]:.1f} s", flush=True)
-  workdir = os.path.join(tmp, "cli-ensemble")
-  ensemble = cli_run([*common, f"--config.num_seeds={num_seeds}", f"--workdir={workdir}"],
-                     os.path.join(tmp, "cache-cli-ensemble"))
-  print(f"  ensemble of {num_seeds}: {ensemble:.1f} s", flush=True)
-  return sequential, ensemble, read_json(os.path.join(workdir, f"seed={SEED}", "summary.json"))
+@dataclasses.dataclass(frozen=True)
+class Arm:
+  """One way to run configs/mlp.py from the command line."""
+
+  name: str
+  config: str  # relative to the CLI folder
+  args: tuple[str, ...]
+  wandb_mode: str  # $WANDB_MODE
+
+  @property
+  def program(self) -> str:
+    """Arms that train the same compiled programs share a warm-up."""
+    return self.config
 
 
-def recording_overhead(summary: dict, size: int) -> Verdict:
-  """(4): the population's recording time, by part, over its run time."""
-  parts = summary["record_sec"]
-  total, run_sec = sum(parts.values()), summary["run_sec"]
-  fraction = total / run_sec
-  listed = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(parts.items(), key=lambda kv: -kv[1]))
-  background = summary.get("record_background_cpu_sec", {})
-  print(f"(4) recording, {size}-member population (wandb offline): {total:.2f} s of "
-        f"{run_sec:.2f} s run_sec = {fraction:.1%} (goal <= {GOAL_RECORD:.0%}: "
-        f"{fraction / GOAL_RECORD:.2f}x the limit)")
-  print(f"    parts: {listed}; beside training (CPU s, not counted): "
-        f"{', '.join(f'{k} {v:.2f}' for k, v in background.items()) or 'none'}; "
-        f"diagnostics_sec (not recording): {sum(summary.get('diagnostics_sec', {}).values()):.2f}")
-  return Verdict("recording overhead", f"{fraction:.1%} of run_sec (<= {GOAL_RECORD:.0%})",
-                 fraction <= GOAL_RECORD)
+RECORDED = Arm("recorded", "configs/mlp.py", (), "offline")
+NO_WANDB = Arm("recorded, wandb disabled", "configs/mlp.py", tuple(NO_WANDB_ARGS), "disabled")
+BARE = Arm("bare", "configs/mlp_bare.py", tuple(BARE_ARGS), "disabled")
+ARMS = (RECORDED, NO_WANDB, BARE)
 
 
-# --- (2): population throughput against a hand-written jit(vmap(scan)) ----------------------
+@dataclasses.dataclass
+class CliRun:
+  """A finished CLI run: its wall time, its (first member's) summary.json and its output."""
+
+  wall: float
+  summary: dict
+  output: str
+
+  @property
+  def figures_sec(self) -> float | None:
+    """The population figures' seconds, as the sweep prints them (None: none drawn)."""
+    found = re.findall(r"population figures: .* \(([\d.]+) s\)", self.output)
+    return float(found[-1]) if found else None
+
+  def cache(self) -> str:
+    c = self.summary.get("compile_cache") or {}
+    return f"cache {c.get('hits', '?')} hits, {c.get('misses', '?')} misses"
+
+
+class Cli:
+  """`python -m gmf_jax.main` in fresh processes, as the shared checks run it: in a folder
+  holding a copy of configs/ (plus configs/mlp_bare.py), one compilation cache for all."""
+
+  def __init__(self, tmp: str, extra: list[str]):
+    self.root = os.path.join(tmp, "cli")
+    shutil.copytree(os.path.join(REPO, "configs"), os.path.join(self.root, "configs"))
+    with open(os.path.join(self.root, "configs", "mlp_bare.py"), "w") as f:
+      f.write(BARE_CONFIG)
+    self.cache = os.path.join(tmp, "cache-cli")
+    self.extra = extra
+    self.warm: set[tuple[str, int]] = set()
+    self.runs = 0
+
+  def run(self, arm: Arm, size: int, seed: int | None = None, label: str = "") -> CliRun:
+    """One run of `arm`: a `size`-member population (`--config.num_seeds`), or with `seed` a
+    single run (`--config.seed`). Prints and returns its wall time."""
+    self.runs += 1
+    workdir = os.path.join(self.root, "runs", f"{self.runs:03d}")
+    members = [f"--config.seed={seed}"] if seed is not None else [f"--config.num_seeds={size}"]
+    command = [sys.executable, "-m", "gmf_jax.main", f"--config={arm.config}", *members,
+               "--config.progress_bar=False", *arm.args, *self.extra, f"--workdir={workdir}"]
+    env = {**os.environ, "WANDB_MODE": arm.wandb_mode, "GMF_JAX_COMPILE_CACHE_DIR": self.cache,
+           "PYTHONPATH": os.pathsep.join(filter(None, [self.root,
+                                                       os.environ.get("PYTHONPATH")])),
+           "PYTHONUNBUFFERED": "1"}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    start = time.perf_counter()
+    proc = subprocess.run(command, cwd=self.root, env=env, capture_output=True, text=True,
+                          timeout=CLI_TIMEOUT)
+    wall = time.perf_counter() - start
+    output = proc.stdout + proc.stderr
+    if proc.returncode:
+      raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n{output[-3000:]}")
+    folder = workdir if seed is not None else os.path.join(workdir, f"seed={SEED}")
+    done = CliRun(wall, read_json(os.path.join(folder, "summary.json")), output)
+    what = f"seed={seed}" if seed is not None else f"{size} members"
+    print(f"  {label or arm.name}, {what}: {wall:.1f} s (run_sec {done.summary['run_sec']:.1f}; "
+          f"{done.cache()})", flush=True)
+    return done
+
+  def warm_up(self, arm: Arm, size: int) -> None:
+    """Fills the compilation cache with `arm`'s programs for `size` members (once)."""
+    if (arm.program, size) not in self.warm:
+      self.run(arm, size, seed=SEED if size == 1 else None, label=f"warm-up, {arm.name}")
+      self.warm.add((arm.program, size))
+
+
+def ensemble_speed(cli: Cli, size: int) -> Verdict:
+  """(a): one `size`-seed ensemble against `size` sequential single runs."""
+  cli.warm_up(RECORDED, 1)
+  cli.warm_up(RECORDED, size)
+  ensemble = cli.run(RECORDED, size, label="ensemble")
+  sequential = [cli.run(RECORDED, 1, seed=k, label="single run") for k in range(size)]
+  total = sum(r.wall for r in sequential)
+  speedup = total / ensemble.wall
+  print(f"(a) {size} seeds of configs/mlp.py: {size} sequential CLI runs {total:.1f} s (median "
+        f"{statistics.median(r.wall for r in sequential):.1f} s each), one --config.num_seeds="
+        f"{size} ensemble {ensemble.wall:.1f} s -> {speedup:.2f}x less wall time (goal >= "
+        f"{GOAL_WALL:.0f}x: {speedup / GOAL_WALL:.2f}x the goal)")
+  return Verdict(f"(a) ensemble of {size} vs {size} sequential runs, wall time",
+                 f"{ensemble.wall:.1f} s vs {total:.1f} s = {speedup:.2f}x "
+                 f"(>= {GOAL_WALL:.0f}x)", speedup >= GOAL_WALL)
+
+
+def population_arms(cli: Cli, size: int, repeats: int) -> dict[Arm, CliRun]:
+  """Every arm of (b)-(d) for `size` members, after warm-ups; each arm's fastest run."""
+  for arm in ARMS:
+    cli.warm_up(arm, size)
+  runs: dict[Arm, list[CliRun]] = {arm: [] for arm in ARMS}
+  for r in range(repeats):
+    for arm in (ARMS if r % 2 == 0 else ARMS[::-1]):
+      runs[arm].append(cli.run(arm, size))
+  return {arm: min(done, key=lambda d: d.wall) for arm, done in runs.items()}
+
+
+def recording_scale(cli: Cli, small: int, large: int, repeats: int) -> list[Verdict]:
+  """(b), (c) and (d): recorded against bare, and wandb offline against disabled."""
+  best = {}
+  for size in (small, large):
+    print(f"  -- {size} members", flush=True)
+    best[size] = population_arms(cli, size, repeats)
+  runs = f" (fastest of {repeats} each)" if repeats > 1 else ""
+
+  rec, bare = best[large][RECORDED].wall, best[large][BARE].wall
+  ratio = rec / bare
+  print(f"(b) {large} members: recorded (wandb offline, diagnostics) {rec:.1f} s, bare {bare:.1f} s"
+        f"{runs} -> {ratio:.2f}x (goal <= {GOAL_SCALE}x: {ratio / GOAL_SCALE:.2f}x the limit)")
+  where_time_goes(best[large])
+
+  rec_s, bare_s = best[small][RECORDED].wall, best[small][BARE].wall
+  share = (rec_s - bare_s) / rec_s
+  print(f"(c) {small} members: recorded {rec_s:.1f} s, bare {bare_s:.1f} s{runs} -> recording "
+        f"and diagnostics {share:.1%} of the wall time ((recorded - bare) / recorded; goal <= "
+        f"{GOAL_SHARE:.0%}: {share / GOAL_SHARE:.2f}x the limit; ratio {rec_s / bare_s:.2f}x)")
+
+  wandb_texts = []
+  for size in (small, large):
+    offline, disabled, plain = (best[size][a].wall for a in (RECORDED, NO_WANDB, BARE))
+    cost, overhead = offline - disabled, offline - plain
+    part = f"{cost / overhead:.0%}" if overhead > 0 else "n/a"
+    print(f"(d) {size} members, recorded: wandb offline {offline:.1f} s, wandb disabled "
+          f"{disabled:.1f} s{runs} -> wandb adds {cost:+.1f} s ({cost / offline:.1%} of the "
+          f"recorded wall time, {cost / size * 1000:+.0f} ms per member); of the {overhead:.1f} s "
+          f"that recording and diagnostics add over bare: {part}")
+    wandb_texts.append(f"{size}: {cost:+.1f} s ({cost / offline:.0%}; {part} of the overhead)")
+  return [
+      Verdict(f"(b) {large} members recorded / bare, wall time",
+              f"{rec:.1f} s / {bare:.1f} s = {ratio:.2f}x (<= {GOAL_SCALE}x)",
+              ratio <= GOAL_SCALE),
+      Verdict(f"(c) {small} members, recording share of wall time",
+              f"({rec_s:.1f} - {bare_s:.1f}) / {rec_s:.1f} s = {share:.1%} (<= {GOAL_SHARE:.0%})",
+              share <= GOAL_SHARE),
+      Verdict("(d) wandb offline - disabled, recorded", "; ".join(wandb_texts), None),
+  ]
+
+
+def where_time_goes(runs: dict[Arm, CliRun]) -> None:
+  """Prints, for each arm of the larger population, its first member's timings."""
+  for arm, done in runs.items():
+    s = done.summary
+    record, diag = s.get("record_sec") or {}, s.get("diagnostics_sec") or {}
+    figures = done.figures_sec
+    print(f"    {arm.name}: wall {done.wall:.1f} s = run_sec {s['run_sec']:.1f} (first_chunk_sec "
+          f"{s['first_chunk_sec']:.1f}, loop_sec {s['loop_sec']:.1f}) + "
+          f"{done.wall - s['run_sec']:.1f} s outside the run (imports, config, the sweep, "
+          f"population figures {'-' if figures is None else f'{figures:.1f} s'})")
+    if arm is BARE:
+      continue
+    print(f"      record_sec {sum(record.values()):.2f} s: {_parts(record)}")
+    print(f"      diagnostics_sec {sum(diag.values()):.2f} s: {_parts(diag)}")
+    background = s.get("record_background_cpu_sec") or {}
+    if background:
+      print(f"      beside training (CPU s, not in record_sec): {_parts(background)}")
+
+
+def _parts(parts: dict[str, float]) -> str:
+  return ", ".join(f"{k} {v:.2f}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])) \
+      or "none"
+
+
+# --- (e): population throughput against a hand-written jit(vmap(scan)) ----------------------
 
 
 class HandMLP(nn.Module):
@@ -342,14 +517,14 @@ def member_setups(task: Task, size: int, workdir: str) -> list[MemberSetup]:
 
 
 def gmf_population(task: Task, size: int, workdir: str) -> dict:
-  """Trains the population in this process; returns its first member's summary info."""
-  session = train_population(member_setups(task, size, workdir),
-                             population_dir=os.path.join(workdir, "population"),
-                             label=f"{task.name} x{size}")
-  bad = [m.name for m in session.members if m.status != "completed"]
+  """Trains the population in this process; returns its first member's summary.json."""
+  result = train_population(member_setups(task, size, workdir),
+                            population_dir=os.path.join(workdir, "population"),
+                            label=f"{task.name} x{size}")
+  bad = [m.name for m in result.members if m.status != "completed"]
   if bad:
     raise SystemExit(f"{task.name}: members {bad} did not complete")
-  return dict(session.members[0].summary.info)
+  return read_json(os.path.join(result.members[0].workdir, "summary.json"))
 
 
 def gmf_sequential(task: Task, size: int, workdir: str) -> list[dict]:
@@ -363,7 +538,7 @@ def gmf_sequential(task: Task, size: int, workdir: str) -> list[dict]:
 
 
 def throughput(task: Task, size: int, repeats: int, tmp: str, sequential: bool) -> list[Verdict]:
-  """(2) for one task: the population against the hand-written one, then against single runs."""
+  """(e) for one task: the population against the hand-written one, then against single runs."""
   check_task_matches(task)
   gmf_rates, hand_rates, gmf_infos = [], [], []
   for r in range(repeats):
@@ -380,11 +555,11 @@ def throughput(task: Task, size: int, repeats: int, tmp: str, sequential: bool) 
             flush=True)
   gmf, hand = max(gmf_rates), max(hand_rates)
   ratio = gmf / hand
-  print(f"(2) {task.name}: {size}-member population {gmf:.0f} member-steps/s, hand-written "
+  print(f"(e) {task.name}: {size}-member population {gmf:.0f} member-steps/s, hand-written "
         f"jit(vmap(scan)) {hand:.0f} -> {ratio:.2f}x (goal >= {GOAL_THROUGHPUT}x: "
         f"{ratio / GOAL_THROUGHPUT:.2f}x the goal); best of {repeats}, all: gmf_jax "
         f"{_rates(gmf_rates)}, hand {_rates(hand_rates)}; {task.num_steps} steps")
-  verdicts = [Verdict(f"{task.name} population / hand-written vmap",
+  verdicts = [Verdict(f"(e) {task.name} population / hand-written vmap",
                       f"{ratio:.2f}x (>= {GOAL_THROUGHPUT}x)", ratio >= GOAL_THROUGHPUT)]
   if sequential:
     infos = gmf_sequential(task, size, os.path.join(tmp, f"{task.name}-seq"))
@@ -394,12 +569,12 @@ def throughput(task: Task, size: int, repeats: int, tmp: str, sequential: bool) 
     pop_rate = member_steps / best["loop_sec"]
     steady = statistics.median(i["steps_per_sec"] for i in infos)
     run_seq, run_pop = sum(i["run_sec"] for i in infos), best["run_sec"]
-    print(f"(2) {task.name}: {size} single runs one after another: {seq_rate:.0f} "
+    print(f"(e) {task.name}: {size} single runs one after another: {seq_rate:.0f} "
           f"member-steps/s (total member-steps / total loop_sec; steady {steady:.0f}); the "
           f"population {pop_rate:.0f} (steady {gmf:.0f}) -> {pop_rate / seq_rate:.2f}x "
           f"(steady {gmf / steady:.2f}x); run_sec {run_seq:.1f} s vs {run_pop:.1f} s "
           f"({run_seq / run_pop:.2f}x)")
-    verdicts.append(Verdict(f"{task.name} population / {size} single runs",
+    verdicts.append(Verdict(f"(e) {task.name} population / {size} single runs",
                             f"{pop_rate / seq_rate:.2f}x loop time, {gmf / steady:.2f}x steady",
                             None))
   return verdicts
@@ -409,7 +584,7 @@ def _rates(rates: list[float]) -> str:
   return "/".join(f"{r:.0f}" for r in rates)
 
 
-# --- (3): what a learning-rate grid compiles ------------------------------------------------
+# --- (f): what a learning-rate grid compiles ------------------------------------------------
 
 
 class CompileCounter:
@@ -438,7 +613,7 @@ def lr_sweep(values: list[float], overrides: dict[str, Any]):
 
 
 def grid_compiles(tmp: str, num_steps: int) -> list[Verdict]:
-  """(3): the compiles of an 8-value grid against a 1-member sweep; then two single runs."""
+  """(f): the compiles of an 8-value grid against a 1-member sweep; then two single runs."""
   counter = CompileCounter()
   # batch 32: programs no earlier part of this benchmark built, so the first run here compiles
   overrides = {**TRAIN_ONLY, "num_steps": num_steps, "eval_every_steps": num_steps,
@@ -465,18 +640,18 @@ def grid_compiles(tmp: str, num_steps: int) -> list[Verdict]:
   chunk_one, chunk_eight = _chunk_compiles(one), _chunk_compiles(eight)
   total_one, total_eight = sum(one.values()), sum(eight.values())
   only_grid, only_one = eight - one, one - eight
-  print(f"(3) training-chunk compiles: 8-value lr grid {chunk_eight}, 1-member run {chunk_one} "
+  print(f"(f) training-chunk compiles: 8-value lr grid {chunk_eight}, 1-member run {chunk_one} "
         f"(goal: equal; {chunk_eight}/{chunk_one} = {chunk_eight / max(chunk_one, 1):.2f}x); all "
         f"programs: {total_eight} vs {total_one}"
         + (f" (only in the grid: {dict(only_grid)}; only in the 1-member run: {dict(only_one)})"
            if only_grid or only_one else ""))
-  print(f"(3) two single runs, lr 0.05 then 0.02: compile-cache misses {single_misses[0]} then "
+  print(f"(f) two single runs, lr 0.05 then 0.02: compile-cache misses {single_misses[0]} then "
         f"{single_misses[1]} (goal: the second 0)")
   return [
-      Verdict("lr grid compiles the chunk once",
+      Verdict("(f) lr grid compiles the chunk once",
               f"chunk {chunk_eight} vs {chunk_one}, all programs {total_eight} vs {total_one}",
               chunk_eight == chunk_one == 1),
-      Verdict("2nd single run, another lr: cache misses", f"{single_misses[1]} (goal 0)",
+      Verdict("(f) 2nd single run, another lr: cache misses", f"{single_misses[1]} (goal 0)",
               single_misses[1] == 0),
   ]
 
@@ -487,17 +662,26 @@ def _chunk_compiles(names: collections.Counter[str]) -> int:
 
 # --- driver ----------------------------------------------------------------------------------
 
+PARTS = ("a", "b", "e", "f")
+
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true",
-                      help="4 members, shorter runs (about 3 minutes)")
+                      help="4 seeds in (a), 4 and 8 members in (b)-(d), shorter runs")
+  parser.add_argument("--only", default=",".join(PARTS),
+                      help="the parts to run, comma-separated: a, b (with c and d), e, f")
   parser.add_argument("--repeats", type=int, default=None,
-                      help="measurements per arm in (2) (default 2; 1 with --quick)")
+                      help="measurements per arm in (e) (default 2; 1 with --quick)")
+  parser.add_argument("--pop-repeats", type=int, default=1,
+                      help="timed runs per arm in (b)-(d) (default 1)")
   parser.add_argument("--check", action="store_true", help="exit 1 if a goal is missed")
   args = parser.parse_args(argv)
+  parts = set(filter(None, args.only.split(",")))
+  if parts - set(PARTS):
+    parser.error(f"--only: unknown parts {sorted(parts - set(PARTS))}; choose from {PARTS}")
   quick = args.quick
-  size = 4 if quick else 16
+  seeds, small, large = (4, 4, 8) if quick else (16, 16, 64)
   repeats = args.repeats or (1 if quick else 2)
   mlp_steps, vae_steps = (1500, 1000) if quick else (5000, 1500)
   cli_extra = ["--config.num_steps=1000"] if quick else []
@@ -511,33 +695,33 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["GMF_JAX_COMPILE_CACHE_DIR"] = os.path.join(tmp, "cache-in-process")
     os.environ.pop("WANDB_MODE", None)
     start = time.perf_counter()
+    cli = Cli(tmp, cli_extra)
+    steps = " ".join(cli_extra) or "the default num_steps (5000)"
 
-    print(f"\n(1) {size} seeds of configs/mlp.py: sequential processes, then one ensemble "
-          f"({' '.join(cli_extra) or 'default num_steps'})", flush=True)
-    sequential, ensemble, summary = ensemble_wall_time(tmp, size, cli_extra)
-    speedup = sum(sequential) / ensemble
-    each = statistics.median(sequential)
-    print(f"(1) {size} sequential runs {sum(sequential):.1f} s (median {each:.1f} s each), "
-          f"the ensemble {ensemble:.1f} s -> {speedup:.2f}x less wall time "
-          f"(goal >= {GOAL_WALL:.0f}x: {speedup / GOAL_WALL:.2f}x the goal)")
-    verdicts.append(Verdict(f"ensemble of {size} vs sequential, wall time",
-                            f"{speedup:.2f}x (>= {GOAL_WALL:.0f}x)", speedup >= GOAL_WALL))
+    if "a" in parts:
+      print(f"\n(a) {seeds} seeds of configs/mlp.py: one ensemble, then {seeds} sequential runs "
+            f"({steps})", flush=True)
+      verdicts.append(ensemble_speed(cli, seeds))
 
-    for task in (mlp_task(mlp_steps), vae_task(vae_steps)):
-      print(f"\n(2) {task.name}: {size} members, {task.num_steps} steps, batch "
-            f"{task.batch_size}, {repeats} repeat(s)", flush=True)
-      verdicts += throughput(task, size, repeats, tmp, sequential=True)
+    if "b" in parts:
+      print(f"\n(b)-(d) populations of {small} and {large} (configs/mlp.py, {steps}): recorded "
+            "(wandb offline), recorded with wandb disabled, bare", flush=True)
+      verdicts += recording_scale(cli, small, large, args.pop_repeats)
 
-    print("\n(3) compiles of a learning-rate grid (configs/mlp.py, batch 32)", flush=True)
-    verdicts += grid_compiles(tmp, 200 if quick else 500)
+    if "e" in parts:
+      for task in (mlp_task(mlp_steps), vae_task(vae_steps)):
+        print(f"\n(e) {task.name}: {small} members, {task.num_steps} steps, batch "
+              f"{task.batch_size}, {repeats} repeat(s)", flush=True)
+        verdicts += throughput(task, small, repeats, tmp, sequential=True)
 
-    print("\n(4) recording overhead: the ensemble of (1)", flush=True)
-    verdicts.append(recording_overhead(summary, size))
+    if "f" in parts:
+      print("\n(f) compiles of a learning-rate grid (configs/mlp.py, batch 32)", flush=True)
+      verdicts += grid_compiles(tmp, 200 if quick else 500)
 
-    print("\n(5) single runs are no slower: run python benchmarks/train_speed.py (not run here)")
+    print("\nsingle runs are no slower: run python benchmarks/train_speed.py (not run here)")
     elapsed = time.perf_counter() - start
 
-  print(f"\nsummary ({'--quick, ' if quick else ''}{elapsed:.0f} s):")
+  print(f"\nsummary ({'--quick, ' if quick else ''}{elapsed:.0f} s; {machine_info()}):")
   for v in verdicts:
     mark = "    " if v.passed is None else ("PASS" if v.passed else "FAIL")
     print(f"  {mark}  {v.name}: {v.text}")

@@ -161,7 +161,7 @@ def default_config() -> ml_collections.ConfigDict:
   # points). Parameters and optimizer state are replicated along `data`; `model` devices split
   # the parameters of wide layers (FSDP-style). One device: no mesh. See gmf_jax/train/mesh.py.
   c.mesh = ml_collections.ConfigDict({"data": 0, "members": 1, "model": 1})
-  # Several processes (hosts) in one run: see gmf_jax/train/distributed.py. 'auto' starts
+  # Several processes (hosts) in one run: see gmf_jax/gmf_jax/distributed.py. 'auto' starts
   # jax.distributed inside a multi-task Slurm step (srun), with JAX_COORDINATOR_ADDRESS +
   # JAX_NUM_PROCESSES + JAX_PROCESS_ID, or with num_processes > 1 set here.
   c.distributed = ml_collections.ConfigDict(

@@ -39,6 +39,7 @@ def diagnose(workdir: str, names: list[str] | None = None,
   from gmf_jax import compile_cache
   from gmf_jax.config import default_config
   from gmf_jax.diagnostics import DIAGNOSTICS, runner
+  from gmf_jax.members import with_member_axis
   from gmf_jax.runlog.checkpoint import Checkpointer
   from gmf_jax.runlog.population import member_steps, restore_from_population
   from gmf_jax.runlog.writers import RowBuffer
@@ -80,7 +81,10 @@ def diagnose(workdir: str, names: list[str] | None = None,
     chosen = _choose_steps(steps, available, workdir)
     keys = make_keys(config.seed)
     like = abstract_state(exp, keys)
-    probe = runner.probe_batch(exp, config.probe_size)
+    # The run alone, as a population of one (a sweep member too): what training ran, bitwise.
+    diagnostics = runner.PopulationDiagnostics(
+        list(exp.diagnostics), runner.probe_batch(exp, config.probe_size), keys.diag[None],
+        draw=True)
     names = [d.name for d in exp.diagnostics]
     done = {}
     for step in chosen:
@@ -91,8 +95,8 @@ def diagnose(workdir: str, names: list[str] | None = None,
       for name in names:  # a rerun replaces what ran at this step before
         runner.remove_outputs(workdir, name, step)
       rows = RowBuffer()
-      runner.run_due(list(exp.diagnostics), step, state, probe, keys.diag, workdir, rows,
-                     force=True)
+      diagnostics.run(step, with_member_axis(state), [runner.Target(0, workdir, rows)],
+                      force=True)
       replace_rows(workdir, step, [f"diag/{n}/" for n in names], rows)
       done[step] = names
   finally:

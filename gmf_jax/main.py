@@ -74,11 +74,10 @@ def main(argv: list[str] | None = None) -> int:
   try:
     path, overrides, workdir = parse_args(argv)
     config = load_config(path, overrides)
-    if config.num_seeds != 1:  # a seed ensemble: one vmapped program, a folder per seed
-      return _ensemble(config, workdir)
-    from gmf_jax.train.loop import train_and_evaluate  # the heavy imports, once input parses
-
-    train_and_evaluate(config, workdir)
+    result = run(config, workdir)  # the heavy imports, once the input parses
+    if config.num_seeds != 1:
+      print(f"seed ensemble {result.workdir}: {result.describe()}")
+      return 0 if result.all_completed else 1
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -91,12 +90,20 @@ def main(argv: list[str] | None = None) -> int:
   return 0
 
 
-def _ensemble(config, workdir: str | None) -> int:
-  from gmf_jax.sweep.run import run_seed_ensemble
+def run(config, workdir: str | None = None):
+  """Runs what a config describes, as the command line does: one run, or with `num_seeds` > 1
+  a seed ensemble (one vmapped program, a folder per seed).
 
-  result = run_seed_ensemble(config, workdir)
-  print(f"seed ensemble {result.workdir}: {result.describe()}")
-  return 0 if result.all_completed else 1
+  Returns:
+    A `gmf_jax.TrainResult` for one run; a `gmf_jax.sweep.SweepResult` for an ensemble.
+  """
+  if config.get("num_seeds", 1) != 1:
+    from gmf_jax.sweep.run import run_seed_ensemble
+
+    return run_seed_ensemble(config, workdir)
+  from gmf_jax.train.loop import train_and_evaluate
+
+  return train_and_evaluate(config, workdir)
 
 
 if __name__ == "__main__":

@@ -204,7 +204,7 @@ def test_backfill_takes_relative_paths_and_replaces_what_ran_at_a_step(tmp_path,
   # An ensemble member, named relatively: its checkpoints live in the population's folder.
   ens = gmf_jax.load_config(str(CONFIGS / "mlp.py") + ":smoke",
                             {"num_seeds": 2, "num_steps": 20, "progress_bar": False})
-  gmf_jax.train_and_evaluate(ens, workdir="runs/ens")
+  gmf_jax.run(ens, workdir="runs/ens")
   proc = run_cli("--workdir=runs/ens/seed=1", "--diagnostics=weight_stats", "--steps=latest",
                  cwd=tmp_path, module="gmf_jax.diagnose")
   assert proc.returncode == 0, proc.stderr

@@ -83,7 +83,7 @@ def test_the_chunk_runs_on_every_device_of_the_mesh():
 import functools, jax, numpy as np
 from gmf_jax import load_config
 from gmf_jax.train import build, step as step_lib
-from gmf_jax.train.loop import _make_feed
+from gmf_jax.train.chunks import make_feed
 for members, size in ((1, 1), (2, 4)):
   config = load_config(%r, {"num_steps": 20, "steps_per_call": 20, "progress_bar": False,
                             "mesh.members": members})
@@ -93,8 +93,7 @@ for members, size in ((1, 1), (2, 4)):
   values = {k: np.stack([np.asarray(v)] * size) for k, v in exp.hparams.items()}
   state = build.init_population(exp, keys, values)
   state, keys = exp.layout.put_population(state, keys)
-  run_chunk, _, _ = _make_feed(exp, keys, state, size)
-  out, _ = run_chunk(state, 0, 20)
+  out, _ = make_feed(exp, keys, state, size).run(state, 0, 20)
   sharding = jax.tree_util.tree_leaves(out.params)[0].sharding
   print(exp.layout.members, exp.layout.data, len(sharding.device_set), sharding.spec,
         out.step.sharding.is_fully_replicated)

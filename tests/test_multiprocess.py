@@ -1,4 +1,4 @@
-"""Two `jax.distributed` processes on localhost train one run (gmf_jax/train/distributed.py).
+"""Two `jax.distributed` processes on localhost train one run (gmf_jax/gmf_jax/distributed.py).
 
 Each process has one CPU device; together they form a 2-device `data` mesh, read only their
 own half of every streamed batch, write one run record (process 0) and one checkpoint (orbax,

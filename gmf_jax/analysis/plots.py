@@ -1,5 +1,6 @@
-"""Figures of tables from `gmf_jax.analysis`: curves over training, a metric against a
-hyperparameter, a two-parameter heatmap, and a diagnostic's scalars per group.
+"""Figures of tables from `gmf_jax.analysis`: curves over training, every run's curves with its
+group's mean (a population's figures), a metric against a hyperparameter, a two-parameter
+heatmap, and a diagnostic's scalars per group.
 
 Each function takes the DataFrames of `stats.curve_stats` or `stats.summarize` (or frames of the
 same columns built by hand) and returns a `matplotlib.figure.Figure` on an Agg canvas: no display,
@@ -12,6 +13,7 @@ figure around it.
 
 from __future__ import annotations
 
+import collections
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -27,18 +29,22 @@ from matplotlib.colors import ListedColormap, LogNorm, Normalize, to_rgba_array
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+from matplotlib.ticker import MaxNLocator
 
 from gmf_jax.runlog.plots import (
+  DIAGNOSTICS,
   DPI,
   GRID_COLUMNS,
-  LOG_DECADES,
   MARGINS,
   MARKER_MAX_POINTS,
   PANEL_SIZE,
   SINGLE_SIZE,
-  SUPTITLE_HEIGHT,
   TICKS,
+  figure_with_panels,
+  log_axis,
+  ordered_names,
+  spans_decades,
+  split_name,
 )
 
 CONFIG = "config."  # runs' and summaries' config columns: config.<dotted.key>
@@ -52,6 +58,11 @@ CATEGORICAL_MAX = 10  # up to this many groups get the distinct default colours 
 LEGEND_MAX = 20  # more groups than this are told apart by a colourbar, not a legend
 HEAT_CELL = (0.8, 0.5)  # inches per heatmap cell (two lines of text), at least
 CHAR_WIDTH = 0.075  # inches per character of a tick label at the default font, an upper bound
+# A population's figures: each run a thin, light line, each group's mean a bold one.
+RUN_WIDTH = 0.7
+RUN_ALPHA = (0.5, 0.25)  # with a few runs per group, and with more than FEW_RUNS
+FEW_RUNS = 8
+MEAN_WIDTH = 2.2
 # Viridis without its palest yellow, which is hard to see on white.
 SEQUENTIAL = ListedColormap(colormaps["viridis"](np.linspace(0.0, 0.9, 256)), name="viridis_90")
 COLORBAR = (0.15, 0.45)  # a colourbar's width, and the room its label and padding take (inches)
@@ -140,15 +151,15 @@ def plot_vs_param(summary: pd.DataFrame, param: str, *, title: str | None = None
                             capsize=3, linewidth=1.2, elinewidth=1.0, label=label or None)
     handles.append(container)
   if numeric and _wants_log_x(x_all):
-    _log_axis(ax.xaxis, ax.set_xscale)
+    log_axis(ax.xaxis, ax.set_xscale)
   elif numeric:
     ax.xaxis.set_major_locator(MaxNLocator(TICKS))
   else:
     ax.set_xticks(range(len(levels)), [_format_level(v) for v in levels])
     ax.set_xlim(-0.5, len(levels) - 0.5)  # the end categories off the frame's edges
   means = summary["mean"].to_numpy(dtype=float)
-  if _spans_decades(means):
-    _log_axis(ax.yaxis, ax.set_yscale)
+  if spans_decades(means):
+    log_axis(ax.yaxis, ax.set_yscale)
   else:
     ax.yaxis.set_major_locator(MaxNLocator(TICKS))
   ax.grid(True, alpha=0.3)
@@ -277,10 +288,10 @@ def plot_diagnostic(metrics: pd.DataFrame, runs: pd.DataFrame, diagnostic: str,
   from gmf_jax.analysis import stats  # the lead's module; imported here so plots load alone
 
   prefix = f"diag/{diagnostic}/"
-  names = [str(n) for n in pd.unique(metrics["name"].astype(str))]
-  available = [n[len(prefix):] for n in names if n.startswith(prefix)]
+  scalars = diagnostic_scalars(_names(metrics))
+  available = scalars.get(diagnostic, [])
   if not available:
-    found = sorted({n.split("/")[1] for n in names if n.startswith("diag/") and n.count("/") >= 2})
+    found = sorted(scalars)
     raise ValueError(f"plot_diagnostic: no scalars of diagnostic {diagnostic!r} "
                      f"(no metric {prefix}<key>); diagnostics with scalars: "
                      f"{', '.join(found) or 'none'}")
@@ -295,6 +306,130 @@ def plot_diagnostic(metrics: pd.DataFrame, runs: pd.DataFrame, diagnostic: str,
   return _panels(curves, title=f"diagnostic: {diagnostic}")
 
 
+def diagnostic_scalars(names) -> dict[str, list[str]]:
+  """Diagnostic -> the keys of its scalars, from metric names `diag/<diagnostic>/<key>`.
+
+  Args:
+    names: metric names (e.g. a metrics frame's distinct `name`s), in the order to keep.
+
+  Returns:
+    Each diagnostic with scalars, in order of appearance, and its keys (`grad_norm`,
+    `dense_0/kernel/grad_norm`...), in order of appearance.
+  """
+  out: dict[str, list[str]] = {}
+  for name in names:
+    split, rest = split_name(name)
+    diagnostic, _, key = rest.partition("/")
+    if split == DIAGNOSTICS and key:
+      out.setdefault(diagnostic, []).append(key)
+  return out
+
+
+class NamedFigure(NamedTuple):
+  """A figure with the file name and caption it is saved under."""
+
+  file: str
+  caption: str
+  figure: Figure
+
+
+def population_figures(metrics: pd.DataFrame, runs: pd.DataFrame, *, by=None,
+                       title: str | None = None) -> list[NamedFigure]:
+  """The figures of a population (a sweep, an ensemble, any runs): every run's curves, each
+  group's mean bold (`plot_members`).
+
+  Args:
+    metrics: `loading.load_metrics`' frame of the runs.
+    runs: `loading.load_runs`' frame: which runs, and their groups.
+    by: the group keys (None: the keys that differ between the runs, less seeds and
+      bookkeeping: `stats.group_keys`).
+    title: of `metrics.png` (default: how many runs and what is drawn).
+
+  Returns:
+    `metrics.png`: a panel per training and eval metric (`train/loss`, `eval/accuracy`...), in
+    the order of a run's own `metrics.png`; and per diagnostic with top-level scalars
+    (`diag/<name>/<key>`, `key` without a `/`: a summary every diagnostic's own scalars give,
+    users' too), `diag_<name>.png` with a panel per such key. Nothing without rows.
+  """
+  finite = metrics[np.isfinite(metrics["value"].to_numpy(dtype=float))]
+  names = _names(finite)  # a metric that is NaN everywhere (diverged) has nothing to draw
+  training = ordered_names(n for n in names if split_name(n)[0] != DIAGNOSTICS)
+  count = metrics["run"].nunique()
+  if title is None:
+    title = f"{count} run{'s' * (count != 1)}: each run thin, each group's mean bold"
+  out = []
+  if training:
+    out.append(NamedFigure("metrics.png", "every run's training and eval metrics, each group's "
+                           "mean bold", plot_members(metrics, runs, training, by=by,
+                                                     title=title)))
+  for diagnostic, keys in diagnostic_scalars(names).items():
+    top = [f"diag/{diagnostic}/{k}" for k in keys if "/" not in k]
+    if top:
+      out.append(NamedFigure(
+          f"diag_{file_safe(diagnostic)}.png", f"diagnostic {diagnostic}: every run's summary "
+          "scalars, each group's mean bold",
+          plot_members(metrics, runs, top, by=by, title=f"diagnostic: {diagnostic}")))
+  return out
+
+
+def plot_members(metrics: pd.DataFrame, runs: pd.DataFrame, names: Sequence[str], *, by=None,
+                 title: str | None = None) -> Figure:
+  """Every run's curve of each metric in `names`, a panel per metric: each run a thin line in
+  its group's colour, each group's mean a bold line.
+
+  Args:
+    metrics: `loading.load_metrics`' frame (`run, step, name, value`); other names are ignored,
+      and so are non-finite values.
+    runs: `loading.load_runs`' frame: which runs to draw (those with rows), and their groups.
+    names: the metrics, a panel each, in this order.
+    by: the group keys (None: `stats.group_keys` of the runs drawn).
+    title: the figure's title.
+
+  Returns:
+    The figure: one axes per name (titled by it), in a grid. Each holds two LineCollections:
+    gid `"runs"`, a segment per run with rows of that metric, and gid `"means"`, a segment per
+    group (the mean over its runs at each step), groups in order of their key values. A curve
+    of one point is also drawn as a dot. One legend (a colourbar past `LEGEND_MAX` groups) for
+    all panels, an entry per group; none for a single group.
+
+  Raises:
+    ValueError: no names, or a name without finite rows (listing the metrics there are).
+  """
+  from gmf_jax.analysis import stats  # the lead's module; imported here so plots load alone
+
+  names = list(names)
+  curves = _run_curves(metrics, names)
+  missing = [n for n in names if not curves.get(n)]
+  if not names or missing:
+    raise ValueError(f"plot_members: no finite rows of {', '.join(missing) or 'any metric'}; "
+                     f"metrics: {', '.join(_names(metrics)) or 'none'}")
+  drawn = {run for by_run in curves.values() for run in by_run}
+  chosen = runs[runs["run"].astype(str).isin(drawn)].reset_index(drop=True)
+  labels, keys = stats.run_groups(chosen, by)
+  group_of = dict(zip(chosen["run"].astype(str), labels, strict=True))
+  groups = _order_groups(list(dict.fromkeys(labels)), keys)
+  palette = _palette(groups, keys)
+  colors = dict(zip(groups, to_rgba_array(palette.colors), strict=True))
+  fig, axes = figure_with_panels(len(names), min(GRID_COLUMNS, len(names)), PANEL_SIZE, title)
+  for ax, name in zip(axes, names, strict=True):
+    _draw_members(ax, curves[name], group_of, colors)
+    ax.set_title(name, y=1.0)  # a set height: no search for a free spot
+  handles = [Line2D([], [], color=colors[g], label=label, linewidth=MEAN_WIDTH)
+             for g, label in zip(groups, palette.labels, strict=True)]
+  _show_groups(fig, axes, palette, handles, inside=False)
+  return fig
+
+
+def file_safe(name: str) -> str:
+  """`name` as part of a file name: runs of anything but letters, digits and `_.=-` -> `_`."""
+  return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)
+
+
+def _names(metrics: pd.DataFrame) -> list[str]:
+  """The metric names of a `load_metrics` frame, in order of appearance."""
+  return [str(n) for n in pd.unique(metrics["name"])]
+
+
 def _panels(curves_by_key: Mapping[str, pd.DataFrame], title: str | None = None) -> Figure:
   """A grid of `curve_stats` frames, one panel per key, sharing colours and one legend."""
   if not curves_by_key:
@@ -307,28 +442,14 @@ def _panels(curves_by_key: Mapping[str, pd.DataFrame], title: str | None = None)
   palette = _palette(all_groups, group_keys)
   colors = dict(zip(all_groups, palette.colors, strict=True))
   labels = dict(zip(all_groups, palette.labels, strict=True))
-  count = len(split)
-  ncols = min(GRID_COLUMNS, count)
-  nrows = math.ceil(count / ncols)
-  top = SUPTITLE_HEIGHT if title else 0.0
-  width, height = PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * nrows + top
-  fig = _figure(width, height)
-  if title:
-    fig.suptitle(title, y=1 - 0.1 / height, va="top")
-  axes = []
+  fig, axes = figure_with_panels(len(split), min(GRID_COLUMNS, len(split)), PANEL_SIZE, title)
   handles = {}
-  for i, (key, groups) in enumerate(split.items()):
-    row, col = divmod(i, ncols)
-    box = (col * PANEL_SIZE[0] + MARGINS["left"], (nrows - 1 - row) * PANEL_SIZE[1] +
-           MARGINS["bottom"], PANEL_SIZE[0] - MARGINS["left"] - MARGINS["right"],
-           PANEL_SIZE[1] - MARGINS["top"] - MARGINS["bottom"])
-    ax = fig.add_axes(_box_fraction(box, (width, height)))
+  for ax, (key, groups) in zip(axes, split.items(), strict=True):
     ordered = {g: groups[g] for g in all_groups if g in groups}
     drawn = _draw_curves(ax, ordered, [colors[g] for g in ordered],
                          [labels[g] for g in ordered], None)
     handles.update(zip(ordered, drawn, strict=True))
     ax.set_title(key)
-    axes.append(ax)
   _show_groups(fig, axes, palette, [handles[g] for g in all_groups], inside=False)
   return fig
 
@@ -374,20 +495,115 @@ def _draw_curves(ax, groups: Mapping[str, _Curve], colors, labels, log_y) -> lis
   # A few round ticks per axis: each tick is several artists and a text to lay out.
   ax.xaxis.set_major_locator(MaxNLocator(TICKS))
   values = np.concatenate([curve.mean for curve in groups.values()])
-  if _spans_decades(values) if log_y is None else log_y:
-    _log_axis(ax.yaxis, ax.set_yscale)
+  if spans_decades(values) if log_y is None else log_y:
+    log_axis(ax.yaxis, ax.set_yscale)
   else:
     ax.yaxis.set_major_locator(MaxNLocator(TICKS))
   ax.autoscale_view()
   return handles
 
 
-def _log_axis(axis, set_scale) -> None:
-  set_scale("log")
-  axis.set_minor_locator(NullLocator())
-  # Plain labels (0.01, 1e-05): mathtext ($10^{-2}$) is parsed per label and costs a sixth of
-  # a figure's drawing time.
-  axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+def _draw_members(ax, curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                  group_of: Mapping[str, str], colors: Mapping[str, np.ndarray]) -> None:
+  """Each run's curve thin (one LineCollection, gid "runs") and each group's mean bold (one
+  LineCollection, gid "means"), in the groups' colours; one-point curves also as dots."""
+  runs = [run for run in curves if run in group_of]
+  per_group: dict[str, list[str]] = {}
+  for run in runs:
+    per_group.setdefault(group_of[run], []).append(run)
+  groups = [g for g in colors if g in per_group]  # the palette's order
+  alpha = RUN_ALPHA[max(map(len, per_group.values()), default=0) > FEW_RUNS]
+  lines = [np.column_stack(curves[run]) for run in runs]  # (K, 2) each
+  steps = np.unique(np.concatenate([line[:, 0] for line in lines])) if lines else []
+  if len(steps) == 1:  # logged at one step only (a diagnostic at the end): a strip per group
+    _draw_strips(ax, lines, [group_of[run] for run in runs], groups, colors, alpha, steps[0])
+    return
+  line_colors = np.array([colors[group_of[run]] for run in runs]).reshape(-1, 4)  # (N, 4)
+  line_colors[:, 3] = alpha
+  ax.add_collection(LineCollection(lines, colors=line_colors, linewidths=RUN_WIDTH, zorder=2,
+                                   gid="runs"), autolim=True)
+  means = [_mean_curve([curves[run] for run in per_group[g]]) for g in groups]
+  ax.add_collection(LineCollection(means, colors=[colors[g] for g in groups],
+                                   linewidths=MEAN_WIDTH, zorder=3, gid="means"), autolim=True)
+  # A line needs two points: a metric logged once (a diagnostic at the end) is a dot per run.
+  dots = [(line, color) for line, color in zip(lines, line_colors, strict=True)
+          if len(line) == 1]
+  dots += [(mean, colors[g]) for mean, g in zip(means, groups, strict=True)
+           if len(mean) <= MARKER_MAX_POINTS]
+  if dots:
+    ax.scatter(*np.concatenate([d for d, _ in dots]).T, s=10, zorder=3.5, linewidths=0,
+               c=np.concatenate([np.broadcast_to(c, (len(d), 4)) for d, c in dots]))
+  ax.set_xlabel("step")
+  ax.grid(True, alpha=0.3)
+  ax.xaxis.set_major_locator(MaxNLocator(TICKS))
+  if lines and spans_decades(np.concatenate(lines)[:, 1]):
+    log_axis(ax.yaxis, ax.set_yscale)
+  else:
+    ax.yaxis.set_major_locator(MaxNLocator(TICKS))
+  ax.autoscale_view()
+
+
+def _draw_strips(ax, points: list[np.ndarray], run_groups: list[str], groups: list[str],
+                 colors: Mapping[str, np.ndarray], alpha: float, step: float) -> None:
+  """Runs' values at one step, side by side: a column of dots per group (gid "runs", one
+  segment of one point per run) and its mean as a bold bar (gid "means")."""
+  column = {g: i for i, g in enumerate(groups)}
+  count = collections.Counter(run_groups)
+  seen: collections.Counter = collections.Counter()
+  dots = []
+  for point, group in zip(points, run_groups, strict=True):
+    # Spread over the column's middle, in order, so equal values stay apart.
+    offset = (seen[group] + 0.5) / count[group] - 0.5 if count[group] > 1 else 0.0
+    seen[group] += 1
+    dots.append([[column[group] + 0.5 * offset, point[0, 1]]])
+  dot_colors = np.array([colors[g] for g in run_groups]).reshape(-1, 4)
+  dot_colors[:, 3] = max(alpha, 0.7)
+  ax.add_collection(LineCollection(dots, gid="runs"), autolim=True)
+  ax.scatter(*np.concatenate(dots).T, s=14, c=dot_colors, linewidths=0, zorder=3)
+  means = []
+  for g in groups:
+    mean = np.mean([p[0, 1] for p, r in zip(points, run_groups, strict=True) if r == g])
+    means.append([[column[g] - 0.35, mean], [column[g] + 0.35, mean]])
+  ax.add_collection(LineCollection(means, colors=[colors[g] for g in groups],
+                                   linewidths=MEAN_WIDTH, zorder=4, gid="means"), autolim=True)
+  ax.set_xlim(-0.6, len(groups) - 0.4)
+  ax.set_xticks([])
+  ax.set_xlabel(f"step {step:g}" + (", a column per group" if len(groups) > 1 else ""))
+  ax.grid(True, axis="y", alpha=0.3)
+  ax.yaxis.set_major_locator(MaxNLocator(TICKS))
+  ax.autoscale_view()
+
+
+def _mean_curve(curves: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+  """(K, 2): at each step any of `curves` has, the mean of the values there."""
+  steps = np.concatenate([c[0] for c in curves])
+  values = np.concatenate([c[1] for c in curves])
+  uniq, index = np.unique(steps, return_inverse=True)
+  return np.column_stack([uniq, np.bincount(index, values) / np.bincount(index)])
+
+
+def _run_curves(metrics: pd.DataFrame, names: Sequence[str]
+                ) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+  """Metric -> run -> (steps, values): its finite rows, sorted by step; read with one sort of
+  the frame, not a selection per run and metric."""
+  rows = metrics[metrics["name"].isin(names)]
+  name = rows["name"].astype("category").cat
+  run = rows["run"].astype("category").cat
+  steps = rows["step"].to_numpy(dtype=float)
+  values = rows["value"].to_numpy(dtype=float)
+  keep = np.isfinite(steps) & np.isfinite(values)
+  name_codes, run_codes = name.codes.to_numpy()[keep], run.codes.to_numpy()[keep]
+  order = np.lexsort((steps[keep], run_codes, name_codes))
+  name_codes, run_codes = name_codes[order], run_codes[order]
+  steps, values = steps[keep][order], values[keep][order]
+  change = (name_codes[1:] != name_codes[:-1]) | (run_codes[1:] != run_codes[:-1])
+  starts = np.flatnonzero(np.concatenate([[True], change])) if len(order) else np.zeros(0, int)
+  ends = np.append(starts[1:], len(order))
+  out: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+  for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
+    by_run = out.setdefault(str(name.categories[name_codes[lo]]), {})
+    by_run[str(run.categories[run_codes[lo]])] = (steps[lo:hi], values[lo:hi])
+  return out
 
 
 class _Palette(NamedTuple):
@@ -477,7 +693,7 @@ def _colorbar_beside(fig: Figure, axes: list, key: str, norm, cmap) -> None:
   cax = fig.add_axes((left / width, bottom, COLORBAR[0] / width, top - bottom))
   colorbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax)
   if isinstance(norm, LogNorm):
-    _log_axis(cax.yaxis, lambda _: None)
+    log_axis(cax.yaxis, lambda _: None)
   else:
     colorbar.locator = MaxNLocator(TICKS)
     colorbar.update_ticks()
@@ -711,13 +927,6 @@ def _series(summary: pd.DataFrame, others: list[str]) -> dict[str, np.ndarray]:
     combos.setdefault(values, []).append(i)
   order = sorted(combos, key=lambda c: tuple(_sort_key(_format_level(v)) for v in c))
   return {", ".join(_format_level(v) for v in c): np.array(combos[c]) for c in order}
-
-
-def _spans_decades(values: np.ndarray) -> bool:
-  values = values[np.isfinite(values)]
-  if values.size == 0 or np.any(values <= 0):
-    return False
-  return bool(np.log10(values.max() / values.min()) > LOG_DECADES)
 
 
 def _wants_log_x(values: np.ndarray) -> bool:

@@ -7,7 +7,8 @@
     <out>/groups.csv         `summarize`'s table
     <out>/comparisons.csv    `compare_groups`' tables, each row naming its `baseline`
     <out>/*.png              learning curves, the metric against each swept key, a heatmap for
-                             a two-key grid, and each diagnostic's scalars over training
+                             a two-key grid, and every run's curves with each group's mean (of
+                             its metrics, and of each diagnostic's summary scalars)
 
 `python -m analyze.report runs/<sweep>` is the command line.
 """
@@ -18,7 +19,6 @@ import dataclasses
 import datetime
 import math
 import os
-import re
 from collections.abc import Sequence
 
 import pandas as pd
@@ -142,17 +142,14 @@ def write_report(path: str | os.PathLike, *, metric: str | None = None,
     numeric = [k for k in keys if _numeric(groups[k])]
     for key in numeric:
       add(plots.plot_vs_param(groups, key, title=f"{metric} against {key[7:]}"),
-          f"vs_{_file_safe(key[7:])}.png", f"{metric} ({stat}) against {key[7:]}, mean and "
+          f"vs_{plots.file_safe(key[7:])}.png", f"{metric} ({stat}) against {key[7:]}, mean and "
           "95% bootstrap interval")
     if len(keys) == 2:
       add(plots.plot_heatmap(groups, keys[0], keys[1], title=metric), "heatmap.png",
           f"mean {metric} ({stat}) over the {keys[0][7:]} x {keys[1][7:]} grid")
-    for diagnostic in sorted({n.split("/")[1] for n in names if n.startswith("diag/")}):
-      top = [n for n in names if n.startswith(f"diag/{diagnostic}/") and n.count("/") == 2]
-      # A diagnostic logged once (at the end) has no curve to draw.
-      if top and metrics[metrics["name"].isin(top)]["step"].nunique() > 1:
-        add(plots.plot_diagnostic(metrics, runs, diagnostic, by=keys),
-            f"diag_{_file_safe(diagnostic)}.png", f"diagnostic {diagnostic} over training")
+    # Every run's curves and each group's mean, as a sweep draws them in its plots/ folder.
+    for named in plots.population_figures(metrics, runs, by=keys):
+      add(named.figure, named.file, named.caption)
   text = _markdown(path, runs, metric, reason, stat, groups, parts, figures)
   markdown = os.path.join(out, "report.md")
   with open(f"{markdown}.tmp", "w") as f:
@@ -224,10 +221,6 @@ def _numeric(column: pd.Series) -> bool:
 def _text(*values) -> str:
   """The first non-empty string of `values` (pandas holds a JSON null as None or NaN)."""
   return next((v for v in values if isinstance(v, str) and v), "")
-
-
-def _file_safe(name: str) -> str:
-  return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)
 
 
 def _num(value: float, digits: int = 4) -> str:

@@ -180,6 +180,25 @@ def _groups(runs: pd.DataFrame, keys: Sequence[str]) -> list[tuple[str, np.ndarr
   return [(labels.iloc[rows[0]], np.asarray(rows)) for rows in codes.values()]
 
 
+def run_groups(runs: pd.DataFrame, by: str | Sequence[str] | None = None
+               ) -> tuple[np.ndarray, list[str]]:
+  """Each run's group, as `summarize` and `curve_stats` group them.
+
+  Args:
+    runs: a table from `load_runs`.
+    by: the config keys to group by; None: `group_keys` (with `cohort_keys` added either way).
+
+  Returns:
+    (labels, keys): one label per row of `runs`, in order ("optimizer.learning_rate=0.1"; "all"
+    without keys), and the `config.*` keys that make the groups.
+  """
+  keys = _resolve_by(runs, by)
+  labels = np.empty(len(runs), object)
+  for label, index in _groups(runs, keys):
+    labels[index] = label
+  return labels, keys
+
+
 def run_values(runs: pd.DataFrame, metric: str, stat: str = "final",
                metrics: pd.DataFrame | None = None) -> pd.Series:
   """One number per run (indexed like `runs`): the metric's `stat`.
@@ -361,10 +380,7 @@ def curve_stats(metrics: pd.DataFrame, runs: pd.DataFrame, metric: str,
     `.attrs` holds `keys`, `metric` and `confidence`.
   """
   chosen = _selected(runs, status)
-  keys = _resolve_by(chosen, by)
-  labels = np.empty(len(chosen), object)
-  for label, index in _groups(chosen, keys):
-    labels[index] = label
+  labels, keys = run_groups(chosen, by)
   rows = metrics[metrics["name"] == metric]
   if rows.empty and not chosen.empty:
     known = sorted(map(str, metrics["name"].unique()))

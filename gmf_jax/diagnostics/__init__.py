@@ -5,10 +5,23 @@
     c.diagnostics.curvature = dict(fn="my_pkg.diags:make_curvature", schedule="end")
 
 Each entry's `fn` (default: the entry's name) is a factory `factory(exp, **kwargs)` returning a
-callable `(state, probe, rng) -> DiagnosticResult` (see base.py); the entry's other keys, except
-the schedule keys `schedule`, `every_steps` and `num_points`, are the factory's kwargs. The
-schedule is 'every' when `every_steps` is given, else 'end'; a schedule key the chosen schedule
-does not use is refused. Each factory checks its own options (`diagnostics.<name>.<option>`).
+`Diagnostic(compute, draw=None, static={})` (see base.py):
+
+    def make_logit_scale(exp, power=2):
+      def compute(state, probe, rng):  # one member's state; pure, jitted and vmapped for you
+        logits = exp.model.apply({"params": state.params}, probe["x"])
+        return {"value": jnp.mean(jnp.abs(logits) ** power)}, {"logits": logits}
+      return Diagnostic(compute)
+
+`compute` runs over every member of a population in one vmapped call; `draw(arrays, scalars)`,
+if given, makes matplotlib figures from the host arrays (`draw_figures` redraws a built-in's
+from its saved npz). A factory may still return the old form, a plain callable
+`(state, probe, rng) -> DiagnosticResult`: it runs once per member, not vmapped.
+
+The entry's other keys, except the schedule keys `schedule`, `every_steps` and `num_points`, are
+the factory's kwargs. The schedule is 'every' when `every_steps` is given, else 'end'; a
+schedule key the chosen schedule does not use is refused. Each factory checks its own options
+(`diagnostics.<name>.<option>`).
 """
 
 from __future__ import annotations
@@ -18,16 +31,27 @@ from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
+import numpy as np
 
-from gmf_jax.diagnostics.base import Diagnostic, DiagnosticResult, Factory
-from gmf_jax.diagnostics.classification import make_confusion_matrix
+from gmf_jax.diagnostics.base import (
+    Diagnostic,
+    DiagnosticResult,
+    Draw,
+    Factory,
+    PerMemberDiagnostic,
+)
+from gmf_jax.diagnostics.classification import draw_confusion_matrix, make_confusion_matrix
 from gmf_jax.diagnostics.generative import (
+    draw_latent_space,
+    draw_latent_traversal,
+    draw_reconstructions,
+    draw_samples,
     make_latent_space,
     make_latent_traversal,
     make_reconstructions,
     make_samples,
 )
-from gmf_jax.diagnostics.geometry import make_hessian, make_jacobian
+from gmf_jax.diagnostics.geometry import draw_jacobian, make_hessian, make_jacobian
 from gmf_jax.diagnostics.network import make_activation_stats, make_weight_stats
 from gmf_jax.diagnostics.schedule import Schedule, make_schedule
 from gmf_jax.errors import ConfigError
@@ -45,11 +69,21 @@ DIAGNOSTICS: dict[str, Factory] = {
     "confusion_matrix": make_confusion_matrix,
 }
 
+# The built-ins that draw, by name: each draws from exactly what its npz holds.
+DRAWERS: dict[str, Draw] = {
+    "reconstructions": draw_reconstructions,
+    "samples": draw_samples,
+    "latent_space": draw_latent_space,
+    "latent_traversal": draw_latent_traversal,
+    "jacobian": draw_jacobian,
+    "confusion_matrix": draw_confusion_matrix,
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class ScheduledDiagnostic:
   name: str
-  run: Diagnostic
+  diagnostic: Diagnostic | PerMemberDiagnostic  # the old form: a plain callable
   schedule: Schedule
 
 
@@ -71,9 +105,40 @@ def make_diagnostics(diag_config: Mapping[str, Any], exp) -> list[ScheduledDiagn
                              num_points=entry.pop("num_points", None), key=key)
     kwargs = checked_kwargs(factory, {k: v for k, v in entry.items()}, key=key)
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-    out.append(ScheduledDiagnostic(name, factory(exp, **kwargs), schedule))
+    made = factory(exp, **kwargs)
+    if not (isinstance(made, Diagnostic) or callable(made)):
+      raise ConfigError(f"{key}.fn returned a {type(made).__name__}; a diagnostic factory "
+                        "returns gmf_jax.diagnostics.Diagnostic(compute, draw=...) (or, the old "
+                        "form, a callable (state, probe, rng) -> DiagnosticResult).")
+    out.append(ScheduledDiagnostic(name, made, schedule))
   return out
 
 
-__all__ = ["DIAGNOSTICS", "Diagnostic", "DiagnosticResult", "ScheduledDiagnostic",
-           "make_diagnostics"]
+def draw_figures(fn_name: str, arrays: Mapping[str, np.ndarray],
+                 scalars: Mapping[str, float] | None = None) -> dict[str, Any] | None:
+  """A built-in diagnostic's figures, drawn from its saved arrays, no experiment needed.
+
+  Args:
+    fn_name: the diagnostic's factory name (config.json `diagnostics.<name>.fn`, default the
+      entry's name), e.g. 'jacobian'.
+    arrays: what `diagnostics/<name>/step_<N>.npz` holds, e.g. `dict(np.load(path))`.
+    scalars: its `diag/<name>/<key>` values at that step, by key (optional: the built-ins draw
+      from the arrays alone).
+
+  Returns:
+    {figure name: matplotlib Figure}, the names of the PNGs a run writes
+    (`step_<N>_<name>.png`); None if `fn_name` has no drawer (a user's diagnostic, or a
+    built-in without figures such as 'hessian').
+
+  Example:
+    with np.load("runs/r/diagnostics/jacobian/step_40.npz") as f:
+      figs = draw_figures("jacobian", dict(f))   # {'spectrum': Figure}
+  """
+  drawer = DRAWERS.get(fn_name)
+  if drawer is None:
+    return None
+  return drawer({k: np.asarray(v) for k, v in arrays.items()}, dict(scalars or {}))
+
+
+__all__ = ["DIAGNOSTICS", "DRAWERS", "Diagnostic", "DiagnosticResult", "ScheduledDiagnostic",
+           "draw_figures", "make_diagnostics"]

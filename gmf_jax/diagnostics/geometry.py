@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from matplotlib.figure import Figure
 
 from gmf_jax.checks import check_choice, check_int
 from gmf_jax.diagnostics import figures, linalg
-from gmf_jax.diagnostics.base import DiagnosticResult, to_host
+from gmf_jax.diagnostics.base import Diagnostic
 from gmf_jax.diagnostics.requirements import (
     abstract_params,
     abstract_probe,
@@ -24,7 +26,7 @@ JACOBIAN_OF = ("auto", "decoder", "encoder", "model")
 JACOBIAN_MODES = ("auto", "fwd", "rev")
 
 
-def make_jacobian(exp, of: str = "auto", mode: str = "auto", num: int = 64):
+def make_jacobian(exp, of: str = "auto", mode: str = "auto", num: int = 64) -> Diagnostic:
   """Per-example Jacobians of a map at the probe points, and their singular-value statistics.
 
   Args:
@@ -66,8 +68,7 @@ def make_jacobian(exp, of: str = "auto", mode: str = "auto", num: int = 64):
       return lambda x: encode_mean(apply, params, x[None])[0]
     return lambda x: apply({"params": params}, x[None], train=False)[0]
 
-  @jax.jit
-  def compute(params, x):
+  def spectra(params, x):
     points = encode_mean(apply, params, x) if of == "decoder" else x  # (B, ...)
     jac = linalg.jacobian(single_map(params), points, mode=mode)  # (B, M, N)
     sv = linalg.singular_values(jac)  # (B, K)
@@ -75,38 +76,42 @@ def make_jacobian(exp, of: str = "auto", mode: str = "auto", num: int = 64):
 
   params = abstract_params(exp)
   if params is not None:  # None: init does not trace, which build refuses, naming the cause
-    refuse_if_untraceable(f"{key}.of", requested, compute, params, abstract_probe(exp, num)["x"])
+    refuse_if_untraceable(f"{key}.of", requested, spectra, params, abstract_probe(exp, num)["x"])
 
-  def run(state, probe, rng):
-    sv, stats = to_host(compute(state.params, probe["x"][:num]))
+  def compute(state, probe, rng):
+    sv, stats = spectra(state.params, probe["x"][:num])
     scalars = {}
-    for key, values in stats.items():
-      finite = values[np.isfinite(values)]
-      scalars[f"mean_{key}"] = float(finite.mean()) if finite.size else float("nan")
+    for name, values in stats.items():  # the mean over the examples where it is finite
+      finite = jnp.isfinite(values)
+      count = jnp.sum(finite)
+      total = jnp.sum(jnp.where(finite, values, 0).astype(jnp.float32))
+      scalars[f"mean_{name}"] = jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan)
+    return scalars, {"singular_values": sv, **stats}
 
-    def draw():
-      fig = figures.new_figure(5.0, 3.6)
-      ax = fig.add_subplot()
-      idx = np.arange(1, sv.shape[1] + 1)
-      low, mid, high = np.percentile(sv, [10, 50, 90], axis=0)
-      ax.fill_between(idx, np.maximum(low, 1e-12), np.maximum(high, 1e-12), color="C0",
-                      alpha=0.25, label="10-90% of examples")
-      ax.plot(idx, np.maximum(mid, 1e-12), color="C0", marker="o", markersize=3, label="median")
-      ax.set_yscale("log")
-      ax.set_xlabel("index")
-      ax.set_ylabel("singular value")
-      ax.set_title(f"Jacobian spectrum of the {of}")
-      ax.legend(fontsize="small")
-      return fig
+  return Diagnostic(compute, draw=draw_jacobian, static={"of": np.asarray(of)})
 
-    return DiagnosticResult(scalars=scalars, arrays={"singular_values": sv, **stats},
-                            figures={"spectrum": draw})
 
-  return run
+def draw_jacobian(arrays: dict[str, np.ndarray],
+                  scalars: dict[str, float] | None = None) -> dict[str, Figure]:
+  """The singular values by index: the median and the 10-90% band over the examples."""
+  sv = arrays["singular_values"]  # (B, K)
+  fig = figures.new_figure(5.0, 3.6)
+  ax = fig.add_subplot()
+  idx = np.arange(1, sv.shape[1] + 1)
+  low, mid, high = np.percentile(sv, [10, 50, 90], axis=0)
+  ax.fill_between(idx, np.maximum(low, 1e-12), np.maximum(high, 1e-12), color="C0",
+                  alpha=0.25, label="10-90% of examples")
+  ax.plot(idx, np.maximum(mid, 1e-12), color="C0", marker="o", markersize=3, label="median")
+  ax.set_yscale("log")
+  ax.set_xlabel("index")
+  ax.set_ylabel("singular value")
+  ax.set_title(f"Jacobian spectrum of the {arrays['of']}")
+  ax.legend(fontsize="small")
+  return {"spectrum": fig}
 
 
 def make_hessian(exp, k: int = 3, num_iters: int = 30, trace_samples: int = 20,
-                 batch_size: int = 256):
+                 batch_size: int = 256) -> Diagnostic:
   """Sharpness of the training loss at the probe batch: the top-k Hessian eigenvalues (Lanczos on
   Hessian-vector products, no dense Hessian) and the Hessian trace (Hutchinson), with the loss's
   random draws (latent samples, dropout) fixed per call.
@@ -132,21 +137,17 @@ def make_hessian(exp, k: int = 3, num_iters: int = 30, trace_samples: int = 20,
               hint=f"The model has {num_params} parameters: its Hessian has {num_params} "
               "eigenvalues.")
 
-  @jax.jit
-  def compute(params, hparams, batch, rng):
+  def compute(state, probe, rng):
+    batch = {name: v[:batch_size] for name, v in probe.items()}
     loss_rng, lanczos_rng, trace_rng = jax.random.split(rng, 3)
-    loss = exp.loss_for(hparams)
+    loss = exp.loss_for(state.hparams)
     loss_fn = lambda p: loss(p, exp.model.apply, batch, loss_rng, True)[0]
-    top = linalg.top_hessian_eigenvalues(loss_fn, params, lanczos_rng, k=k, num_iters=num_iters)
-    trace, stderr = linalg.hutchinson_trace(loss_fn, params, trace_rng, num_samples=trace_samples)
-    return top, trace, stderr
+    top = linalg.top_hessian_eigenvalues(loss_fn, state.params, lanczos_rng, k=k,
+                                         num_iters=num_iters)  # (k,)
+    trace, stderr = linalg.hutchinson_trace(loss_fn, state.params, trace_rng,
+                                            num_samples=trace_samples)
+    scalars = {f"eigenvalue_{i + 1}": top[i] for i in range(k)}
+    scalars.update(trace=trace, trace_stderr=stderr)
+    return scalars, {"top_eigenvalues": top, "trace": jnp.stack([trace, stderr])}
 
-  def run(state, probe, rng):
-    batch = {key: v[:batch_size] for key, v in probe.items()}
-    top, trace, stderr = to_host(compute(state.params, state.hparams, batch, rng))
-    scalars = {f"eigenvalue_{i + 1}": float(v) for i, v in enumerate(top)}
-    scalars.update(trace=float(trace), trace_stderr=float(stderr))
-    return DiagnosticResult(scalars=scalars, arrays={"top_eigenvalues": top,
-                                                     "trace": np.asarray([trace, stderr])})
-
-  return run
+  return Diagnostic(compute)

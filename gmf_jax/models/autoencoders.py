@@ -196,3 +196,8 @@ class Autoencoder(nn.Module):
 
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     return self.decode(self.encode(x))
+
+
+def likelihood_mean(likelihood: str, output: jax.Array) -> jax.Array:
+  """Decoder output -> the mean of p(x | z): sigmoid of Bernoulli logits, Gaussian means as is."""
+  return jax.nn.sigmoid(output) if likelihood == "bernoulli" else output

@@ -16,8 +16,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from gmf_jax import failpoints
-from gmf_jax.train import distributed
+from gmf_jax import distributed, failpoints
 
 log = logging.getLogger("gmf_jax")
 

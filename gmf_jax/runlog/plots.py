@@ -7,11 +7,12 @@ opens a display and never touches pyplot's global state (safe inside a training 
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import math
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -91,6 +92,14 @@ def group_by_base(series: Mapping[str, Curve]) -> dict[str, dict[str, Curve]]:
   return {base: _order_splits(groups[base]) for base in order}
 
 
+def ordered_names(names) -> list[str]:
+  """Metric names in the order of `metrics.png`'s panels: by base metric (`loss` first, the rest
+  in order of appearance), each base's splits train, eval, then any other."""
+  groups = group_by_base(dict.fromkeys(names))
+  return [f"{split}/{base}" if split else base for base, splits in groups.items()
+          for split in splits]
+
+
 def _order_splits(curves: dict[str, Curve]) -> dict[str, Curve]:
   rank = {split: i for i, split in enumerate(SPLITS)}
   return dict(sorted(curves.items(), key=lambda item: rank.get(item[0], len(SPLITS))))
@@ -106,7 +115,7 @@ def make_metrics_figure(series: Mapping[str, Curve], title: str | None = None) -
   if not groups:
     return None
   ncols = min(GRID_COLUMNS, len(groups))
-  fig, axes = _figure_with_panels(len(groups), ncols, PANEL_SIZE, title)
+  fig, axes = figure_with_panels(len(groups), ncols, PANEL_SIZE, title)
   for ax, (base, curves) in zip(axes, groups.items(), strict=True):
     _draw_panel(ax, base, curves)
   return fig
@@ -118,7 +127,7 @@ def make_metric_figure(series: Mapping[str, Curve], base: str,
   curves = group_by_base(series).get(base)
   if not curves:
     return None
-  fig, (ax,) = _figure_with_panels(1, 1, SINGLE_SIZE, None)
+  fig, (ax,) = figure_with_panels(1, 1, SINGLE_SIZE, None)
   _draw_panel(ax, base, curves)
   ax.set_ylabel(base)
   if title:
@@ -127,9 +136,6 @@ def make_metric_figure(series: Mapping[str, Curve], base: str,
 
 
 FIGURES = ("metrics.png", "loss.png", "learning_rate.png", "diagnostics.png")
-# Members of a population: loss and learning rate are panels of metrics.png already, and every
-# figure costs a member a tenth of a second or more.
-MEMBER_FIGURES = ("metrics.png", "diagnostics.png")
 
 
 def plot_metrics(metrics_csv: str, out_dir: str, title: str | None = None,
@@ -141,7 +147,7 @@ def plot_metrics(metrics_csv: str, out_dir: str, title: str | None = None,
     metrics_csv: a run's `metrics.csv`.
     out_dir: where the PNGs go; created if missing.
     title: shown on the figures; defaults to the run's folder name.
-    figures: which of them (FIGURES); population members get MEMBER_FIGURES.
+    figures: which of them (FIGURES).
 
   Returns:
     The paths written: none for a file without finite values; a figure is skipped when its
@@ -174,17 +180,22 @@ def plot_metrics(metrics_csv: str, out_dir: str, title: str | None = None,
   return written
 
 
-def warm_up() -> threading.Thread:
+def warm_up(imports: Sequence[str] = ()) -> threading.Thread:
   """Draws a tiny figure in a background thread and returns the thread.
 
   The first figure of a process pays for loading fonts and building text caches (about a third
   of the end-of-run plots' time); done while the first chunk compiles, that cost is hidden.
   Join the thread before plotting.
+
+  Args:
+    imports: modules to import first in the same thread (pandas, for a population's figures).
   """
 
   def draw():
     try:
-      fig, (ax,) = _figure_with_panels(1, 1, (2.0, 1.5), "warm-up")
+      for name in imports:
+        importlib.import_module(name)
+      fig, (ax,) = figure_with_panels(1, 1, (2.0, 1.5), "warm-up")
       _draw_panel(ax, "loss", {"train": Curve(np.arange(3.0), np.arange(1.0, 4.0))})
       fig.savefig(io.BytesIO(), format="png")
     except Exception:  # noqa: BLE001 - only a head start; the real plots report their errors
@@ -195,7 +206,7 @@ def warm_up() -> threading.Thread:
   return thread
 
 
-def _figure_with_panels(count: int, ncols: int, cell: tuple[float, float],
+def figure_with_panels(count: int, ncols: int, cell: tuple[float, float],
                         title: str | None) -> tuple[Figure, list]:
   """A figure with `count` axes laid out row by row in cells of `cell` inches (Agg canvas)."""
   nrows = math.ceil(count / ncols)
@@ -228,22 +239,29 @@ def _draw_panel(ax, base: str, curves: Mapping[str, Curve]) -> None:
   # Each tick is several artists and a text to lay out: most of the drawing time. A few
   # round-numbered ticks per axis read as well and draw about a third faster than the default.
   ax.xaxis.set_major_locator(MaxNLocator(TICKS))
-  if _wants_log(curves.values()):
-    ax.set_yscale("log")
-    ax.yaxis.set_minor_locator(NullLocator())
-    # Plain labels (0.01, 1e-05): the default's mathtext ($10^{-2}$) is parsed per label, a
-    # sixth of a figure's drawing time.
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+  if spans_decades(np.concatenate([curve.values for curve in curves.values()])):
+    log_axis(ax.yaxis, ax.set_yscale)
   else:
     ax.yaxis.set_major_locator(MaxNLocator(TICKS))
   ax.legend(fontsize="small")
 
 
-def _wants_log(curves) -> bool:
-  values = np.concatenate([curve.values for curve in curves])
+def spans_decades(values: np.ndarray) -> bool:
+  """Whether finite `values`, all positive, span more than `LOG_DECADES` decades (a log axis
+  reads them better)."""
+  values = values[np.isfinite(values)]
   if values.size == 0 or np.any(values <= 0):
     return False
   return bool(np.log10(values.max() / values.min()) > LOG_DECADES)
+
+
+def log_axis(axis, set_scale) -> None:
+  """Makes `axis` logarithmic through `set_scale` (`ax.set_yscale`...), with plain labels."""
+  set_scale("log")
+  axis.set_minor_locator(NullLocator())
+  # Plain labels (0.01, 1e-05): the default's mathtext ($10^{-2}$) is parsed per label, a sixth
+  # of a figure's drawing time.
+  axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
 def save_png(fig: Figure, path: str) -> str:

@@ -15,9 +15,9 @@ from typing import Any
 
 import jax
 
+from gmf_jax.members import member, with_member_axis
 from gmf_jax.runlog.checkpoint import Checkpointer
 from gmf_jax.runlog.files import read_json, write_json
-from gmf_jax.train.step import member, with_member_axis
 
 POINTER = "population.json"
 

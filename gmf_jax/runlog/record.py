@@ -78,7 +78,7 @@ class RunFolder:
 
 class FollowerFolder(RunFolder):
   """The run folder as a process other than process 0 sees it: its path and whether the run
-  resumed, and no writes (process 0 writes the record; see gmf_jax.train.distributed)."""
+  resumed, and no writes (process 0 writes the record; see gmf_jax.distributed)."""
 
   def __init__(self, path: str, resumed: bool):
     super().__init__(os.path.abspath(path), {}, {} if resumed else None)

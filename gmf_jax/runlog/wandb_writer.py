@@ -46,10 +46,13 @@ class WandbWriter:
 
   @classmethod
   def open(cls, wandb_config: Mapping[str, Any], workdir: str, config: dict[str, Any],
-           run_id: str | None) -> WandbWriter | None:
+           run_id: str | None, requirements: bool = True) -> WandbWriter | None:
     """Starts (or, with `run_id`, resumes) the wandb run; None when wandb is disabled.
 
     If the server cannot be reached in online mode, warns once and goes on offline.
+    `requirements`: wandb lists the installed packages in the run (`requirements.txt`). That
+    costs about 0.4 s per run: a population's members after the first skip it, as they share
+    the first's process and environment (every run folder's metadata.json has the versions).
 
     Raises:
       Whatever `wandb.init` raises when the run cannot start (offline, or online and then
@@ -69,7 +72,7 @@ class WandbWriter:
     )
     settings = wandb.Settings(
         init_timeout=float(wandb_config["init_timeout"]), console="off", silent=True,
-        x_disable_stats=True, save_code=False,
+        x_disable_stats=True, save_code=False, x_save_requirements=requirements,
         reinit="create_new",  # the members of a population are runs side by side
     )
     _open_runs.acquire()

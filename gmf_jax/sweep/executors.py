@@ -37,13 +37,16 @@ class SweepStopped(Exception):
     return 128 + self.signum
 
 
-def run_in_process(plan: run_lib.SweepPlan, populations: list[run_lib.Population]) -> None:
-  """The `vmap` executor: populations one after another, each one vmapped program."""
+def run_in_process(plan: run_lib.SweepPlan, populations: list[run_lib.Population],
+                   built: dict[str, tuple] | None = None) -> None:
+  """The `vmap` executor: populations one after another, each one vmapped program (`built`:
+  each population's experiments, built by the checks before the sweep started)."""
+  built = dict(built or {})
   total = len(plan.sweep.members)
   for i, population in enumerate(populations):
     log.info("population %s (%d of %d): %d members", population.id, i + 1, len(populations),
              len(population.members))
-    session = run_lib.run_population(plan, population)
+    session = run_lib.run_population(plan, population, built.pop(population.id, None))
     left_alone = total - sum(sum(p.train) for p in populations)  # done in earlier sessions
     done = left_alone + sum(sum(p.train) for p in populations[:i + 1])
     log.info("sweep %s: %d of %d members done (%s in population %s)", plan.sweep.name,

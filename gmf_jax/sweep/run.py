@@ -20,6 +20,7 @@ import dataclasses
 import datetime
 import logging
 import os
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -96,7 +97,7 @@ def member_status(folder: str, missing: str = "new") -> str:
 
 def _check_one_process(config) -> None:
   """Sweeps and seed ensembles train in one process (several local devices: mesh.members)."""
-  from gmf_jax.train.distributed import job_arguments
+  from gmf_jax.distributed import job_arguments
 
   if job_arguments(config.get("distributed") or {}) is not None:
     raise ConfigError(
@@ -287,15 +288,16 @@ def run_sweep(sweep: spec_lib.Sweep | str, workdir: str | None = None, *,
   plan = plan_sweep(sweep, workdir, max_population=max_population, retry_failed=retry_failed)
   todo = [p for p in plan.populations if any(p.train)]
   with _no_gpu_memory_claimed(executor != "vmap"):  # workers train, not this process
-    check_populations(plan, todo)  # every member, before the first file of the sweep
+    built = check_populations(plan, todo)  # every member, before the first file of the sweep
   done = len(plan.sweep.members) - sum(sum(p.train) for p in plan.populations)
   log.info("sweep %s: %d members in %d populations; %d to train, %d done or left alone "
            "(folder %s)", sweep.name, len(sweep.members), len(plan.populations),
            sum(sum(p.train) for p in todo), done, plan.workdir)
   write_sweep_json(plan, executor)
+  figures_ready = _warm_up_figures()
   try:
     if executor == "vmap":
-      executors.run_in_process(plan, todo)
+      executors.run_in_process(plan, todo, built)
     elif executor == "local":
       executors.run_local(plan, todo, max_workers=max_workers)
     else:
@@ -306,7 +308,49 @@ def run_sweep(sweep: spec_lib.Sweep | str, workdir: str | None = None, *,
               for m in read_json(os.path.join(plan.workdir, SWEEP_FILE))["members"]}
   result = SweepResult(plan.workdir, statuses)
   log.info("sweep %s: %s", sweep.name, result.describe())
+  draw_population_figures(plan.workdir, figures_ready)
   return result
+
+
+def _warm_up_figures():
+  """Imports what the population figures need (pandas) and draws a first figure, in a thread
+  beside the training (which leaves a core idle while it compiles); None if that cannot start."""
+  try:
+    from gmf_jax.runlog import plots
+
+    return plots.warm_up(imports=("gmf_jax.analysis.loading", "gmf_jax.analysis.plots"))
+  except Exception as e:  # noqa: BLE001 - only a head start
+    log.debug("figures' warm-up failed (%s)", e)
+    return None
+
+
+def draw_population_figures(workdir: str, ready=None) -> list[str]:
+  """Every member's curves in `<workdir>/plots/` (`gmf_jax.plot.plot_population`): a figure
+  per metric family for all members, never one per member. A failure is a warning: the
+  members' records are complete, and `python -m gmf_jax.plot <workdir>` draws them later.
+
+  Args:
+    workdir: the sweep folder.
+    ready: a `runlog.plots.warm_up` thread to wait for first, if any.
+
+  Returns:
+    The PNG paths written (none after a failure).
+  """
+  start = time.perf_counter()
+  try:
+    if ready is not None:
+      ready.join()
+    from gmf_jax.plot import plot_population
+
+    paths = plot_population(workdir)
+  except Exception as e:  # noqa: BLE001 - figures are a view of the record, never its truth
+    log.warning("warning: the population figures were not drawn (%s: %s); `python -m "
+                "gmf_jax.plot %s` draws them from the members' files.", type(e).__name__, e,
+                workdir)
+    return []
+  log.info("population figures: %s (%.1f s)", os.path.join(workdir, "plots"),
+           time.perf_counter() - start)
+  return paths
 
 
 def run_seed_ensemble(config, workdir: str | None = None) -> SweepResult:
@@ -336,12 +380,15 @@ def run_seed_ensemble(config, workdir: str | None = None) -> SweepResult:
   return run_sweep(sweep, workdir or new_run_dir(f"{config.name}-seeds"))
 
 
-def check_populations(plan: SweepPlan, populations: list[Population]) -> None:
+def check_populations(plan: SweepPlan, populations: list[Population]) -> dict[str, tuple]:
   """Builds and checks every member of `populations` as `train_population` does before it
   trains: `build_population` (each member's config, that members share one program, the
   mesh), one process, the compilation cache folder, and `check_run_folder` for every member
   that trains. Writes nothing in the sweep's folder, and neither trains nor compiles the
   training program: a member's build traces its model abstractly (`gmf_jax.train.build`).
+
+  Returns:
+    {population id: its `build_population`}, for `run_population` in this process.
 
   Raises:
     ConfigError: the first bad member, population or member folder.
@@ -350,14 +397,16 @@ def check_populations(plan: SweepPlan, populations: list[Population]) -> None:
   from gmf_jax.runlog.record import check_run_folder
   from gmf_jax.train.loop import build_population, check_one_process
 
+  built = {}
   for population in populations:
     setups = _setups(plan, population)
-    exps, resolved = build_population(setups)
+    built[population.id] = exps, resolved = build_population(setups)
     check_one_process()
     compile_cache.enable(exps[0].config.compile_cache)
     for setup, config in zip(setups, resolved, strict=True):
       if setup.train:
         check_run_folder(setup.workdir, config)
+  return built
 
 
 @contextlib.contextmanager
@@ -389,11 +438,12 @@ def _setups(plan: SweepPlan, population: Population) -> list:
           for m, train in zip(population.members, population.train, strict=True)]
 
 
-def run_population(plan: SweepPlan, population: Population):
-  """Trains one population of the plan in this process (every executor ends here)."""
+def run_population(plan: SweepPlan, population: Population, built: tuple | None = None):
+  """Trains one population of the plan in this process (every executor ends here); `built`:
+  its `build_population`, where `check_populations` made it in this process."""
   from gmf_jax.train.loop import train_population
 
   setups = _setups(plan, population)
   label = f"{plan.sweep.name}/{population.id} ({len(setups)} members)"
   return train_population(setups, population_dir=plan.population_dir(population.id),
-                          label=label)
+                          label=label, built=built)

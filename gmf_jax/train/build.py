@@ -22,18 +22,19 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from gmf_jax import distributed
 from gmf_jax.checks import check_choice, check_int, check_number
 from gmf_jax.config import config_origin, default_config, flatten
 from gmf_jax.data import Dataset, make_dataset, stream
 from gmf_jax.errors import ConfigError
+from gmf_jax.members import with_member_axis
 from gmf_jax.models import make_model
 from gmf_jax.registry import ComponentOptions
-from gmf_jax.train import distributed
 from gmf_jax.train import hparams as hparams_lib
 from gmf_jax.train.losses import loss_values, make_loss, with_values
 from gmf_jax.train.mesh import make_layout
 from gmf_jax.train.optim import Optimizer, Schedule, make_schedule, prepare_optimizer
-from gmf_jax.train.step import RunKeys, TrainState, member_axes, with_member_axis
+from gmf_jax.train.step import RunKeys, TrainState, member_axes
 
 POSITIVE_INTS = ("batch_size", "eval_batch_size", "steps_per_call", "log_every_steps",
                  "eval_every_steps")
@@ -75,6 +76,22 @@ class Experiment:
     return tx
 
 
+def _run_length(config: ml_collections.ConfigDict, num_train: int) -> tuple[int, int]:
+  """(num_steps, steps per epoch): `num_epochs`, when given, sets the number of steps."""
+  if config.batch_size > num_train:
+    raise ConfigError(
+        f"batch_size={config.batch_size} is larger than the training set of "
+        f"{config.data.name!r} ({num_train} examples); set --config.batch_size<={num_train}."
+    )
+  steps_per_epoch = num_train // config.batch_size
+  num_steps = config.num_steps
+  if config.num_epochs is not None:
+    num_steps = config.num_epochs * steps_per_epoch
+    check_int("num_steps", num_steps, low=1, high=MAX_STEPS,
+              hint=f"(num_epochs={config.num_epochs} x {steps_per_epoch} steps per epoch)")
+  return num_steps, steps_per_epoch
+
+
 def build_experiment(config: ml_collections.ConfigDict,
                      like: Experiment | None = None) -> Experiment:
   """Builds data, model, loss, optimizer and schedule, checking the config as it goes.
@@ -103,18 +120,7 @@ def build_experiment(config: ml_collections.ConfigDict,
   else:
     dataset = like.dataset
     options.dropped.extend(k for k in like.dropped if k.startswith(("data.", "model.")))
-  num_train = len(dataset.train)
-  if config.batch_size > num_train:
-    raise ConfigError(
-        f"batch_size={config.batch_size} is larger than the training set of "
-        f"{config.data.name!r} ({num_train} examples); set --config.batch_size<={num_train}."
-    )
-  steps_per_epoch = num_train // config.batch_size
-  num_steps = config.num_steps
-  if config.num_epochs is not None:
-    num_steps = config.num_epochs * steps_per_epoch
-    check_int("num_steps", num_steps, low=1, high=MAX_STEPS,
-              hint=f"(num_epochs={config.num_epochs} x {steps_per_epoch} steps per epoch)")
+  num_steps, steps_per_epoch = _run_length(config, len(dataset.train))
   model = make_model(config.model, dataset, options) if like is None else like.model
   loss = make_loss(config.loss, options)
   if like is None:

@@ -19,16 +19,12 @@ import jax.numpy as jnp
 import optax
 
 from gmf_jax.checks import check_choice, check_number
+from gmf_jax.models.autoencoders import likelihood_mean
+from gmf_jax.models.rngs import model_rngs
 from gmf_jax.registry import ComponentOptions, resolve
 from gmf_jax.train import hparams
 
 LIKELIHOODS = ("bernoulli", "gaussian")
-
-
-def model_rngs(rng: jax.Array) -> dict[str, jax.Array]:
-  """The rng streams models use: `sample` (latent draws) and `dropout`."""
-  sample, dropout = jax.random.split(rng)
-  return {"sample": sample, "dropout": dropout}
 
 
 def _sum_over_example(values: jax.Array) -> jax.Array:
@@ -41,11 +37,6 @@ def _neg_log_likelihood(likelihood: str, recon: jax.Array, x: jax.Array, sigma: 
     return _sum_over_example(optax.sigmoid_binary_cross_entropy(recon, x))
   sq = jnp.square((x - recon) / sigma)
   return _sum_over_example(0.5 * sq + jnp.log(sigma) + 0.5 * math.log(2 * math.pi))
-
-
-def likelihood_mean(likelihood: str, output: jax.Array) -> jax.Array:
-  """Decoder output -> the mean of p(x | z): sigmoid of Bernoulli logits, Gaussian means as is."""
-  return jax.nn.sigmoid(output) if likelihood == "bernoulli" else output
 
 
 def _check_likelihood(likelihood: str, obs_sigma: float) -> None:

@@ -6,6 +6,7 @@ Both orders come from `epoch_permutation`, so a run gives the same batches eithe
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 
 import jax
 import numpy as np
@@ -51,11 +52,12 @@ class StreamedBatches:
                rows: tuple[int, int] | None = None, workers: int = 0, prefetch: int = 2):
     from gmf_jax.data import stream  # grain: only when a run streams
 
-    self._stream = stream
     self.batch = stream.StepBatch(split, batch_size, np.asarray(data_key), rows,
                                   block_steps=slots, stop=num_steps)
     self.slots = slots
-    self.workers, self.prefetch_blocks = workers, prefetch
+    # open_stream(block index): grain's iterator from that block on
+    self._open_stream = functools.partial(stream.open_stream, self.batch, workers=workers,
+                                          prefetch=prefetch)
     self._iterator = None
     self._position: int | None = None  # the first step not yet handed out
     self._block: dict[str, np.ndarray] | None = None  # the block holding `_position`
@@ -66,8 +68,7 @@ class StreamedBatches:
   def _open(self, start: int) -> None:
     self._close_iterator()
     index = start // self.slots
-    self._iterator = self._stream.open_stream(self.batch, index, workers=self.workers,
-                                              prefetch=self.prefetch_blocks)
+    self._iterator = self._open_stream(index)
     self._block, self._block_start, self._position = None, index * self.slots, start
 
   def _close_iterator(self) -> None:

@@ -65,7 +65,7 @@ class PreemptionGuard:
   def poll(self) -> bool:
     """Whether to stop now (at a chunk's end); every process calls it at the same chunks."""
     if self.across_processes and self.signum is None:
-      from gmf_jax.train import distributed
+      from gmf_jax import distributed
 
       # JAX's sync point counts calls one by one (it stops at "the next one" after a
       # notice), so it is handed the number of polls, the same in every process.

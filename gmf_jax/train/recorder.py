@@ -39,6 +39,33 @@ class MemberSetup:
   train: bool = True  # False: it rides along in its population, nothing of it is recorded
 
 
+@dataclasses.dataclass
+class MemberAccount:
+  """The numbers every process keeps of a member, so all take the same decisions: the open
+  metric window, the non-finite check, the learning rates at log steps."""
+
+  window: MetricWindow = dataclasses.field(default_factory=MetricWindow)
+  nonfinite: NonFiniteCheck | None = None
+  learning_rates: LearningRates | None = None
+
+
+@dataclasses.dataclass
+class MemberWriters:
+  """Where a member's rows go: metrics.csv, its wandb run, and both with the summary."""
+
+  csv: CsvWriter | None = None
+  wandb: BackgroundWandb | None = None
+  all: MultiWriter | None = None  # every row goes here
+  trained: bool = False  # this session trains (so the plots are worth drawing anew)
+
+
+@dataclasses.dataclass
+class Outcome:
+  status: str = "failed"
+  error: str | None = None
+  failure: NonFiniteError | None = None  # the member's non-finite step, in this session
+
+
 class MemberRecorder:
   """Records one member: metric rows, evaluations, its summary, status and wandb run.
 
@@ -47,76 +74,92 @@ class MemberRecorder:
   takes the same decisions, and writes nothing.
   """
 
-  def __init__(self, index: int, name: str, exp, resolved: dict[str, Any], folder: RunFolder,
-               writes: bool = True):
-    self.index, self.name, self.exp, self.resolved, self.folder = index, name, exp, resolved, folder
-    self.writes = writes
+  def __init__(self, index: int, name: str, exp, folder: RunFolder, writes: bool = True):
+    self.index, self.name, self.exp, self.folder, self.writes = index, name, exp, folder, writes
     self.summary = Summary(folder.file("summary.json"))
-    self.window = MetricWindow()
-    self.nonfinite: NonFiniteCheck | None = None
-    self.learning_rates: LearningRates | None = None
-    self.csv_writer: CsvWriter | None = None
-    self.wandb_writer: BackgroundWandb | None = None
-    self.writer: MultiWriter | None = None
-    self.status, self.error = "failed", None
-    self.failure: NonFiniteError | None = None
-    self.start_step = 0
+    self.account = MemberAccount()
+    self.out = MemberWriters()
+    self.outcome = Outcome()
+
+  @property
+  def status(self) -> str:
+    return self.outcome.status
+
+  @property
+  def error(self) -> str | None:
+    return self.outcome.error
+
+  @property
+  def failure(self) -> NonFiniteError | None:
+    return self.outcome.failure
+
+  def set_status(self, status: str, error: str | None) -> None:
+    self.outcome.status, self.outcome.error = status, error
 
   @property
   def active(self) -> bool:
     """Still training: not failed in this session."""
-    return self.failure is None
+    return self.outcome.failure is None
+
+  @property
+  def writer(self) -> MultiWriter | None:
+    return self.out.all
+
+  @property
+  def wandb_writer(self) -> BackgroundWandb | None:
+    return self.out.wandb
 
   def start(self, start_step: int, window_state: dict, skipped: int, rates_fn,
-            saved_step=lambda: None) -> None:
+            resolved: dict[str, Any], saved_step=lambda: None) -> None:
     """Picks up at `start_step`: trims metrics.csv after it, replays the summary, opens the
     writers (wandb in the background). `saved_step()`: the newest checkpoint step that holds
     the member, or None (named in a non-finite error)."""
-    exp, config, folder = self.exp, self.exp.config, self.folder
-    self.start_step = start_step
-    self.window.load_state_dict(window_state)
+    exp, config, folder, account = self.exp, self.exp.config, self.folder, self.account
+    account.window.load_state_dict(window_state)
     metrics_csv = folder.file("metrics.csv")
     summary_from_rows(self.summary, trim_metrics(metrics_csv, start_step) if self.writes
                       else kept_rows(metrics_csv, start_step))
-    self.nonfinite = NonFiniteCheck(config.on_nonfinite, config.max_consecutive_nonfinite,
-                                    skipped=skipped, saved_step=saved_step)
+    account.nonfinite = NonFiniteCheck(config.on_nonfinite, config.max_consecutive_nonfinite,
+                                       skipped=skipped, saved_step=saved_step)
     if not self.writes:
-      self.learning_rates = LearningRates(rates_fn, config.log_every_steps, start_step,
-                                          exp.num_steps)
-      self.writer = MultiWriter([self.summary])
+      account.learning_rates = LearningRates(rates_fn, config.log_every_steps, start_step,
+                                             exp.num_steps)
+      self.out = MemberWriters(all=MultiWriter([self.summary]))
       return
-    self.csv_writer = CsvWriter(metrics_csv)
+    self.out = MemberWriters(csv=CsvWriter(metrics_csv), trained=start_step < exp.num_steps)
     if start_step >= exp.num_steps:
       return
-    self.learning_rates = LearningRates(rates_fn, config.log_every_steps, start_step,
-                                        exp.num_steps)
+    account.learning_rates = LearningRates(rates_fn, config.log_every_steps, start_step,
+                                           exp.num_steps)
     if wandb_mode(config.wandb.mode) != "disabled":
 
       def remember_run_id(run):  # so a resumed session continues the same wandb run
         folder.update(wandb_run_id=run.run_id)
 
-      self.wandb_writer = BackgroundWandb(
-          functools.partial(WandbWriter.open, config.wandb, folder.path, self.resolved,
-                            folder.metadata.get("wandb_run_id")), remember_run_id)
-    self.writer = MultiWriter([self.csv_writer, self.summary, self.wandb_writer])
+      self.out.wandb = BackgroundWandb(
+          functools.partial(WandbWriter.open, config.wandb, folder.path, resolved,
+                            folder.metadata.get("wandb_run_id"), requirements=self.index == 0),
+          remember_run_id)
+    self.out.all = MultiWriter([self.out.csv, self.summary, self.out.wandb])
 
   def record_chunk(self, metrics: dict[str, np.ndarray], start: int, log_steps: list[int],
                    recording) -> NonFiniteError | None:
     """Writes the train rows of one chunk (steps start+1 ..); returns the member's failure
     (a non-finite step), after writing the rows before it."""
-    failure = self.nonfinite.check(metrics, start)
+    account = self.account
+    failure = account.nonfinite.check(metrics, start)
     if failure is not None:
       log_steps = [s for s in log_steps if s <= failure.step]
-    rates = self.learning_rates(self.nonfinite.schedule_steps(log_steps, start))
-    batched = self.csv_writer.batched() if self.csv_writer else contextlib.nullcontext()
+    rates = account.learning_rates(account.nonfinite.schedule_steps(log_steps, start))
+    batched = self.out.csv.batched() if self.out.csv else contextlib.nullcontext()
     with recording("metrics"), batched:  # one flush per chunk
-      for s, means, lr in zip(log_steps, self.window.add(metrics, start, log_steps), rates,
+      for s, means, lr in zip(log_steps, account.window.add(metrics, start, log_steps), rates,
                               strict=True):
         scalars = {f"train/{k}": v for k, v in means.items()}
         scalars["train/learning_rate"] = float(lr)  # the rate used by step s
-        self.writer.write(s, scalars)
+        self.out.all.write(s, scalars)
     if failure is not None:
-      self.failure = failure
+      self.outcome.failure = failure
     return failure
 
   def record_eval(self, step: int, scalars: dict[str, float], recording) -> bool:
@@ -126,7 +169,7 @@ class MemberRecorder:
     improved = best in scalars and self.summary.is_best(best, scalars[best],
                                                         config.checkpoint.best_mode)
     with recording("metrics"):
-      self.writer.write(step, scalars)
+      self.out.all.write(step, scalars)
       if self.writes:
         self.summary.save()
     return improved
@@ -136,8 +179,8 @@ class MemberRecorder:
     if not self.writes:
       return
     try:
-      if self.csv_writer is not None:
-        self.csv_writer.close()
+      if self.out.csv is not None:
+        self.out.csv.close()
       self.summary.info["status"] = self.status
       self.summary.save()
     except Exception as e:  # noqa: BLE001
@@ -146,24 +189,21 @@ class MemberRecorder:
   @property
   def trained(self) -> bool:
     """Whether this session trained (so the plots are worth drawing anew)."""
-    return self.csv_writer is not None and self.start_step < self.exp.num_steps
+    return self.out.trained
 
-  def finish_plots(self, recording, pending=None) -> None:
-    """Loss curves as PNG (and to wandb), then starts the wandb finish (`finish_wandb` waits
-    for it, so the members' runs finish side by side); failures are warnings.
-
-    `pending`: a future of `plots.plot_metrics` already drawing this member's PNGs (see
-    gmf_jax.runlog.plot_pool); None draws them here.
-    """
+  def finish_plots(self, recording, draw: bool = True) -> None:
+    """Loss curves as PNG (and to wandb) when `draw`, then starts the wandb finish
+    (`finish_wandb` waits for it, so the members' runs finish side by side); failures are
+    warnings."""
     try:
       failpoints.reach("final_plots")
-      if self.trained:
+      if self.trained and draw:
         with recording("plots"):
-          _finish_plots(self.folder, self.wandb_writer, self.summary, pending)
+          _finish_plots(self.folder, self.out.wandb, self.summary)
       failpoints.reach("wandb_finish")
-      if self.wandb_writer is not None:
+      if self.out.wandb is not None:
         with recording("wandb_finish"):
-          self.wandb_writer.request_close(0 if self.status == "completed" else 1)
+          self.out.wandb.request_close(0 if self.status == "completed" else 1)
     except KeyboardInterrupt:
       log.warning("warning: a second Ctrl-C: the final plots or the wandb finish were skipped "
                   "(metrics.csv and the checkpoints are complete).")
@@ -173,10 +213,10 @@ class MemberRecorder:
 
   def finish_wandb(self, recording) -> None:
     """Waits for the wandb finish `finish_plots` started."""
-    if self.wandb_writer is not None:
+    if self.out.wandb is not None:
       try:
         with recording("wandb_finish"):
-          self.wandb_writer.close()
+          self.out.wandb.close()
       except KeyboardInterrupt:
         log.warning("warning: a second Ctrl-C: the wandb finish was cut short.")
 
@@ -185,10 +225,10 @@ class MemberRecorder:
       return
     try:
       self.summary.info.update(info)
-      if self.wandb_writer is not None:  # beside the training thread, on the same cores
+      if self.out.wandb is not None:  # beside the training thread, on the same cores
         self.summary.info["record_background_cpu_sec"] = {
-            "wandb": self.wandb_writer.thread_cpu_sec}
-        self.summary.info["wandb_error"] = self.wandb_writer.error  # None: wandb has every row
+            "wandb": self.out.wandb.thread_cpu_sec}
+        self.summary.info["wandb_error"] = self.out.wandb.error  # None: wandb has every row
       self.summary.info["status"] = self.status
       self.summary.save()
     except Exception as e:  # noqa: BLE001
@@ -196,18 +236,11 @@ class MemberRecorder:
 
 
 def _finish_plots(folder: RunFolder, wandb_writer: BackgroundWandb | None,
-                  summary: Summary, pending=None) -> None:
+                  summary: Summary) -> None:
   """Loss curves as PNG (and to wandb); a plotting error must not hide the run's own error."""
   try:
-    paths = None
-    if pending is not None:
-      try:
-        paths = pending.result()
-      except Exception as e:  # noqa: BLE001 - e.g. a worker died: draw them here instead
-        log.debug("plot worker failed (%s); plotting in-process", e)
-    if paths is None:
-      paths = plots.plot_metrics(folder.file("metrics.csv"), folder.file("plots"),
-                                 title=os.path.basename(folder.path))
+    paths = plots.plot_metrics(folder.file("metrics.csv"), folder.file("plots"),
+                               title=os.path.basename(folder.path))
     if wandb_writer is not None and paths:
       step = max((m["final_step"] for m in summary.metrics.values()), default=0)
       wandb_writer.write_images(step, {

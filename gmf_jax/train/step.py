@@ -19,6 +19,7 @@ import optax
 from flax.training import train_state
 
 from gmf_jax.data.order import epoch_permutation
+from gmf_jax.members import member, with_member_axis
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -253,16 +254,3 @@ def population_chunk(chunk: Callable, state_like: TrainState, size: int, *,
   axes = member_axes(state_like)
   return jax.vmap(chunk, in_axes=(axes, 0, None if shared_data else 0, None),
                   out_axes=(axes, 0), axis_size=size, spmd_axis_name=spmd_axis_name)
-
-
-def member(state: TrainState, i: int) -> TrainState:
-  """Member `i` of a population's state (arrays with a leading member axis; the step counter
-  is shared). Works on device arrays, host arrays and shape structs alike."""
-  step = state.step
-  return jax.tree_util.tree_map(lambda a: a[i], state.replace(step=None)).replace(step=step)
-
-
-def with_member_axis(state: TrainState) -> TrainState:
-  """A run's own state as a population of one."""
-  step = state.step
-  return jax.tree_util.tree_map(lambda a: a[None], state.replace(step=None)).replace(step=step)

@@ -1,0 +1,100 @@
+"""Evaluation and the best checkpoint: two periodic actions over the whole population.
+
+Evaluation runs every member on the test split in one jitted program over the member axis and
+brings the results to the host in one transfer. The best checkpoint keeps each member's best
+state so far on the device, picked in one jitted program from the members evaluation found
+improved, and saves it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gmf_jax import failpoints
+from gmf_jax.train.actions import PeriodicAction, Schedule, Tick
+from gmf_jax.train.pipeline import padded_eval_data
+from gmf_jax.train.step import evaluate
+
+
+def eval_schedule(exp) -> Schedule:
+  return Schedule.make(exp.num_steps, every=exp.config.eval_every_steps)
+
+
+def make_eval_fn(exp, size: int, batch_size: int):
+  """`eval_fn(params, hparams, keys, data, mask)` -> {name: (members,)}, jitted; each batch
+  is split over the `data` devices when it divides evenly (else each device evaluates it all)."""
+  layout = exp.layout
+  split = layout.batch if batch_size % layout.data == 0 else None
+  single = functools.partial(evaluate, apply_fn=exp.model.apply, loss_for=exp.loss_for,
+                             batch_size=batch_size, batch_sharding=split)
+  first = lambda tree: jax.tree_util.tree_map(lambda a: a[0], tree)
+
+  def evaluate_one(p, h, k, d, m):  # the name shows in the compilation cache
+    return jax.tree_util.tree_map(lambda a: a[None], single(first(p), first(h), first(k), d, m))
+
+  def evaluate_members(p, h, k, d, m):
+    return jax.vmap(single, in_axes=(0, 0, 0, None, None),
+                    spmd_axis_name=layout.spmd_axis)(p, h, k, d, m)
+
+  shardings = {} if layout.mesh is None else {"out_shardings": layout.member_axis}
+  return jax.jit(evaluate_one if size == 1 else evaluate_members, **shardings)
+
+
+def make_evaluation(context) -> PeriodicAction:
+  """Evaluates every member on the test split; the record writes each member's `eval/*` rows
+  and says which members reached their best value (`tick.improved`)."""
+  exp = context.exp
+  # Not rounded to the devices: the batches (and each batch's key) never depend on the layout.
+  eval_size = min(exp.config.eval_batch_size, len(exp.dataset.test))
+  data, mask = exp.layout.put(padded_eval_data(exp.dataset.test, eval_size))
+  eval_fn = make_eval_fn(exp, context.size, eval_size)
+
+  def run(tick: Tick) -> None:
+    failpoints.reach("eval")
+    state = tick.state
+    evals = jax.device_get(eval_fn(state.params, state.hparams, context.keys, data, mask))
+    tick.improved = context.record.record_eval(tick.step, evals)
+
+  return PeriodicAction("evaluation", eval_schedule(exp), run)
+
+
+def make_best_checkpoint(context) -> PeriodicAction:
+  """Saves the best checkpoint when evaluation found a member improved: for a population, each
+  member's best state so far (kept on the device), so one checkpoint holds every member's best."""
+  best = BestStates(context.store.restore_best(context.state) if context.start_step else None)
+
+  def run(tick: Tick) -> None:
+    if tick.improved is None or not tick.improved.any():
+      return
+    state = tick.state if context.size == 1 else best.update(tick.state, tick.improved)
+    context.save(tick.step, state, best=True)
+
+  return PeriodicAction("best_checkpoint", eval_schedule(context.exp), run)
+
+
+class BestStates:
+  """Each member's best state so far, on the device; `update` picks it in one program."""
+
+  def __init__(self, restored=None):
+    self.state = restored  # None until the first evaluation (or a host copy from a resume)
+
+  def update(self, state, improved: np.ndarray):
+    step = state.step
+    now = state.replace(step=None)
+    best = now if self.state is None else self.state.replace(step=None)
+    mask = np.asarray(improved) if self.state is not None else np.ones_like(improved)
+    self.state = _pick(best, now, mask).replace(step=step)
+    return self.state
+
+
+@jax.jit
+def _pick(best, now, improved):
+  """Per member: `now` where improved, else `best` (leaves with a leading member axis)."""
+  def one(b, n):
+    return jnp.where(improved.reshape((-1,) + (1,) * (n.ndim - 1)), n, b)
+
+  return jax.tree_util.tree_map(one, best, now)
