@@ -133,14 +133,11 @@ def test_load_metrics_has_every_row_and_drops_a_half_written_line(sweep):
   assert not (sweep / PLANTED).exists()
 
 
-def test_load_diagnostics_returns_the_saved_arrays(tmp_path):
-  from gmf_jax import load_config, train_and_evaluate
-
-  overrides = {**SMOKE, "diagnostics.weight_stats.every_steps": 30}
-  train_and_evaluate(load_config(MLP, overrides), str(tmp_path / "run"))
-  arrays = analysis.load_diagnostics(tmp_path, "weight_stats", keys=["param_norm"])
+def test_load_diagnostics_returns_the_saved_arrays(ensemble):
+  run = ensemble / "seed=10"  # weight_stats every 30 of its 60 steps
+  arrays = analysis.load_diagnostics(run, "weight_stats", keys=["param_norm"])
   assert sorted(arrays["step"]) == [30, 60] and set(arrays["key"]) == {"param_norm"}
-  saved = np.load(tmp_path / "run" / "diagnostics" / "weight_stats" / "step_60.npz")
+  saved = np.load(run / "diagnostics" / "weight_stats" / "step_60.npz")
   np.testing.assert_array_equal(arrays[arrays["step"] == 60]["value"].iloc[0],
                                 saved["param_norm"])
 
@@ -486,16 +483,18 @@ def test_a_nan_row_survives_the_lenient_parser_that_a_torn_line_sends_it_to(tmp_
 @pytest.fixture(scope="module")
 def ensemble(sweep):
   """A real 2-seed ensemble beside the sweep, of the same setting as its lr=0.03 members but
-  from the full config (diagnostics on, where the sweep has none) and of other seeds."""
-  from gmf_jax import load_config, train_and_evaluate
+  from the full config (diagnostics on, where the sweep has none: weight_stats every 30 steps)
+  and of other seeds."""
+  from gmf_jax import load_config, run
 
   folder = sweep.parent / "ens"
-  config = load_config(MLP, {**SMOKE, "num_seeds": 2, "seed": 10, "lr": 0.03})
-  train_and_evaluate(config, str(folder))
+  config = load_config(MLP, {**SMOKE, "num_seeds": 2, "seed": 10, "lr": 0.03,
+                             "diagnostics.weight_stats.every_steps": 30})
+  run(config, str(folder))
   return folder
 
 
-def test_a_real_ensemble_beside_a_real_sweep_groups_by_setting(sweep, ensemble):
+def test_a_real_ensemble_beside_a_real_sweep_groups_by_setting(sweep, ensemble, capsys):
   configs = [_json(ensemble / "seed=10" / "config.json"),
              _json(sweep / "lr=0.03,seed=0" / "config.json")]
   assert configs[0]["diagnostics"] and not configs[1]["diagnostics"]  # what used to split
@@ -504,10 +503,12 @@ def test_a_real_ensemble_beside_a_real_sweep_groups_by_setting(sweep, ensemble):
   table = analysis.summarize(runs, "eval/accuracy").set_index("group")
   assert table.loc["optimizer.learning_rate=0.03", "seeds"] == (0, 1, 2, 10, 11)
   assert table.loc["optimizer.learning_rate=0.1", "n"] == 1  # one completed member
-  env = {**os.environ, "PYTHONPATH": str(ROOT)}
-  done = subprocess.run([sys.executable, "-m", "analyze.report", str(sweep.parent),
-                         f"--out={sweep.parent / 'report'}"], capture_output=True, text=True,
-                        cwd=ROOT, env=env, timeout=300)
-  assert done.returncode == 0, done.stderr
-  assert "best: optimizer.learning_rate=0.03:" in done.stdout and "n=5" in done.stdout
-  assert "nan" not in done.stdout
+  # `python -m analyze.report` (its command line is tested above), run in this process.
+  from analyze.report import main
+
+  capsys.readouterr()
+  code = main([str(sweep.parent), f"--out={sweep.parent / 'report'}"])
+  out, err = capsys.readouterr()
+  assert code == 0, err
+  assert "best: optimizer.learning_rate=0.03:" in out and "n=5" in out
+  assert "nan" not in out

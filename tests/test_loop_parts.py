@@ -244,3 +244,25 @@ def test_a_new_periodic_action_is_one_factory_and_one_list_entry(tmp_path):
   assert [m.status for m in result.members] == ["completed", "completed"]
   assert [(step, counter) for step, counter, _ in seen] == [(7, 7), (13, 13), (20, 20)]
   assert all(norms.shape == (2,) and norms[0] != norms[1] for _, _, norms in seen)
+
+
+def test_the_diagnostics_action_ends_chunks_at_the_union_of_the_diagnostics_schedules():
+  import jax
+
+  from gmf_jax.train.build import build_experiment, init_population
+  from gmf_jax.train.diagnosing import make_diagnostics
+  from gmf_jax.train.step import make_keys
+
+  config = load_config(str(CONFIGS / "mlp.py"), {  # confusion_matrix at the end
+      "num_steps": 100, "diagnostics.weight_stats.every_steps": 45})
+  exp = build_experiment(config)
+  keys = jax.tree_util.tree_map(lambda *a: np.stack(a), make_keys(0), make_keys(1))
+  values = {k: np.stack([np.asarray(v)] * 2) for k, v in exp.hparams.items()}
+  context = types.SimpleNamespace(
+      exp=exp, size=2, keys=keys, state=init_population(exp, keys, values), timings={},
+      relay=PrimaryRelay(multi_process=False, primary=True))
+  action = make_diagnostics(context)
+  assert _steps(action.schedule, 100) == [45, 90, 100]
+  assert action.every_stop and action.prepare is not None
+  context.exp = types.SimpleNamespace(diagnostics=())
+  assert make_diagnostics(context) is None  # no diagnostics: no action

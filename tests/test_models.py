@@ -1,7 +1,13 @@
-"""Each model: init and apply give the shapes its contract promises."""
+"""Each model: init and apply give the shapes its contract promises.
+
+A shape is fixed by the trace, so where a test checks only shapes it traces the model
+(`jax.eval_shape`) instead of computing it. What the contract ties together by value (a VAE's
+`encode` against its `__call__`, the latent sample against the rng) is computed.
+"""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from gmf_jax.models import MLPVAE, Autoencoder, CNNClassifier, ConvVAE, MLPClassifier
@@ -14,16 +20,30 @@ def _init_apply(model, x, **kw):
   return variables, model.apply(variables, x, train=True, rngs=RNGS, **kw)
 
 
+def _traced_init_apply(model, shape):
+  """`_init_apply` on an input of `shape`, traced: every output's shape, nothing computed."""
+  return jax.eval_shape(lambda x: _init_apply(model, x), jax.ShapeDtypeStruct(shape, jnp.float32))
+
+
 @pytest.mark.parametrize("cls", [MLPClassifier, CNNClassifier])
 @pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 1), (32, 32, 3)])
 def test_classifier_logits_shape(cls, shape):
-  _, logits = _init_apply(cls(num_classes=7), jnp.ones((5, *shape)))
+  _, logits = _traced_init_apply(cls(num_classes=7), (5, *shape))
   assert logits.shape == (5, 7)
 
 
 def test_mlp_classifier_takes_points():
-  _, logits = _init_apply(MLPClassifier(num_classes=2, hidden=(16, 16)), jnp.ones((3, 2)))
+  _, logits = _traced_init_apply(MLPClassifier(num_classes=2, hidden=(16, 16)), (3, 2))
   assert logits.shape == (3, 2)
+
+
+def _random_variables(model, x):
+  """Variables of the shapes `model.init` gives (traced), drawn at random here: computing
+  init's own draws op by op would cost most of this file's time, and no test reads them."""
+  shapes = jax.eval_shape(lambda x: model.init(RNGS, x, train=False), x)
+  rng = np.random.default_rng(0)
+  return jax.tree_util.tree_map(
+      lambda s: jnp.asarray(rng.normal(0.0, 0.1, s.shape).astype(s.dtype)), shapes)
 
 
 @pytest.mark.parametrize("cls", [MLPVAE, ConvVAE])
@@ -31,12 +51,15 @@ def test_mlp_classifier_takes_points():
 def test_vae_contract(cls, shape):
   model = cls(data_shape=shape, latent_dim=4)
   x = jnp.ones((3, *shape))
-  variables, (recon, mean, logvar) = _init_apply(model, x)
+  variables = _random_variables(model, x)
+  recon, mean, logvar = model.apply(variables, x, train=True, rngs=RNGS)
   assert recon.shape == x.shape
   assert mean.shape == logvar.shape == (3, 4)
   mean2, _ = model.apply(variables, x, method="encode")
   assert jnp.allclose(mean, mean2)
-  assert model.apply(variables, jnp.zeros((6, 4)), method="decode").shape == (6, *shape)
+  decoded = jax.eval_shape(lambda z: model.apply(variables, z, method="decode"),
+                           jax.ShapeDtypeStruct((6, 4), jnp.float32))
+  assert decoded.shape == (6, *shape)
 
 
 def test_vae_sample_depends_on_rng():
@@ -50,10 +73,15 @@ def test_vae_sample_depends_on_rng():
 
 def test_autoencoder_contract():
   model = Autoencoder(data_shape=(8, 8, 1), latent_dim=3)
-  x = jnp.ones((4, 8, 8, 1))
-  variables, recon = _init_apply(model, x)
-  assert recon.shape == x.shape
-  assert model.apply(variables, x, method="encode").shape == (4, 3)
+
+  def init_apply_encode(x):
+    variables, recon = _init_apply(model, x)
+    return recon, model.apply(variables, x, method="encode")
+
+  recon, encoded = jax.eval_shape(init_apply_encode,
+                                  jax.ShapeDtypeStruct((4, 8, 8, 1), jnp.float32))
+  assert recon.shape == (4, 8, 8, 1)
+  assert encoded.shape == (4, 3)
 
 
 def test_conv_vae_rejects_indivisible_images():

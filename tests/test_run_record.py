@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,18 +53,26 @@ def _json(path):
 
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
-  """The uninterrupted run that interrupted ones must reproduce bitwise."""
+  """The uninterrupted run that interrupted ones must reproduce bitwise (run in this process:
+  the interrupted runs are the command line's, and this process's)."""
   cwd = tmp_path_factory.mktemp("reference")
-  proc = run_cli(f"--config={VAE}:smoke", *SHORT, "--workdir=ref", cwd=cwd)
-  assert proc.returncode == 0, proc.stderr
+  _python_run(cwd, "ref")
   return str(cwd / "ref")
 
 
-def test_run_folder_contents(tmp_path):
+@pytest.fixture(scope="module")
+def offline_run(tmp_path_factory):
+  """A smoke run from the command line, wandb offline, a checkpoint every 20 steps: the run
+  folder whose contents and wandb run the next two tests read."""
+  cwd = tmp_path_factory.mktemp("offline")
   proc = run_cli(f"--config={VAE}:smoke", "--config.checkpoint.every_steps=20", "--workdir=run",
-                 cwd=tmp_path, env={"WANDB_MODE": "offline"})
+                 cwd=cwd, env={"WANDB_MODE": "offline"})
   assert proc.returncode == 0, proc.stderr
-  run = tmp_path / "run"
+  return cwd / "run"
+
+
+def test_run_folder_contents(offline_run):
+  run = offline_run
   assert {"config.json", "config.py", "metadata.json", "metrics.csv", "summary.json",
           "checkpoints", "best_checkpoint", "plots", "wandb"} <= set(os.listdir(run))
   assert (run / "config.py").read_text() == (CONFIGS / "vae.py").read_text()
@@ -87,11 +96,8 @@ def test_run_folder_contents(tmp_path):
   assert (run / "plots" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_wandb_offline_run_holds_config_and_metrics(tmp_path):
-  proc = run_cli(f"--config={VAE}:smoke", "--workdir=run", cwd=tmp_path,
-                 env={"WANDB_MODE": "offline"})
-  assert proc.returncode == 0, proc.stderr
-  run_dir = tmp_path / "run"
+def test_wandb_offline_run_holds_config_and_metrics(offline_run):
+  run_dir = offline_run
   (path,) = find_offline_runs(str(run_dir / "wandb"))
   wandb_run = read_offline_run(path)
   meta = _json(run_dir / "metadata.json")
@@ -202,6 +208,29 @@ def _python_run(tmp_path, name, **overrides):
   return gmf_jax.train_and_evaluate(config, workdir=str(tmp_path / name))
 
 
+def _copy(run, tmp_path):
+  """A copy of the run folder `run` as `tmp_path/run`, for a test to resume or rerun."""
+  shutil.copytree(run, tmp_path / "run")
+  return tmp_path / "run"
+
+
+@pytest.fixture(scope="module")
+def stopped_at_80(tmp_path_factory):
+  """The reference's config run in this process to step 80 only (evaluated in the reference run
+  too; checkpoints of steps 40, 60 and 80 kept): each test below extends its own copy."""
+  root = tmp_path_factory.mktemp("stopped_at_80")
+  _python_run(root, "run", num_steps=80)
+  return root / "run"
+
+
+@pytest.fixture(scope="module")
+def completed_40(tmp_path_factory):
+  """A run of 40 steps, completed: each test below reruns its own copy."""
+  root = tmp_path_factory.mktemp("completed_40")
+  _python_run(root, "run", num_steps=40)
+  return root / "run"
+
+
 # A constant learning rate this high makes the MLP's eval loss go down and back up: the
 # best evaluation (a loss: the lowest) is neither the first nor the last. A checkpoint at
 # every evaluation, all kept, to compare the best one with.
@@ -251,10 +280,10 @@ def test_skip_nonfinite_updates(tmp_path):
   assert skipped[0] == 0.0 and max(skipped) > 0.0
 
 
-def test_corrupt_latest_checkpoint_falls_back(tmp_path, reference_run, caplog):
-  partial = _python_run(tmp_path, "run", num_steps=60)
-  assert int(partial.state.step) == 60
-  state_dir = tmp_path / "run" / "checkpoints" / "60" / "state"
+def test_corrupt_latest_checkpoint_falls_back(tmp_path, reference_run, stopped_at_80, caplog):
+  run = _copy(stopped_at_80, tmp_path)
+  assert sorted(os.listdir(run / "checkpoints")) == ["40", "60", "80"]
+  state_dir = run / "checkpoints" / "80" / "state"
   for root, _, files in os.walk(state_dir):  # truncate every array file of the latest step
     for name in files:
       if not name.endswith(".json") and "metadata" not in name:
@@ -263,17 +292,17 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path, reference_run, caplog):
   logger = logging.getLogger("gmf_jax")  # it does not propagate to the root logger
   logger.addHandler(caplog.handler)
   try:
-    _python_run(tmp_path, "run")  # extended to 120: resumes from 40, not the broken 60
+    _python_run(tmp_path, "run")  # extended to 120: resumes from 60, not the broken 80
   finally:
     logger.removeHandler(caplog.handler)
-  assert "checkpoint at step 60 cannot be restored" in caplog.text
+  assert "checkpoint at step 80 cannot be restored" in caplog.text
+  assert "resuming from the checkpoint at step 60" in caplog.text
   assert tree_equal(_final_params(tmp_path / "run")[1], _final_params(reference_run)[1])
   assert _rows(tmp_path / "run") == _rows(reference_run)
 
 
-def test_unfinished_save_is_ignored(tmp_path, reference_run):
-  _python_run(tmp_path, "run", num_steps=80)  # 80: evaluated in the reference run too
-  ckpts = tmp_path / "run" / "checkpoints"
+def test_unfinished_save_is_ignored(tmp_path, reference_run, stopped_at_80):
+  ckpts = _copy(stopped_at_80, tmp_path) / "checkpoints"
   # What a process killed mid-save leaves: orbax's temporary folder for the next step.
   os.makedirs(ckpts / "100.orbax-checkpoint-tmp-1234" / "state")
   (ckpts / "100.orbax-checkpoint-tmp-1234" / "state" / "partial").write_bytes(b"\0" * 10)
@@ -282,8 +311,8 @@ def test_unfinished_save_is_ignored(tmp_path, reference_run):
   assert _rows(tmp_path / "run") == _rows(reference_run)
 
 
-def test_changed_config_on_resume_is_refused(tmp_path):
-  _python_run(tmp_path, "run", num_steps=40)
+def test_changed_config_on_resume_is_refused(tmp_path, completed_40):
+  _copy(completed_40, tmp_path)
   before = {p: (tmp_path / "run" / p).read_bytes() for p in ("metrics.csv", "metadata.json")}
   proc = run_cli(f"--config={VAE}:smoke", *SHORT, "--config.loss.beta=4", "--workdir=run",
                  cwd=tmp_path)
@@ -292,8 +321,8 @@ def test_changed_config_on_resume_is_refused(tmp_path):
   assert {p: (tmp_path / "run" / p).read_bytes() for p in before} == before
 
 
-def test_completed_run_is_not_retrained(tmp_path):
-  _python_run(tmp_path, "run", num_steps=40)
+def test_completed_run_is_not_retrained(tmp_path, completed_40):
+  _copy(completed_40, tmp_path)
   rows = _rows(tmp_path / "run")
   result = _python_run(tmp_path, "run", num_steps=40)
   assert int(result.state.step) == 40
@@ -336,8 +365,9 @@ def test_unreachable_wandb_server_falls_back_to_offline(tmp_path):
   assert any("train/loss" in row for row in wandb_run.history)
 
 
-def test_resume_may_change_what_does_not_change_the_result(tmp_path, reference_run):
-  _python_run(tmp_path, "run", num_steps=80)  # 80: evaluated in the reference run too
+def test_resume_may_change_what_does_not_change_the_result(tmp_path, reference_run,
+                                                           stopped_at_80):
+  _copy(stopped_at_80, tmp_path)
   # steps_per_call is bitwise neutral; the cache only holds compiled programs.
   _python_run(tmp_path, "run", steps_per_call=7, **{"compile_cache.max_size_mb": 1024})
   assert tree_equal(_final_params(tmp_path / "run")[1], _final_params(reference_run)[1])
@@ -345,8 +375,6 @@ def test_resume_may_change_what_does_not_change_the_result(tmp_path, reference_r
 
 
 def test_resume_on_another_machine_with_the_data_elsewhere(tmp_path, tiny_tfds_dir):
-  import shutil
-
   def run(data_dir, num_steps):
     config = gmf_jax.load_config(
         str(CONFIGS / "mlp.py") + ":smoke",

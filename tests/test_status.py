@@ -6,8 +6,10 @@ not `running`, a rerun completes the run, and its final parameters and metrics a
 those of an uninterrupted run.
 """
 
+import concurrent.futures
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -190,10 +192,12 @@ def _cli_args(**extra):
 
 @pytest.fixture(scope="module")
 def streamed_reference(tmp_path_factory):
-  cwd = tmp_path_factory.mktemp("streamed")
-  proc = run_cli(*_cli_args(), "--workdir=ref", cwd=cwd)
-  assert proc.returncode == 0, proc.stderr
-  return str(cwd / "ref")
+  """The uninterrupted run of `_cli_args()`, in this process (the runs it is compared with are
+  the command line's)."""
+  workdir = str(tmp_path_factory.mktemp("streamed") / "ref")
+  config_file, *overrides = _cli_args()
+  gmf_jax.train_and_evaluate(gmf_jax.load_config(config_file.split("=", 1)[1], overrides), workdir)
+  return workdir
 
 
 # Kill points over the whole run of 30 calls: early, the middle, late, and while the last
@@ -253,14 +257,18 @@ def test_a_live_run_is_running_then_crashed_after_kill_9_and_its_folder_is_guard
     assert meta["sessions"][-1]["pid"] == proc.pid
     assert isinstance(meta["heartbeat"]["unix"], float)
     assert effective_status(run) == "running"
-    # A second process on the same folder is refused, and changes nothing.
+    # A second process on the same folder is refused, and changes nothing; so is a backfill of
+    # diagnostics. Both run side by side, so the live run trains (and burns CPU) half as long.
     before = open(os.path.join(run, "config.json")).read()
-    second = run_cli(*_cli_args(**{"num_steps": 100000}), "--workdir=run", cwd=tmp_path)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+      second = pool.submit(run_cli, *_cli_args(**{"num_steps": 100000}), "--workdir=run",
+                           cwd=tmp_path)
+      backfill = pool.submit(run_cli, "--workdir=run", "--diagnostics=weight_stats",
+                             cwd=tmp_path, module="gmf_jax.diagnose")
+      second, backfill = second.result(), backfill.result()
     assert second.returncode == 2 and "is in use by a live run" in second.stderr
     assert f"pid {proc.pid}" in second.stderr
     assert open(os.path.join(run, "config.json")).read() == before
-    backfill = run_cli("--workdir=run", "--diagnostics=weight_stats", cwd=tmp_path,
-                       module="gmf_jax.diagnose")
     assert backfill.returncode == 2 and "is a live run" in backfill.stderr
   finally:
     proc.kill()
@@ -313,19 +321,19 @@ def _a_dead_pid() -> int:
   return proc.pid
 
 
-def test_a_signal_while_rerunning_a_completed_run_changes_nothing(tmp_path, disarm):
+def test_a_signal_while_rerunning_a_completed_run_changes_nothing(tmp_path, reference, disarm):
   workdir = str(tmp_path / "run")
-  gmf_jax.train_and_evaluate(_config(num_steps=20), workdir)
+  shutil.copytree(reference, workdir)  # a completed run (of 120 steps)
   failpoints.arm("init=SIGTERM")
-  result = gmf_jax.train_and_evaluate(_config(num_steps=20), workdir)  # nothing to train
-  assert int(result.state.step) == 20
+  result = gmf_jax.train_and_evaluate(_config(), workdir)  # nothing to train
+  assert int(result.state.step) == 120
   assert _json(os.path.join(workdir, "metadata.json"))["status"] == "completed"
 
 
-def test_a_folder_whose_metadata_was_lost_can_be_resumed(tmp_path):
+def test_a_folder_whose_metadata_was_lost_can_be_resumed(tmp_path, reference):
   workdir = tmp_path / "run"
-  gmf_jax.train_and_evaluate(_config(num_steps=20), str(workdir))
+  shutil.copytree(reference, workdir)  # a completed run of 120 steps, extended below
   (workdir / "metadata.json").unlink()  # nothing shows a live run owns the folder
-  result = gmf_jax.train_and_evaluate(_config(num_steps=40), str(workdir))
-  assert int(result.state.step) == 40
+  result = gmf_jax.train_and_evaluate(_config(num_steps=140), str(workdir))
+  assert int(result.state.step) == 140
   assert _json(workdir / "metadata.json")["status"] == "completed"

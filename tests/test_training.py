@@ -19,28 +19,43 @@ def _train(tmp_path, name, path=MLP, **overrides):
   return gmf_jax.train_and_evaluate(config, workdir=str(tmp_path / name))
 
 
-def test_python_api_returns_state_and_metrics(tmp_path):
-  result = _train(tmp_path, "run", num_steps=200, eval_every_steps=100, steps_per_call=50,
-                  log_every_steps=50)
+API = dict(num_steps=200, eval_every_steps=100, steps_per_call=50, log_every_steps=50)
+
+
+@pytest.fixture(scope="module")
+def api_runs(tmp_path_factory):
+  """One config trained three times: into a folder named here ("named"), again with no folder
+  named, from another current folder ("default"), and with another seed ("seed1")."""
+  root = tmp_path_factory.mktemp("api")
+  runs = {"named": _train(root, "run", **API)}
+  (root / "cwd").mkdir()
+  with pytest.MonkeyPatch.context() as mp:
+    mp.chdir(root / "cwd")
+    runs["default"] = gmf_jax.train_and_evaluate(gmf_jax.load_config(MLP + ":smoke", API))
+  runs["seed1"] = _train(root, "seed1", **API, seed=1)
+  return root, runs
+
+
+def test_python_api_returns_state_and_metrics(api_runs):
+  root, runs = api_runs
+  result = runs["named"]
   assert int(result.state.step) == 200
-  assert result.workdir == str(tmp_path / "run")
+  assert result.workdir == str(root / "run")
   # Digits are easy: 200 SGD steps reach well above chance (10%).
   assert result.metrics["eval/accuracy"] > 0.7
-  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  summary = json.loads((root / "run" / "summary.json").read_text())
   assert summary["metrics"]["eval/accuracy"]["final"] == result.metrics["eval/accuracy"]
   assert summary["num_train"] == 1437 and summary["num_test"] == 360
 
 
-def test_default_runs_dir_is_under_cwd(in_tmp):
-  config = gmf_jax.load_config(MLP + ":smoke", {"num_steps": 10})
-  result = gmf_jax.train_and_evaluate(config)
-  assert result.workdir.startswith(str(in_tmp / "runs" / "mlp-"))
+def test_default_runs_dir_is_under_cwd(api_runs):
+  root, runs = api_runs
+  assert runs["default"].workdir.startswith(str(root / "cwd" / "runs" / "mlp-"))
 
 
-def test_same_seed_gives_bitwise_same_params(tmp_path):
-  a = _train(tmp_path, "a", num_steps=60)
-  b = _train(tmp_path, "b", num_steps=60)
-  c = _train(tmp_path, "c", num_steps=60, seed=1)
+def test_same_seed_gives_bitwise_same_params(api_runs):
+  _, runs = api_runs
+  a, b, c = runs["named"], runs["default"], runs["seed1"]  # a and b: only the folder differs
   assert tree_equal(a.state.params, b.state.params)
   assert not tree_equal(a.state.params, c.state.params)
   assert a.metrics == b.metrics

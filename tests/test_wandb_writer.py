@@ -9,6 +9,7 @@ import csv
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,21 +64,29 @@ def _assert_whole_run_recorded(run_dir, output, values):
   assert "Traceback" not in output, output
 
 
-def _run_folder_with_wandb_blocked(tmp_path):
+@pytest.fixture(scope="module")
+def wandb_blocked(tmp_path_factory):
   """A run folder whose `wandb` is a file, where wandb keeps its run. A folder holding files
   but no run is refused, so a first session makes the run's folder and fails before wandb
-  starts; the rerun under test resumes it from step 0."""
-  proc = run_cli(f"--config={VAE}:smoke", "--workdir=run", cwd=tmp_path,
+  starts; each rerun under test resumes a copy of it from step 0."""
+  cwd = tmp_path_factory.mktemp("blocked")
+  proc = run_cli(f"--config={VAE}:smoke", "--workdir=run", cwd=cwd,
                  env={**OFFLINE, "GMF_JAX_FAILPOINTS": "init=raise"})
   assert proc.returncode != 0 and "failpoint 'init'" in proc.stderr, proc.stderr
-  run_dir = tmp_path / "run"
+  run_dir = cwd / "run"
   assert not (run_dir / "wandb").exists()
   (run_dir / "wandb").write_text("not a folder\n")
   return run_dir
 
 
-def test_wandb_that_cannot_start_is_one_warning(tmp_path):
-  run_dir = _run_folder_with_wandb_blocked(tmp_path)
+def _run_folder_with_wandb_blocked(tmp_path, wandb_blocked):
+  """The test's own copy of `wandb_blocked`, as `tmp_path/run`."""
+  shutil.copytree(wandb_blocked, tmp_path / "run")
+  return tmp_path / "run"
+
+
+def test_wandb_that_cannot_start_is_one_warning(tmp_path, wandb_blocked):
+  run_dir = _run_folder_with_wandb_blocked(tmp_path, wandb_blocked)
   proc = run_cli(f"--config={VAE}:smoke", "--workdir=run", cwd=tmp_path, env=OFFLINE)
   output = proc.stdout + proc.stderr
   assert proc.returncode == 0, output
@@ -87,8 +96,8 @@ def test_wandb_that_cannot_start_is_one_warning(tmp_path):
   assert _json(run_dir / "metadata.json")["wandb_run_id"] is None
 
 
-def test_wandb_that_cannot_start_online_nor_offline_warns_for_each(tmp_path):
-  run_dir = _run_folder_with_wandb_blocked(tmp_path)
+def test_wandb_that_cannot_start_online_nor_offline_warns_for_each(tmp_path, wandb_blocked):
+  run_dir = _run_folder_with_wandb_blocked(tmp_path, wandb_blocked)
   env = {"WANDB_MODE": "online", "WANDB_BASE_URL": "http://127.0.0.1:9",
          "WANDB_API_KEY": "0" * 40}
   proc = run_cli(f"--config={VAE}:smoke", "--config.wandb.init_timeout=3", "--workdir=run",

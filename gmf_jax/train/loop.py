@@ -392,5 +392,6 @@ def _ensure_console_logging() -> None:
     log.propagate = False
 
 
-__all__ = ["ConfigError", "MemberResult", "MemberSetup", "NonFiniteError", "Preempted",
-           "TrainResult", "train_and_evaluate", "train_population"]
+__all__ = ["DEFAULT_ACTIONS", "ConfigError", "MemberResult", "MemberSetup", "NonFiniteError",
+           "PopulationResult", "Preempted", "TrainResult", "train_and_evaluate",
+           "train_population"]
