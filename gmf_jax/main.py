@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+from gmf_jax import cpu_devices
 from gmf_jax.config import load_config
 from gmf_jax.errors import ConfigError, NonFiniteError
 from gmf_jax.train.preemption import Preempted
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     path, overrides, workdir = parse_args(argv)
     config = load_config(path, overrides)
+    cpu_devices.allow()  # an ensemble here uses every CPU core (a fresh process)
     result = run(config, workdir)  # the heavy imports, once the input parses
     if config.num_seeds != 1:
       print(f"seed ensemble {result.workdir}: {result.describe()}")

@@ -23,7 +23,8 @@ from gmf_jax.train.mesh import make_layout
 from tests.conftest import CONFIGS, ROOT, run_cli
 
 FOUR = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "WANDB_MODE": "offline"}
-ONE = {"XLA_FLAGS": "", "WANDB_MODE": "offline"}
+# One device, also for a population (the command line would show a CPU device per core).
+ONE = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1", "WANDB_MODE": "offline"}
 ARGS = ["--config=" + str(CONFIGS / "mlp.py") + ":smoke", "--config.num_steps=60",
         "--config.steps_per_call=20", "--config.log_every_steps=10",
         "--config.eval_every_steps=20", "--config.checkpoint.every_steps=20"]
@@ -97,12 +98,18 @@ for members, size in ((1, 1), (2, 4)):
   sharding = jax.tree_util.tree_leaves(out.params)[0].sharding
   print(exp.layout.members, exp.layout.data, len(sharding.device_set), sharding.spec,
         out.step.sharding.is_fully_replicated)
+from gmf_jax.train.mesh import make_layout
+mesh = load_config(%r).mesh  # the default: mesh.members=0, mesh.data=0
+print([(l.members, l.data) for l in (make_layout(mesh, 64, population=n) for n in (1, 4, 6))])
 """
-  done = subprocess.run([sys.executable, "-c", script % str(CONFIGS / "mlp.py")], cwd=ROOT,
+  done = subprocess.run([sys.executable, "-c", script % ((str(CONFIGS / "mlp.py"),) * 2)],
+                        cwd=ROOT,
                         env={**os.environ, **FOUR}, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-3000:]
   # Data only: parameters replicated on all 4. Members x data: the member axis split in 2.
-  assert done.stdout.splitlines() == ["1 4 4 P(None,) True", "2 2 4 P('members',) True"]
+  # The default (members 0): as many devices as divide the population, the rest on the batch.
+  assert done.stdout.splitlines() == ["1 4 4 P(None,) True", "2 2 4 P('members',) True",
+                                      "[(1, 4), (4, 1), (2, 2)]"]
 
 
 @pytest.mark.parametrize("first,then", [(FOUR, ONE), (ONE, FOUR)], ids=["4to1", "1to4"])

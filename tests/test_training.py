@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -61,23 +62,41 @@ def test_same_seed_gives_bitwise_same_params(api_runs):
   assert a.metrics == b.metrics
 
 
+# 150 steps cross several epochs of digits at batch 64 (22 steps per epoch), and the VAE draws a
+# latent sample per step: batch order and keys must follow the step, not the chunk.
+SPC = dict(num_steps=150, eval_every_steps=150, log_every_steps=10)
+
+
+@pytest.fixture(scope="module")
+def in_calls_of_100(tmp_path_factory):
+  """`path` -> (its run of SPC in calls of 100 steps, the run's folder), each trained once: the
+  steps_per_call test compares it with calls of 1, the streaming test (VAE) with host batches."""
+  root, done = tmp_path_factory.mktemp("in_calls_of_100"), {}
+
+  def get(path):
+    if path not in done:
+      folder = root / os.path.basename(path) / "hundred"
+      done[path] = _train(folder.parent, "hundred", path, steps_per_call=100, **SPC), folder
+    return done[path]
+
+  return get
+
+
 @pytest.mark.parametrize("path", [MLP, VAE])
-def test_steps_per_call_does_not_change_the_result(tmp_path, path):
-  # 150 steps cross several epochs of digits at batch 64 (22 steps per epoch), and the VAE
-  # draws a latent sample per step: batch order and keys must follow the step, not the chunk.
-  common = dict(num_steps=150, eval_every_steps=150, log_every_steps=10)
-  one = _train(tmp_path, "one", path, steps_per_call=1, **common)
-  hundred = _train(tmp_path, "hundred", path, steps_per_call=100, **common)
+def test_steps_per_call_does_not_change_the_result(tmp_path, path, in_calls_of_100):
+  one = _train(tmp_path, "one", path, steps_per_call=1, **SPC)
+  hundred, hundred_dir = in_calls_of_100(path)
   assert tree_equal(one.state.params, hundred.state.params)
-  rows = lambda name: [(r["step"], r["name"], r["value"])
-                       for r in csv.DictReader(open(tmp_path / name / "metrics.csv"))]
-  assert rows("one") == rows("hundred")
+  rows = lambda folder: [(r["step"], r["name"], r["value"])
+                         for r in csv.DictReader(open(folder / "metrics.csv"))]
+  assert rows(tmp_path / "one") == rows(hundred_dir)
 
 
-def test_streaming_from_host_matches_device_batches(tmp_path):
-  common = dict(num_steps=50, steps_per_call=20)
-  device = _train(tmp_path, "device", VAE, **common)
-  host = _train(tmp_path, "host", VAE, **common, **{"data.on_device": "no"})
+def test_streaming_from_host_matches_device_batches(tmp_path, in_calls_of_100):
+  # Two calls (100 steps, then 50) across several epochs: the host feed follows the step too.
+  device, device_dir = in_calls_of_100(VAE)
+  host = _train(tmp_path, "host", VAE, steps_per_call=100, **SPC, **{"data.on_device": "no"})
+  assert json.loads((device_dir / "summary.json").read_text())["data_on_device"] is True
   summary = json.loads((tmp_path / "host" / "summary.json").read_text())
   assert summary["data_on_device"] is False
   for a, b in zip(jax_leaves(device.state.params), jax_leaves(host.state.params), strict=True):

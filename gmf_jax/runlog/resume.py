@@ -31,6 +31,7 @@ RESUMABLE_KEYS = (
     # The devices a run is split over: a checkpoint restores on any layout, and a resumed run
     # differs from one never moved only in the order gradients are summed (~1e-7 relative).
     "mesh.data",
+    "mesh.members",
     "mesh.model",
     # Where the processes and the data readers run: the same batches in the same order.
     "distributed.enabled",

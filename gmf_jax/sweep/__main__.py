@@ -83,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
 
       run_worker(args["sweep"], args["workdir"], args["population"])
       return 0
+    from gmf_jax import cpu_devices
     from gmf_jax.sweep.executors import SweepStopped
+
+    cpu_devices.allow()  # in-process populations use every CPU core (a fresh process)
     from gmf_jax.sweep.run import run_sweep
 
     try:

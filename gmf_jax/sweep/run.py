@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from gmf_jax import cpu_devices
 from gmf_jax.errors import ConfigError
 from gmf_jax.runlog.files import read_json, write_json
 from gmf_jax.runlog.record import foreign_entries
@@ -287,6 +288,9 @@ def run_sweep(sweep: spec_lib.Sweep | str, workdir: str | None = None, *,
                       "the sweep from its file: pass a sweep file's path.")
   plan = plan_sweep(sweep, workdir, max_population=max_population, retry_failed=retry_failed)
   todo = [p for p in plan.populations if any(p.train)]
+  if executor == "vmap":  # a command line's populations use every CPU core (before JAX starts)
+    cpu_devices.spread([len(p.members) for p in todo],
+                       [plan.configs[p.members[0].name].mesh for p in todo])
   with _no_gpu_memory_claimed(executor != "vmap"):  # workers train, not this process
     built = check_populations(plan, todo)  # every member, before the first file of the sweep
   done = len(plan.sweep.members) - sum(sum(p.train) for p in plan.populations)

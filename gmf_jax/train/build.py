@@ -93,7 +93,7 @@ def _run_length(config: ml_collections.ConfigDict, num_train: int) -> tuple[int,
 
 
 def build_experiment(config: ml_collections.ConfigDict,
-                     like: Experiment | None = None) -> Experiment:
+                     like: Experiment | None = None, population: int = 1) -> Experiment:
   """Builds data, model, loss, optimizer and schedule, checking the config as it goes.
 
   Args:
@@ -101,6 +101,8 @@ def build_experiment(config: ml_collections.ConfigDict,
     like: an experiment with the same program (a population's first member, see
       `gmf_jax.train.hparams.program_key`): its data, model and diagnostics are shared, and
       only the member's own values are built and checked.
+    population: the members that train in the program (`mesh.members=0` splits them over as
+      many devices as divide them; see `gmf_jax.train.mesh`).
 
   Returns:
     The experiment; its `config` is the resolved config (what config.json records): options
@@ -113,7 +115,8 @@ def build_experiment(config: ml_collections.ConfigDict,
   # Members of one program share the layout (program_key holds mesh.* and batch_size).
   if like is None:  # several processes: jax.distributed starts before any device is touched
     distributed.initialize(config.get("distributed") or distributed.ONE_PROCESS)
-  layout = make_layout(config.mesh, config.batch_size) if like is None else like.layout
+  layout = (make_layout(config.mesh, config.batch_size, population=population)
+            if like is None else like.layout)
   options = ComponentOptions(config_origin(config))
   if like is None:
     dataset = make_dataset(config.data, options)

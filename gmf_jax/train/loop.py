@@ -143,7 +143,7 @@ def build_population(setups: list[MemberSetup]) -> tuple[list[Experiment], list[
   Raises:
     ConfigError: a member's bad input, or members that cannot share one program.
   """
-  first = build_experiment(setups[0].config)
+  first = build_experiment(setups[0].config, population=len(setups))
   exps, resolved = [first], [resolved_config(first)]
   key = program_key(resolved[0])
   for setup in setups[1:]:

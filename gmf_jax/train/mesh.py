@@ -3,8 +3,9 @@
 `config.mesh.data` devices split every batch (data parallelism; 0, the default, means every
 visible device left after `members`); parameters, optimizer state and the hyperparameters are
 replicated along `data`, and XLA sums the gradients across it. `config.mesh.members` devices
-split a population's members (64 seeds over 8 devices: 8 members each); members x data both at
-once is a 2-D mesh. With one device there is no mesh: nothing is placed or constrained, so a
+split a population's members (64 seeds over 8 devices: 8 members each; 0, the default, means
+as many devices as divide both the population and the devices, so a single run has 1); members
+x data both at once is a 2-D mesh. With one device there is no mesh: nothing is placed or constrained, so a
 single-device run is the program it always was.
 
 `config.mesh.model` devices split the parameters (and their optimizer state) of wide layers,
@@ -24,6 +25,7 @@ runs, data parallelism alone is faster.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -127,23 +129,26 @@ class Layout:
             "processes": jax.process_count()}
 
 
-def make_layout(mesh_config, batch_size: int, devices: list | None = None) -> Layout:
-  """The run's layout from `config.mesh`, checked against the devices and the batch.
+def make_layout(mesh_config, batch_size: int, devices: list | None = None,
+                population: int = 1) -> Layout:
+  """The run's layout from `config.mesh`, checked against the devices and the batch;
+  `population`: how many members train in the program (what `mesh.members=0` divides).
 
   Raises:
     ConfigError: a mesh that does not match the devices, or a batch that does not split
       evenly over the `data` axis.
   """
   devices = list(jax.devices() if devices is None else devices)
-  check_int("mesh.members", mesh_config.members, low=1,
-            hint="1: every device holds every member; n: split the members over n devices.")
+  check_int("mesh.members", mesh_config.members, low=0,
+            hint="0: as many devices as divide the population; 1: every device holds every "
+                 "member; n: split the members over n devices.")
   check_int("mesh.data", mesh_config.data, low=0,
             hint="0: every visible device left; n: split each batch over n devices.")
   model = mesh_config.get("model", 1)
   check_int("mesh.model", model, low=1,
             hint="1: parameters replicated; n: split wide layers' parameters over n devices.")
   count, platform = len(devices), devices[0].platform
-  members = mesh_config.members
+  members = mesh_config.members or _auto_members(population, count, model, mesh_config.data)
   show = "(CUDA_VISIBLE_DEVICES, XLA_FLAGS=--xla_force_host_platform_device_count)"
   for key, n in (("mesh.members", members), ("mesh.members x mesh.model", members * model)):
     if count % n:
@@ -168,6 +173,13 @@ def make_layout(mesh_config, batch_size: int, devices: list | None = None) -> La
   grid = np.asarray(devices).reshape(members, data, model)
   return Layout(mesh=Mesh(grid, (MEMBERS, DATA, MODEL)), data=data, members=members,
                 model=model)
+
+
+def _auto_members(population: int, count: int, model: int, data: int) -> int:
+  """`mesh.members=0`: the most devices that divide the population and what `model` and an
+  explicit `data` leave of the devices (1 for a single run)."""
+  taken = model * (data or 1)
+  return math.gcd(population, count // taken) if count % taken == 0 else 1
 
 
 def check_population(layout: Layout, size: int, label: str = "the population") -> None:
