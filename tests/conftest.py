@@ -15,6 +15,11 @@ import pytest
 os.environ["WANDB_MODE"] = "disabled"
 os.environ["WANDB_SILENT"] = "true"
 
+# A population from the command line shows the CPU as one device per core (gmf_jax/cpu_devices.py).
+# The test workers already keep every core busy, so the tests' runs keep one CPU device;
+# tests/test_cpu_devices.py and tests/test_mesh.py set XLA_FLAGS themselves to run on several.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Runs share one JAX compilation cache per checkout (git-ignored), as a user's runs share theirs.
 os.environ.setdefault("GMF_JAX_COMPILE_CACHE_DIR",

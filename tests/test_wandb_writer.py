@@ -235,6 +235,22 @@ def test_background_wandb_queues_writes_in_order(gmf_log):
   assert bg.thread_cpu_sec > 0
 
 
+def test_rows_of_one_step_go_to_wandb_as_one_log_call(gmf_log):
+  writer = _RecordingWriter()
+  bg = BackgroundWandb(lambda: writer, lambda w: None)
+  bg.write(100, {"train/loss": 1.0})
+  bg.write(200, {"train/loss": 0.5})
+  bg.write(200, {"eval/loss": 0.7})  # the evaluation at the chunk's end
+  bg.write(200, {"diag/weight_stats/norm": 3.0})
+  bg.write_images(200, {"plots/loss": "loss.png"})
+  bg.write(300, {"train/loss": 0.4})
+  bg.close(0)
+  assert writer.calls == [(100, {"train/loss": 1.0}),
+                          (200, {"train/loss": 0.5, "eval/loss": 0.7,
+                                 "diag/weight_stats/norm": 3.0}),
+                          (200, {"plots/loss": "loss.png"}), (300, {"train/loss": 0.4})]
+
+
 def test_a_failed_write_is_one_warning_and_later_writes_are_dropped(gmf_log):
   writer = _RecordingWriter(fail_on_step=5)
   open_fn, gate = _gated(writer)
