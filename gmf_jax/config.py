@@ -158,8 +158,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.compile_cache = ml_collections.ConfigDict({"dir": "auto", "max_size_mb": 2048})
   # The devices: `data` of them split every batch (data parallelism; 0: every visible device
   # that `members` leaves), and `members` of them split a population's members (seeds, sweep
-  # points; 0: as many as divide the population, 1 for a single run). Parameters and optimizer state are replicated along `data`; `model` devices split
-  # the parameters of wide layers (FSDP-style). One device: no mesh. See gmf_jax/train/mesh.py.
+  # points; 0: as many as divide the population, 1 for a single run). Parameters and optimizer
+  # state are replicated along `data`; `model` devices split the parameters of wide layers
+  # (FSDP-style). One device: no mesh. See gmf_jax/train/mesh.py.
   c.mesh = ml_collections.ConfigDict({"data": 0, "members": 0, "model": 1})
   # Several processes (hosts) in one run: see gmf_jax/gmf_jax/distributed.py. 'auto' starts
   # jax.distributed inside a multi-task Slurm step (srun), with JAX_COORDINATOR_ADDRESS +

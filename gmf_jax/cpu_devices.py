@@ -4,7 +4,7 @@ XLA runs the small operations of our models on one thread, so a population vmapp
 CPU device JAX shows by default keeps one core busy however many the machine has. Shown as N
 CPU devices, the members split over them (`config.mesh.members`, 0: automatic, see
 `gmf_jax.train.mesh`) and N parts of the population train side by side: on a 2-core VM a
-16-seed MLP ensemble trains at 2x the member-steps per second.
+16-seed MLP ensemble trains 1.6-2x more member-steps per second (benchmarks/RESULTS.md).
 
 JAX fixes the number of CPU devices when its first backend starts, and a single run on several
 CPU devices would split its batches over them (another program, other last bits). So only a

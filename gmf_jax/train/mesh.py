@@ -5,8 +5,8 @@ visible device left after `members`); parameters, optimizer state and the hyperp
 replicated along `data`, and XLA sums the gradients across it. `config.mesh.members` devices
 split a population's members (64 seeds over 8 devices: 8 members each; 0, the default, means
 as many devices as divide both the population and the devices, so a single run has 1); members
-x data both at once is a 2-D mesh. With one device there is no mesh: nothing is placed or constrained, so a
-single-device run is the program it always was.
+x data both at once is a 2-D mesh. With one device there is no mesh: nothing is placed or
+constrained, so a single-device run is the program it always was.
 
 `config.mesh.model` devices split the parameters (and their optimizer state) of wide layers,
 FSDP-style: each weight matrix is split along its largest dimension that divides evenly over
