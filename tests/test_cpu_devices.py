@@ -72,3 +72,18 @@ def test_an_ensemble_from_the_command_line_splits_its_members_over_the_cores(tmp
     assert summary["mesh"]["devices"] == 2
     config = json.loads((tmp_path / "ens" / f"seed={seed}" / "config.json").read_text())
     assert config["mesh"]["members"] == 0  # the config as given; the layout is the summary's
+
+
+@pytest.mark.skipif(usable_cores() < 2, reason="needs 2 cores (CI has 2)")
+def test_a_sweep_from_the_command_line_splits_its_population_over_the_cores(tmp_path):
+  (tmp_path / "grid.py").write_text(
+      "def get_sweep():\n"
+      f"  return {{'config': {str(CONFIGS / 'mlp.py') + ':smoke'!r}, 'method': 'grid',\n"
+      "          'parameters': {'optimizer.learning_rate': {'values': [0.05, 0.1]}}}\n")
+  done = run_cli("--sweep=grid.py", f"--workdir={tmp_path / 'sweep'}", "--config.num_steps=20",
+                 cwd=tmp_path, env=CLEAN, module="gmf_jax.sweep")
+  assert done.returncode == 0, done.stderr[-2000:]
+  summaries = list((tmp_path / "sweep").glob("*/summary.json"))
+  assert len(summaries) == 2
+  for path in summaries:
+    assert json.loads(path.read_text())["mesh"]["axes"] == {"members": 2, "data": 1, "model": 1}
