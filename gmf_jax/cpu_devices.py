@@ -27,7 +27,6 @@ from collections.abc import Iterable
 log = logging.getLogger("gmf_jax")
 
 _allowed = False
-DEFAULT_MESH = {"data": 0, "members": 0, "model": 1}
 
 
 def allow() -> None:
@@ -72,9 +71,11 @@ def spread(sizes: Iterable[int], meshes: Iterable = ()) -> int:
   import jax
   from jax._src import xla_bridge
 
-  sizes = list(sizes)
+  from gmf_jax.config import default_config
+
+  sizes, default = list(sizes), default_config().mesh
   if (not _allowed or _user_chose() or xla_bridge.backends_are_initialized()
-      or any(mesh.get(k, v) != v for mesh in meshes for k, v in DEFAULT_MESH.items())):
+      or any(mesh.get(k, v) != v for mesh in meshes for k, v in default.items())):
     return 1
   count = device_count_for(sizes, usable_cores())
   if count > 1:
