@@ -12,6 +12,7 @@ import sys
 from gmf_jax import cpu_devices
 from gmf_jax.config import load_config
 from gmf_jax.errors import ConfigError, NonFiniteError
+from gmf_jax.runlog.wandb_writer import start_wandb_early
 from gmf_jax.train.preemption import Preempted
 
 USAGE = (
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     path, overrides, workdir = parse_args(argv)
     config = load_config(path, overrides)
     cpu_devices.allow()  # an ensemble here uses every CPU core (a fresh process)
+    start_wandb_early(config)  # wandb imports in its process while this one imports the rest
     result = run(config, workdir)  # the heavy imports, once the input parses
     if config.num_seeds != 1:
       print(f"seed ensemble {result.workdir}: {result.describe()}")

@@ -4,6 +4,7 @@ multi-process relay; and a periodic action added without touching the loop."""
 
 from __future__ import annotations
 
+import os
 import types
 
 import numpy as np
@@ -122,7 +123,7 @@ def _context(**config):
   saved = []
   context = types.SimpleNamespace(
       exp=types.SimpleNamespace(config=cfg, num_steps=100), size=3, start_step=0,
-      save=lambda step, state, best=False: saved.append((step, best, state)))
+      save=lambda step, state, best=False, tick=None: saved.append((step, best, state)))
   return context, saved
 
 
@@ -147,15 +148,40 @@ def test_the_best_checkpoint_keeps_each_members_best_state_on_the_device():
     step: int
     params: jnp.ndarray
 
-  context, saved = _context()
+  context, _ = _context()
+  kept = []
+  context.store = types.SimpleNamespace(
+      keep_best=lambda step, state, meta: kept.append((step, state, meta)))
+  context.record = types.SimpleNamespace(windows=lambda: {"windows": "of now"})
   action = make_best_checkpoint(context)
   assert _steps(action.schedule, 100) == [30, 60, 90, 100]
   action.run(Tick(30, State(30, jnp.array([1.0, 2.0, 3.0])), improved=np.ones(3, bool)))
   action.run(Tick(60, State(60, jnp.array([9.0, 9.0, 9.0])), improved=np.array([0, 1, 0], bool)))
   action.run(Tick(90, State(90, jnp.array([7.0, 7.0, 7.0])), improved=np.zeros(3, bool)))
-  assert [(s, b) for s, b, _ in saved] == [(30, True), (60, True)]  # nothing improved at 90
-  best = saved[-1][2]
+  assert [s for s, _, _ in kept] == [30, 60]  # nothing improved at 90
+  best = kept[-1][1]
   assert best.step == 60 and best.params.tolist() == [1.0, 9.0, 3.0]
+  assert kept[-1][2] == {"windows": "of now"}
+
+
+def test_the_best_state_is_written_with_the_next_checkpoint_or_at_close(tmp_path):
+  import jax.numpy as jnp
+
+  from gmf_jax.runlog.population import PopulationCheckpoints
+
+  pop = tmp_path / "population"  # its stacked state: every leaf with a member axis
+  store = PopulationCheckpoints(str(pop), [None], ["m"], max_to_keep=2, async_save=False)
+  store.keep_best(30, {"w": jnp.full((1, 3), 30.0)}, {})
+  assert not store.has(30, best=True)  # held on the device, not written at every improvement
+  store.save(50, {"w": jnp.full((1, 3), 50.0)}, {})
+  assert store.has(30, best=True)  # beside the checkpoint a resume starts from
+  store.keep_best(60, {"w": jnp.full((1, 3), 60.0)}, {})
+  store.close()  # a run that ends without another checkpoint (it failed) still writes it
+  assert os.listdir(pop / "best_checkpoint") == ["60"]
+  reopened = PopulationCheckpoints(str(pop), [None], ["m"], max_to_keep=2)
+  state, _ = reopened.checkpointer.restore(60, {"w": jnp.zeros((1, 3))}, best=True)
+  assert state["w"].tolist() == [[60.0] * 3]
+  reopened.close()
 
 
 # The non-finite policy and the metric window
@@ -221,18 +247,26 @@ def test_the_relay_holds_process_0s_error_until_every_process_hears_it():
 # A periodic action added without touching the loop
 
 
-def test_a_new_periodic_action_is_one_factory_and_one_list_entry(tmp_path):
+def test_a_new_periodic_action_is_one_factory_and_one_list_entry(tmp_path, monkeypatch):
   import jax
 
   from gmf_jax.train.loop import DEFAULT_ACTIONS, train_population
   from gmf_jax.train.recorder import MemberSetup
 
-  seen = []
+  seen, events = [], []
+  dispatch = ChunkPipeline.dispatch
+
+  def logged_dispatch(self, state, start):
+    events.append(("dispatch", start))
+    return dispatch(self, state, start)
+
+  monkeypatch.setattr(ChunkPipeline, "dispatch", logged_dispatch)
 
   def make_norms(context):
     def run(tick):
       norms = jax.vmap(lambda p: sum(jax.numpy.sum(x**2) for x in jax.tree_util.tree_leaves(p)))
       seen.append((tick.step, int(tick.state.step), jax.device_get(norms(tick.state.params))))
+      tick.defer(lambda step=tick.step: events.append(("host work", step)))
     return PeriodicAction("norms", Schedule.make(context.exp.num_steps, steps=[7, 13]), run)
 
   overrides = {"num_steps": 20, "steps_per_call": 10, "log_every_steps": 10,
@@ -244,6 +278,31 @@ def test_a_new_periodic_action_is_one_factory_and_one_list_entry(tmp_path):
   assert [m.status for m in result.members] == ["completed", "completed"]
   assert [(step, counter) for step, counter, _ in seen] == [(7, 7), (13, 13), (20, 20)]
   assert all(norms.shape == (2,) and norms[0] != norms[1] for _, _, norms in seen)
+  # Deferred host work runs once the next chunk is queued (at the last step: no chunk follows).
+  for step in (7, 13):
+    assert events.index(("dispatch", step)) + 1 == events.index(("host work", step)), events
+  assert events[-1] == ("host work", 20)
+
+
+def test_deferred_host_work_runs_in_order_and_also_when_a_later_action_fails():
+  from gmf_jax.train.loop import _run_due
+
+  done = []
+
+  def fail(tick):
+    raise RuntimeError("broken")
+
+  actions = [PeriodicAction(name, Schedule(every=1), lambda t, n=name: t.defer(
+      lambda: done.append(n))) for name in ("first", "second")]
+  tick = Tick(1, None)
+  _run_due(actions, tick)
+  assert done == [] and len(tick.later) == 2  # nothing ran yet: the loop runs it later
+  tick.finish()
+  assert done == ["first", "second"] and not tick.later
+  tick, done[:] = Tick(2, None), []
+  with pytest.raises(RuntimeError, match="broken"):
+    _run_due([actions[0], PeriodicAction("fails", Schedule(every=1), fail)], tick)
+  assert done == ["first"]  # what the earlier action recorded stays recorded
 
 
 def test_the_diagnostics_action_ends_chunks_at_the_union_of_the_diagnostics_schedules():

@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from gmf_jax.runlog.wandb_reader import find_offline_runs, read_offline_run
 from gmf_jax.runlog.wandb_writer import BackgroundWandb
 from tests.conftest import CONFIGS, run_cli
 
@@ -110,9 +111,9 @@ def test_wandb_that_cannot_start_online_nor_offline_warns_for_each(tmp_path, wan
   assert _json(run_dir / "metadata.json")["status"] == "completed"
 
 
-def _children(pid):
-  """(pid, command name) of each child process of `pid`, read from /proc."""
-  found = []
+def _descendants(pid):
+  """(pid, command name) of each process below `pid` (children, theirs, ...), read from /proc."""
+  parents = {}
   for entry in os.listdir("/proc"):
     if not entry.isdigit():
       continue
@@ -122,9 +123,15 @@ def _children(pid):
     except OSError:  # it ended meanwhile
       continue
     name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
-    if int(rest[1]) == pid:  # the field after the state is the parent's pid
-      found.append((int(entry), name))
-  return found
+    parents[int(entry)] = (int(rest[1]), name)  # the field after the state is the parent's pid
+  found, below = [], {pid}
+  while True:
+    new = [(p, name) for p, (parent, name) in parents.items()
+           if parent in below and p not in below]
+    if not new:
+      return found
+    found += new
+    below |= {p for p, _ in new}
 
 
 def _wait_for_wandb_run(run_dir, proc, timeout=120):
@@ -156,7 +163,8 @@ def test_wandb_service_killed_mid_run_is_one_warning(tmp_path):
   run_dir = tmp_path / "run"
   try:
     _wait_for_wandb_run(run_dir, proc)
-    (service,) = [pid for pid, name in _children(proc.pid) if name == "wandb-core"]
+    # wandb runs in a process of its own (gmf_jax.runlog.wandb_process): its service is below it
+    (service,) = [pid for pid, name in _descendants(proc.pid) if name == "wandb-core"]
     os.kill(service, signal.SIGKILL)
     killed_at = _last_step(run_dir)
     stdout, stderr = proc.communicate(timeout=300)
@@ -169,6 +177,33 @@ def test_wandb_service_killed_mid_run_is_one_warning(tmp_path):
   assert killed_at < LONG["num_steps"]  # the kill came while the run trained
   _assert_whole_run_recorded(run_dir, output, LONG)
   assert "wandb failed to log" in output
+
+
+def test_a_killed_training_process_leaves_its_wandb_run_finished(tmp_path):
+  """wandb runs in a process of its own, which outlives a training process killed with
+  SIGKILL just long enough to finish that process's runs (exit code 1), then ends."""
+  script = f"""
+import os, signal
+from gmf_jax.runlog.wandb_writer import WandbWriter
+config = dict(mode="offline", project="p", entity=None, group=None, tags=[], name=None,
+              notes=None, init_timeout=30)
+writer = WandbWriter.open(config, {str(tmp_path)!r}, {{"seed": 3}}, None, requirements=False)
+writer.write(5, {{"train/loss": 0.5}})
+print(writer.run_id, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+  proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                        timeout=120, env={**os.environ, **OFFLINE})
+  assert proc.returncode == -signal.SIGKILL, proc.stderr
+  run_id = proc.stdout.strip()
+  deadline, run = time.time() + 60, None
+  while time.time() < deadline and (run is None or run.exit_code is None):
+    time.sleep(0.2)
+    paths = find_offline_runs(str(tmp_path / "wandb"))
+    run = read_offline_run(paths[0]) if paths else None
+  assert run is not None and run.run_id == run_id and run.config["seed"] == 3
+  assert run.exit_code == 1  # finished, as a run that did not complete
+  assert [(row["_step"], row["train/loss"]) for row in run.history] == [(5, 0.5)]
 
 
 class _RecordingWriter:
@@ -249,6 +284,24 @@ def test_rows_of_one_step_go_to_wandb_as_one_log_call(gmf_log):
                           (200, {"train/loss": 0.5, "eval/loss": 0.7,
                                  "diag/weight_stats/norm": 3.0}),
                           (200, {"plots/loss": "loss.png"}), (300, {"train/loss": 0.4})]
+
+
+def test_rows_queued_together_go_to_the_wandb_process_as_one_message(gmf_log):
+  class BatchingWriter(_RecordingWriter):
+    def write_rows(self, rows):
+      self.calls.append(("message", [step for step, _ in rows]))
+
+  writer = BatchingWriter()
+  open_fn, gate = _gated(writer)
+  bg = BackgroundWandb(open_fn, lambda w: None)
+  for step in (10, 20, 30):
+    bg.write(step, {"train/loss": 1.0})
+  bg.write_images(30, {"plots/loss": "loss.png"})
+  bg.write(40, {"train/loss": 1.0})
+  gate.set()  # all of it queued while the run opened
+  bg.close(0)
+  assert writer.calls == [("message", [10, 20, 30]), (30, {"plots/loss": "loss.png"}),
+                          ("message", [40])]
 
 
 def test_a_failed_write_is_one_warning_and_later_writes_are_dropped(gmf_log):

@@ -11,6 +11,7 @@ a `DiagnosticResult`) runs once per member instead, on the member's sliced state
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import logging
 import os
@@ -167,42 +168,62 @@ class PopulationDiagnostics:
     thread.start()
     return thread
 
-  def run(self, step: int, state, targets: list[Target], *, force: bool = False
-          ) -> dict[str, float]:
+  def run(self, step: int, state, targets: list[Target], *, force: bool = False,
+          seconds: dict[str, float] | None = None, defer=None) -> dict[str, float]:
     """Runs the diagnostics due at `step` (all of them with `force`) for every member of
     `state` (a population: a leading member axis, the step shared) and writes the results of
     the members in `targets`.
 
+    `defer(work)`: where given, the files of the vmapped diagnostics are written by `work()`,
+    which the caller runs later (the training loop: once the next chunk is queued); their
+    results are on the host by then, and `state` is not read again.
+
     Returns:
-      Seconds per diagnostic, its writes included.
+      `seconds` (a new dict by default), with each diagnostic's seconds, its writes included
+      (deferred writes add theirs when they run).
     """
     due = self.diagnostics if force else self.due(step)
-    seconds, queued = {}, {}
-    for d in due:  # every vmapped compute dispatched first: the device works while we write
-      if d.name in self._programs:
-        start = time.perf_counter()
-        queued[d.name] = self._programs[d.name](state, self.probe, self.diag_keys, step)
-        seconds[d.name] = time.perf_counter() - start
+    seconds = {} if seconds is None else seconds
+    timed = functools.partial(_timed, seconds)
+    queued = {d.name: timed(d.name, self._programs[d.name], state, self.probe, self.diag_keys,
+                            step)
+              for d in due if d.name in self._programs}  # dispatched first: the device works
     members = None
     for d in due:
-      start = time.perf_counter()
       if d.name in queued:
-        program = self._programs[d.name]
-        scalars, arrays = jax.device_get(queued.pop(d.name))  # one transfer
-        scalars, arrays = program.in_order(scalars, 0), program.in_order(arrays, 1)
-        for t in targets:
-          self._write(d, step, t, {k: v[t.index] for k, v in scalars.items()},
-                      {**d.diagnostic.static, **{k: v[t.index] for k, v in arrays.items()}})
+        scalars, arrays = timed(d.name, self._fetch, d.name, queued.pop(d.name))
+        write = functools.partial(timed, d.name, self._write_all, d, step, targets, scalars,
+                                  arrays)
+        if defer is None:
+          write()
+        else:
+          defer(write)
       else:
         members = self._members(state) if members is None else members
-        for t in targets:
-          result = d.diagnostic(members[t.index], self.probe,
-                                diagnostic_rng(self.diag_keys[t.index], d.name, step))
-          if not self.draw:
-            result.figures = {}
-          write_result(d.name, step, result, t.workdir, t.writer, t.image_writer)
-      seconds[d.name] = seconds.get(d.name, 0.0) + time.perf_counter() - start
+        timed(d.name, self._run_old_form, d, step, members, targets)
     return seconds
+
+  def _fetch(self, name: str, queued) -> tuple[dict, dict]:
+    """A vmapped diagnostic's results on the host (one transfer), in compute's own order."""
+    program = self._programs[name]
+    scalars, arrays = jax.device_get(queued)
+    return program.in_order(scalars, 0), program.in_order(arrays, 1)
+
+  def _write_all(self, d: ScheduledDiagnostic, step: int, targets: list[Target], scalars,
+                 arrays) -> None:
+    for t in targets:
+      self._write(d, step, t, {k: v[t.index] for k, v in scalars.items()},
+                  {**d.diagnostic.static, **{k: v[t.index] for k, v in arrays.items()}})
+
+  def _run_old_form(self, d: ScheduledDiagnostic, step: int, members: list,
+                    targets: list[Target]) -> None:
+    """A plain callable diagnostic: called on each member's own state."""
+    for t in targets:
+      result = d.diagnostic(members[t.index], self.probe,
+                            diagnostic_rng(self.diag_keys[t.index], d.name, step))
+      if not self.draw:
+        result.figures = {}
+      write_result(d.name, step, result, t.workdir, t.writer, t.image_writer)
 
   def _write(self, d: ScheduledDiagnostic, step: int, target: Target, scalars, arrays) -> None:
     figures = {}
@@ -221,6 +242,15 @@ class PopulationDiagnostics:
           jax.tree_util.tree_map(lambda a, i=i: a[i], tree) for i in range(size)))
     step = state.step
     return [s.replace(step=step) for s in self._unstack(state.replace(step=None))]
+
+
+def _timed(seconds: dict[str, float], name: str, fn, *args):
+  """`fn(*args)`, its seconds added to `seconds[name]`."""
+  start = time.perf_counter()
+  try:
+    return fn(*args)
+  finally:
+    seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
 
 
 def _shape_of(a) -> jax.ShapeDtypeStruct:

@@ -30,6 +30,7 @@ class PopulationCheckpoints:
     self.names, self.member_dirs = names, member_dirs
     self.stacked = population_dir is not None
     self._started: set[int] = set()  # steps saved in this session (a save may be in flight)
+    self._best: tuple[int, Any, dict[str, Any]] | None = None  # see `keep_best`
     if not self.stacked:
       assert len(member_dirs) == 1, "a population of many needs a population_dir"
       self.checkpointer = Checkpointer(member_dirs[0], max_to_keep, async_save)
@@ -46,12 +47,31 @@ class PopulationCheckpoints:
         pointer.pop("failed_at", None)
         write_json(os.path.join(path, POINTER), pointer)
 
+  def has(self, step: int, *, best: bool = False) -> bool:
+    """Whether `step` is saved, or being saved."""
+    return self.checkpointer.has(step, best=best)
+
+  def keep_best(self, step: int, state, meta: dict[str, Any]) -> None:
+    """Holds the best state so far (on the device, reached at `step`), written as the best
+    checkpoint with the next checkpoint `save`, or at `close`: the best checkpoint on disk
+    then always goes with a checkpoint a resume starts from, and a population writes it a
+    few times rather than at every evaluation that improved a member."""
+    self._best = (step, state, meta)
+
   def save(self, step: int, state, meta: dict[str, Any], *, best: bool = False) -> None:
-    if self.checkpointer.has(step, best=best):
-      return
-    self.checkpointer.save(step, state if self.stacked else member(state, 0), meta, best=best)
+    """Saves a checkpoint of `step` (a no-op where it is saved already), and the best state
+    held by `keep_best` beside it."""
+    if not self.checkpointer.has(step, best=best):
+      self.checkpointer.save(step, state if self.stacked else member(state, 0), meta, best=best)
+      if not best:
+        self._started.add(step)
     if not best:
-      self._started.add(step)
+      self._write_best()
+
+  def _write_best(self) -> None:
+    if self._best is not None:
+      (step, state, meta), self._best = self._best, None
+      self.save(step, state, meta, best=True)
 
   def member_failed(self, index: int, step: int) -> None:
     """Records that member `index` went non-finite at `step`: checkpoints from then on hold
@@ -94,7 +114,12 @@ class PopulationCheckpoints:
     return max([*self.checkpointer.steps(), *self._started], default=None)
 
   def close(self) -> None:
-    self.checkpointer.close()
+    """Writes a best state still held (a run that failed, with no final checkpoint), then
+    waits for every save."""
+    try:
+      self._write_best()
+    finally:
+      self.checkpointer.close()
 
 
 def _windows(meta: dict[str, Any], size: int) -> list[dict]:

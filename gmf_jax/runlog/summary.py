@@ -40,8 +40,10 @@ class Summary:
   def final(self) -> dict[str, float]:
     return {name: entry["final"] for name, entry in self.metrics.items()}
 
-  def save(self) -> None:
-    write_json(self.path, {**self.info, "metrics": self.metrics})
+  def save(self, *, sync: bool = True) -> None:
+    """Writes summary.json atomically; `sync=False` skips waiting for the disk (a copy made
+    while the run trains: a resumed run rebuilds its summary from metrics.csv)."""
+    write_json(self.path, {**self.info, "metrics": self.metrics}, sync=sync)
 
   def is_best(self, name: str, value: float, mode: str = "auto") -> bool:
     """Whether `value` would improve on the best `name` so far (before `update`)."""

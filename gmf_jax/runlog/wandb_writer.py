@@ -16,6 +16,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from gmf_jax.job import job_arguments
+from gmf_jax.runlog import wandb_process
+
 log = logging.getLogger("gmf_jax")
 
 MODES = ("offline", "online", "disabled")
@@ -26,23 +29,35 @@ def wandb_mode(configured: str) -> str:
   return os.environ.get("WANDB_MODE") or configured
 
 
+def start_wandb_early(config) -> None:
+  """Starts the wandb process (`wandb_process.start`) as soon as a config is read, where the run
+  logs to wandb and is the only process of its job (in a job of several, process 0 alone starts
+  it, later): wandb then imports there while this process imports and builds the rest."""
+  if (wandb_mode(config.wandb.mode) != "disabled"
+      and job_arguments(config.get("distributed") or {}) is None):
+    wandb_process.start()
+
+
 def _describe(e: BaseException) -> str:
-  """`Type: first line of the message`, short enough for one log line."""
+  """`Type: first line of the message`, short enough for one log line (for an error raised in
+  the wandb process, the type is the one raised there)."""
   text = str(e).splitlines()[0][:200] if str(e) else ""
-  return f"{type(e).__name__}: {text}" if text else type(e).__name__
+  name = e.kind if isinstance(e, wandb_process.RemoteError) else type(e).__name__
+  return f"{name}: {text}" if text else name
 
 
 class WandbWriter:
   """Logs metrics and images to a wandb run kept in `<workdir>/wandb/`.
 
-  Its methods raise whatever wandb raises; `BackgroundWandb` is what keeps that from the
-  training loop.
+  The run lives in the wandb process (`gmf_jax.runlog.wandb_process`), which every run of this
+  process shares; each call here waits for its answer. Its methods raise what wandb raised there
+  (as `RemoteError`); `BackgroundWandb` is what keeps that from the training loop.
   """
 
-  def __init__(self, run):
-    self.run = run
-    # Read here, in the thread that opened the run, so that `on_ready` touches no wandb code.
-    self.run_id: str = run.id
+  def __init__(self, connection: wandb_process.RunConnection, run_id: str):
+    self._connection = connection
+    self.run_id = run_id
+    self.process_cpu_sec: float | None = None  # the wandb process's CPU time, after `close`
 
   @classmethod
   def open(cls, wandb_config: Mapping[str, Any], workdir: str, config: dict[str, Any],
@@ -55,95 +70,56 @@ class WandbWriter:
     the first's process and environment (every run folder's metadata.json has the versions).
 
     Raises:
-      Whatever `wandb.init` raises when the run cannot start (offline, or online and then
-      offline). wandb is torn down first, quietly, so that nothing it started (such as its
-      service process) stays running.
+      Whatever `wandb.init` raised when the run could not start (offline, or online and then
+      offline), as `RemoteError`. wandb is then shut down in the wandb process, where no other
+      run is open.
     """
     mode = wandb_mode(wandb_config["mode"])
     if mode == "disabled":
       return None
-    import wandb  # slow import; only when wandb is on
-
     kwargs = dict(
         project=wandb_config["project"], entity=wandb_config["entity"],
         group=wandb_config["group"], tags=list(wandb_config["tags"]) or None,
         name=wandb_config["name"] or os.path.basename(workdir), notes=wandb_config["notes"],
         config=config, dir=workdir, id=run_id, resume="allow" if run_id else None,
     )
-    settings = wandb.Settings(
+    settings = dict(
         init_timeout=float(wandb_config["init_timeout"]), console="off", silent=True,
         x_disable_stats=True, save_code=False, x_save_requirements=requirements,
         reinit="create_new",  # the members of a population are runs side by side
     )
-    _open_runs.acquire()
+    connection = wandb_process.RunConnection()
     try:
       try:
-        run = wandb.init(mode=mode, settings=settings, **kwargs)
-      except Exception as e:  # noqa: BLE001 - online falls back to offline
-        if mode != "online":
+        run_id = connection.call("init", mode, settings, kwargs)
+      except wandb_process.RemoteError as e:  # online falls back to offline
+        if mode != "online" or e.kind == "WandbProcessError":
           raise
         log.warning("warning: wandb could not start online (%s); logging offline to %s "
                     "instead (`wandb sync` uploads it later).", _describe(e),
                     os.path.join(workdir, "wandb"))
-        run = wandb.init(mode="offline", settings=settings, **kwargs)
+        run_id = connection.call("init", "offline", settings, kwargs)
     except BaseException:
-      if _open_runs.release():
-        _teardown_quietly()
+      connection.close()
       raise
-    return cls(run)
+    return cls(connection, run_id)
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
-    self.run.log(dict(scalars), step=int(step))
+    self.write_rows([(step, scalars)])
+
+  def write_rows(self, rows: list[tuple[int, Mapping[str, float]]]) -> None:
+    """Several rows in one message, each its own wandb `log` call, in order."""
+    self._connection.call("log", [(int(step), dict(scalars)) for step, scalars in rows])
 
   def write_images(self, step: int, paths: Mapping[str, str]) -> None:
-    import wandb
-
-    self.run.log({k: wandb.Image(p) for k, p in paths.items()}, step=int(step))
+    self._connection.call("images", int(step), dict(paths))
 
   def close(self, exit_code: int = 0) -> None:
-    """Finishes the run and waits until its files are complete.
-
-    wandb's service is shut down even when finishing fails: its exit hook would otherwise print
-    a traceback of its own when the process ends.
-    """
-    import wandb
-
+    """Finishes the run and waits until its files are complete."""
     try:
-      self.run.finish(exit_code=exit_code)
+      self.process_cpu_sec = self._connection.call("finish", exit_code)
     finally:
-      if _open_runs.release():  # the last run of this process
-        wandb.teardown()
-
-
-class _OpenRuns:
-  """Counts this process's open wandb runs: wandb's service is shut down after the last."""
-
-  def __init__(self):
-    self._count = 0
-    self._lock = threading.Lock()
-
-  def acquire(self) -> None:
-    with self._lock:
-      self._count += 1
-
-  def release(self) -> bool:
-    """Returns whether no run is open any more."""
-    with self._lock:
-      self._count = max(0, self._count - 1)
-      return self._count == 0
-
-
-_open_runs = _OpenRuns()
-
-
-def _teardown_quietly() -> None:
-  """Shuts down whatever wandb has started, ignoring its errors (it has already failed)."""
-  try:
-    import wandb
-
-    wandb.teardown()
-  except BaseException:  # noqa: BLE001 - wandb has failed already; nothing more to report
-    pass
+      self._connection.close()
 
 
 # What happens after each kind of failure, for its warning.
@@ -157,9 +133,10 @@ _AFTER = {
 class BackgroundWandb:
   """A wandb run driven from a background thread, which never raises in the caller's thread.
 
-  The run starts there (a service process, about half a second, overlapping compilation), and
-  every write is a queue put for the caller: wandb's own `log` costs about a millisecond of the
-  calling thread, which the training loop would otherwise spend between chunks. Writes made
+  The run starts there (in the wandb process, while the training process compiles), and every
+  write is a queue put for the caller: even a call to the wandb process costs a fraction of a
+  millisecond of the calling thread, which the training loop would otherwise spend between
+  chunks. Writes made
   before the run is open wait in the queue, in order; `close` waits for them, then finishes the
   run, in the background thread too.
 
@@ -188,6 +165,11 @@ class BackgroundWandb:
     self._thread.start()
 
   @property
+  def process_cpu_sec(self) -> float | None:
+    """The CPU seconds of the wandb process (shared by this process's runs), after `close`."""
+    return getattr(self._writer, "process_cpu_sec", None)
+
+  @property
   def error(self) -> str | None:
     """None while wandb works (or is off); after a failure, e.g. 'log: ConnectionResetError: ...'.
 
@@ -203,8 +185,7 @@ class BackgroundWandb:
   def _work(self, open_fn: Callable[[], Any]) -> None:
     """Opens the run, writes what is queued until `close`'s item, then finishes the run.
 
-    Every wandb call is made here, where any error, even SystemExit (wandb's teardown calls
-    `sys.exit` when its service process ended with an error), becomes at most one warning.
+    Every call to the writer is made here, where any error becomes at most one warning.
     """
     try:
       self._writer = open_fn()
@@ -212,12 +193,35 @@ class BackgroundWandb:
       self._fail("start", e)
     finally:
       self._opened.set()
-    while (item := self._queue.get())[0] != "close":
-      if self._writer is not None and self._error is None:  # else dropped
+    item = self._queue.get()
+    while item[0] != "close":
+      rows, after = self._rows_from(item) if item[0] == "write" else (None, None)
+      if self._writer is None or self._error is not None:
+        pass  # dropped
+      elif rows is None:  # images
         self._call("log", *item)
+      elif hasattr(self._writer, "write_rows"):  # the rows queued meanwhile, in one message
+        self._call("log", "write_rows", (rows,))
+      else:
+        for row in rows:
+          self._call("log", "write", row)
+      item = after or self._queue.get()
     if self._writer is not None:
       self._call("finish", *item)  # also after a failure to log: the run may still finish
     self.thread_cpu_sec = time.thread_time()
+
+  def _rows_from(self, item: tuple) -> tuple[list, tuple | None]:
+    """The rows of `item` (a write) and of the writes queued right after it; the item queued
+    after those, if any."""
+    rows = [item[1]]
+    while True:
+      try:
+        item = self._queue.get_nowait()
+      except queue.Empty:
+        return rows, None
+      if item[0] != "write":
+        return rows, item
+      rows.append(item[1])
 
   def _call(self, what: str, method: str, args: tuple) -> None:
     try:

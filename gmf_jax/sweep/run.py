@@ -26,6 +26,7 @@ from typing import Any
 
 from gmf_jax import cpu_devices
 from gmf_jax.errors import ConfigError
+from gmf_jax.job import job_arguments
 from gmf_jax.runlog.files import read_json, write_json
 from gmf_jax.runlog.record import foreign_entries
 from gmf_jax.sweep import spec as spec_lib
@@ -98,8 +99,6 @@ def member_status(folder: str, missing: str = "new") -> str:
 
 def _check_one_process(config) -> None:
   """Sweeps and seed ensembles train in one process (several local devices: mesh.members)."""
-  from gmf_jax.distributed import job_arguments
-
   if job_arguments(config.get("distributed") or {}) is not None:
     raise ConfigError(
         "a sweep or seed ensemble runs in one process, but this job describes several "

@@ -85,13 +85,30 @@ class ActionContext:
 class Tick:
   """What the actions see at the end of a chunk: the step (optimizer steps done), the
   population's state (every leaf with a leading member axis, except the shared step), whether a
-  stop signal came, and what earlier actions of this tick left for later ones."""
+  stop signal came, and what earlier actions of this tick left for later ones.
+
+  The state is valid while the actions run, not after: the next chunk takes it over (it is
+  donated). An action that has host work left once its device work is done (writing files,
+  saving a copy of the state) hands it to `defer`: the loop runs it after queueing the next
+  chunk, so the device trains while the host writes.
+  """
 
   step: int
   state: Any
   signalled: bool = False
   improved: np.ndarray | None = None  # (members,) bool: evaluation's new best values
   ran: set[str] = dataclasses.field(default_factory=set)
+  later: list[Callable[[], None]] = dataclasses.field(default_factory=list)
+
+  def defer(self, work: Callable[[], None]) -> None:
+    """Runs `work()` once the next chunk is queued (at once where none follows); it must not
+    read `state`."""
+    self.later.append(work)
+
+  def finish(self) -> None:
+    """Runs the deferred work, in the order it was deferred."""
+    while self.later:
+      self.later.pop(0)()
 
 
 @dataclasses.dataclass(frozen=True)

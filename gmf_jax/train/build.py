@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from gmf_jax import distributed
+from gmf_jax import distributed, job
 from gmf_jax.checks import check_choice, check_int, check_number
 from gmf_jax.config import config_origin, default_config, flatten
 from gmf_jax.data import Dataset, make_dataset, stream
@@ -114,7 +114,7 @@ def build_experiment(config: ml_collections.ConfigDict,
   _check_scalars(config)
   # Members of one program share the layout (program_key holds mesh.* and batch_size).
   if like is None:  # several processes: jax.distributed starts before any device is touched
-    distributed.initialize(config.get("distributed") or distributed.ONE_PROCESS)
+    distributed.initialize(config.get("distributed") or job.ONE_PROCESS)
   layout = (make_layout(config.mesh, config.batch_size, population=population)
             if like is None else like.layout)
   options = ComponentOptions(config_origin(config))

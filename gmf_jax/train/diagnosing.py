@@ -49,8 +49,8 @@ def make_diagnostics(context) -> PeriodicAction | None:
     if relay.primary:
       with relay.work():
         targets = [runner.Target(*t) for t in context.record.targets()]
-        for name, sec in diagnostics.run(tick.step, state, targets).items():
-          seconds[name] = seconds.get(name, 0.0) + sec
+        diagnostics.run(tick.step, state, targets, seconds=seconds,
+                        defer=lambda work: tick.defer(relay.as_work(work)))
 
   schedule = Schedule.make(exp.num_steps, steps=diagnostics.steps, end=False)
   # At every stop of the loop: the warm-up is joined at the first (the compilation it waited

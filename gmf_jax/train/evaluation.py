@@ -45,8 +45,9 @@ def make_eval_fn(exp, size: int, batch_size: int):
 
 
 def make_evaluation(context) -> PeriodicAction:
-  """Evaluates every member on the test split; the record writes each member's `eval/*` rows
-  and says which members reached their best value (`tick.improved`)."""
+  """Evaluates every member on the test split and says which members reached their best value
+  (`tick.improved`); the record writes each member's `eval/*` rows once the next chunk is
+  queued."""
   exp = context.exp
   # Not rounded to the devices: the batches (and each batch's key) never depend on the layout.
   eval_size = min(exp.config.eval_batch_size, len(exp.dataset.test))
@@ -55,23 +56,26 @@ def make_evaluation(context) -> PeriodicAction:
 
   def run(tick: Tick) -> None:
     failpoints.reach("eval")
-    state = tick.state
+    state, step = tick.state, tick.step
     evals = jax.device_get(eval_fn(state.params, state.hparams, context.keys, data, mask))
-    tick.improved = context.record.record_eval(tick.step, evals)
+    tick.improved = context.record.improved(evals)
+    tick.defer(lambda: context.record.record_eval(step, evals))  # the rows, while training
 
   return PeriodicAction("evaluation", eval_schedule(exp), run)
 
 
 def make_best_checkpoint(context) -> PeriodicAction:
-  """Saves the best checkpoint when evaluation found a member improved: for a population, each
-  member's best state so far (kept on the device), so one checkpoint holds every member's best."""
+  """Keeps each member's best state so far on the device, picked in one program from the
+  members evaluation found improved, so one checkpoint holds every member's best. The store
+  writes it with the next checkpoint (periodic, at the last step, at a stop) or, for a run that
+  failed, at its close (`PopulationCheckpoints.keep_best`)."""
   best = BestStates(context.store.restore_best(context.state) if context.start_step else None)
 
   def run(tick: Tick) -> None:
     if tick.improved is None or not tick.improved.any():
       return
-    state = tick.state if context.size == 1 else best.update(tick.state, tick.improved)
-    context.save(tick.step, state, best=True)
+    context.store.keep_best(tick.step, best.update(tick.state, tick.improved),
+                            context.record.windows())
 
   return PeriodicAction("best_checkpoint", eval_schedule(context.exp), run)
 
@@ -87,7 +91,8 @@ class BestStates:
     now = state.replace(step=None)
     best = now if self.state is None else self.state.replace(step=None)
     mask = np.asarray(improved) if self.state is not None else np.ones_like(improved)
-    self.state = _pick(best, now, mask).replace(step=step)
+    # Every array its own (the tick's state goes to the next chunk): the step copied too.
+    self.state = _pick(best, now, mask).replace(step=jnp.copy(step))
     return self.state
 
 

@@ -25,15 +25,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from gmf_jax import compile_cache, distributed, failpoints
 from gmf_jax.errors import ConfigError, NonFiniteError
 from gmf_jax.members import member
-from gmf_jax.runlog import RunFolder
+from gmf_jax.runlog import RunFolder, wandb_process
 from gmf_jax.runlog.liveness import Heartbeat
 from gmf_jax.runlog.population import PopulationCheckpoints
+from gmf_jax.runlog.wandb_writer import wandb_mode
 from gmf_jax.train import session as session_lib
 from gmf_jax.train.actions import ActionContext, PeriodicAction, Tick, needs_state, run_due
 from gmf_jax.train.build import Experiment, build_experiment, init_population
@@ -196,6 +198,9 @@ def train_population(setups: list[MemberSetup], *, population_dir: str | None = 
   exps, resolved = built or build_population(setups)  # every check on the input happens here
   if len(exps) > 1 or population_dir is not None:
     check_one_process()
+  if distributed.is_primary() and any(wandb_mode(e.config.wandb.mode) != "disabled"
+                                      for e in exps):
+    wandb_process.start()  # wandb imports there while this process builds and compiles
   cache_dir = compile_cache.enable(exps[0].config.compile_cache)
   cache_before = compile_cache.counter().snapshot()
   workdirs = session_lib.checked_workdirs(setups, exps, resolved)
@@ -240,9 +245,23 @@ class _Run:
     held = f"the checkpoint of step {latest}" if latest else "step 0 (no checkpoint yet)"
     return f"stopped at once by a second Ctrl-C; resuming starts from {held}."
 
-  def save(self, step: int, state, *, best: bool = False) -> None:
-    with self.record.recording("checkpoints"):
-      self.record.store.save(step, state, self.record.windows(), best=best)
+  def save(self, step: int, state, *, best: bool = False, tick: Tick | None = None) -> None:
+    """Saves the checkpoint of `step` (a no-op where it is saved already). With `tick`, the
+    save is deferred until the next chunk is queued, from a copy of `state` (whose arrays may
+    be the tick's own, which the chunk takes over)."""
+    store, windows = self.record.store, self.record.windows()
+    if store.has(step, best=best):
+      return
+    kept = state if tick is None else _copy(state)
+
+    def write():
+      with self.record.recording("checkpoints"):
+        store.save(step, kept, windows, best=best)
+
+    if tick is None:
+      write()
+    else:
+      tick.defer(write)
 
   def train(self) -> None:
     exp, record = self.exp, self.record
@@ -322,20 +341,51 @@ class _Run:
         break
       if stop_here:
         tick = Tick(chunk.end, chunk.state, signalled=guard.signum is not None)
-        run_due(actions, tick)
-        if chunk.end >= num_steps:
-          if guard.signum is not None:  # the work is done: finish recording, then complete
-            log.info("%s after the last step: finishing the run's record.",
-                     signal.Signals(guard.signum).name)
+        _run_due(actions, tick)
+        if chunk.end >= num_steps or guard.signum is not None:
+          self._stop(tick, actions)  # raises Preempted before the last step
           break
-        if guard.signum is not None:  # also when it came during evaluation or diagnostics
-          tick.signalled = True
-          run_due(actions, tick)  # the checkpoint, where it has not run at this step
-          raise Preempted(guard.signum, chunk.end)
         queued = pipeline.dispatch(chunk.state, chunk.end)
+        tick.finish()  # the actions' host work (files, saves), while the next chunk trains
+        self._stop_if_saved(tick)
       chunk = queued
     relay.hear()
     return chunk.state
+
+  def _stop_if_saved(self, tick: Tick) -> None:
+    """A signal that came during the tick's host work stops the run at the tick's step where
+    that step's checkpoint is saved (the chunk queued meanwhile is dropped); else at the next
+    chunk's end, as a signal during a chunk does."""
+    if self.guard.signum is not None and self.record.store.has(tick.step):
+      raise Preempted(self.guard.signum, tick.step)
+
+  def _stop(self, tick: Tick, actions: list[PeriodicAction]) -> None:
+    """At the last step, or at a stop signal: the actions' work is done in full; a signal
+    before the last step then preempts the run."""
+    signum = self.guard.signum
+    if tick.step < self.exp.num_steps:  # also when it came during evaluation or diagnostics
+      tick.signalled = True
+      _run_due(actions, tick)  # the checkpoint, where it has not run at this step
+    tick.finish()
+    if tick.step < self.exp.num_steps:
+      raise Preempted(signum, tick.step)
+    if signum is not None:  # the work is done: finish recording, then complete
+      log.info("%s after the last step: finishing the run's record.", signal.Signals(signum).name)
+
+
+def _run_due(actions: list[PeriodicAction], tick: Tick) -> None:
+  """The due actions; where one fails, the host work the earlier ones deferred is still done
+  (what they recorded before it stays recorded), then the error propagates."""
+  try:
+    run_due(actions, tick)
+  except Exception:
+    tick.finish()
+    raise
+
+
+def _copy(state):
+  """The state's arrays copied on their devices (queued like any computation)."""
+  return jax.tree_util.tree_map(lambda a: jnp.copy(a) if isinstance(a, jax.Array) else a, state)
 
 
 def _stack(trees: list[Any]) -> Any:

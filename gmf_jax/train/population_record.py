@@ -98,19 +98,24 @@ class PopulationRecord:
                            failed=len(self.members) - len(active))
     return bool(active)
 
-  def record_eval(self, step: int, evals: dict[str, np.ndarray]) -> np.ndarray:
-    """Writes each active member's `eval/*` row (evals: {name: (members,)}); returns which
-    members reached their best value of the best-checkpoint metric."""
+  def improved(self, evals: dict[str, np.ndarray]) -> np.ndarray:
+    """Which active members reach their best value of the best-checkpoint metric in this
+    evaluation (evals: {name: (members,)}), before it is recorded: (members,) bool."""
     improved = np.zeros(self.size, bool)
+    for m in self.active:
+      improved[m.index] = m.is_best(_eval_scalars(evals, m.index))
+    return improved
+
+  def record_eval(self, step: int, evals: dict[str, np.ndarray]) -> None:
+    """Writes each active member's `eval/*` row (evals: {name: (members,)})."""
     active = self.active
     for m in active:
-      scalars = {f"eval/{k}": float(v[m.index]) for k, v in evals.items()}
+      scalars = _eval_scalars(evals, m.index)
       with self.relay.work():
-        improved[m.index] = m.record_eval(step, scalars, self.recording)
+        m.record_eval(step, scalars, self.recording)
       if m is active[0]:
         self.progress.message(f"step {step}: {format_scalars(scalars)}"
                               + (f" ({m.name}; {len(active)} members)" if self.size > 1 else ""))
-    return improved
 
   def targets(self) -> list[tuple[int, str, Any, Any]]:
     """(index, folder, writer, image writer) of every active member, for diagnostics."""
@@ -184,3 +189,7 @@ def _skipped_so_far(state, size: int) -> list[int]:
 
 def format_scalars(scalars: dict[str, float]) -> str:
   return " ".join(f"{k}={v:.4g}" for k, v in scalars.items())
+
+
+def _eval_scalars(evals: dict[str, np.ndarray], index: int) -> dict[str, float]:
+  return {f"eval/{k}": float(v[index]) for k, v in evals.items()}

@@ -35,6 +35,13 @@ class PrimaryRelay:
         raise
       self.held = self.held or e
 
+  def as_work(self, fn):
+    """`fn` wrapped to run as `work`, later (deferred to after the next chunk's dispatch)."""
+    def run():
+      with self.work():
+        fn()
+    return run
+
   def hear(self) -> None:
     """At a chunk boundary: raises process 0's error in every process (several processes)."""
     if not self.multi_process:
