@@ -286,22 +286,26 @@ def test_rows_of_one_step_go_to_wandb_as_one_log_call(gmf_log):
                           (200, {"plots/loss": "loss.png"}), (300, {"train/loss": 0.4})]
 
 
-def test_rows_queued_together_go_to_the_wandb_process_as_one_message(gmf_log):
+def test_a_batch_of_rows_goes_to_the_wandb_process_as_one_message(gmf_log):
   class BatchingWriter(_RecordingWriter):
     def write_rows(self, rows):
-      self.calls.append(("message", [step for step, _ in rows]))
+      self.calls.append(("message", [(step, sorted(scalars)) for step, scalars in rows]))
 
   writer = BatchingWriter()
-  open_fn, gate = _gated(writer)
-  bg = BackgroundWandb(open_fn, lambda w: None)
-  for step in (10, 20, 30):
-    bg.write(step, {"train/loss": 1.0})
+  bg = BackgroundWandb(lambda: writer, lambda w: None)
+  with bg.batched():  # a chunk's rows
+    for step in (10, 20, 30):
+      bg.write(step, {"train/loss": 1.0})
+  bg.write(30, {"eval/loss": 2.0})  # the step's evaluation, after the batch: the same call
   bg.write_images(30, {"plots/loss": "loss.png"})
-  bg.write(40, {"train/loss": 1.0})
-  gate.set()  # all of it queued while the run opened
+  with bg.batched():
+    bg.write(40, {"train/loss": 1.0})
   bg.close(0)
-  assert writer.calls == [("message", [10, 20, 30]), (30, {"plots/loss": "loss.png"}),
-                          ("message", [40])]
+  assert writer.calls == [
+      ("message", [(10, ["train/loss"]), (20, ["train/loss"])]),
+      ("message", [(30, ["eval/loss", "train/loss"])]),
+      (30, {"plots/loss": "loss.png"}),
+      ("message", [(40, ["train/loss"])])]
 
 
 def test_a_failed_write_is_one_warning_and_later_writes_are_dropped(gmf_log):

@@ -60,11 +60,12 @@ class RunFolder:
                                            end_time=self.metadata.get("end_time"), **fields)
       write_json(self.file("metadata.json"), self.metadata)
 
-  def update(self, **fields: Any) -> None:
-    """Sets top-level metadata fields (e.g. the wandb run id) and writes metadata.json."""
+  def update(self, *, sync: bool = True, **fields: Any) -> None:
+    """Sets top-level metadata fields (e.g. the wandb run id) and writes metadata.json
+    (`sync=False`: without waiting for the disk; the next synced write makes it durable)."""
     with self._lock:
       self.metadata.update(fields)
-      write_json(self.file("metadata.json"), self.metadata)
+      write_json(self.file("metadata.json"), self.metadata, sync=sync)
 
   def beat(self, step: int | None) -> None:
     """Refreshes the heartbeat: a reader can tell this run is alive (see runlog.liveness).

@@ -8,6 +8,7 @@ is not a failure: wandb warns and goes on offline.)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -159,7 +160,8 @@ class BackgroundWandb:
     self.thread_cpu_sec = 0.0  # the CPU time of the background thread, known after `close`
     self._opened = threading.Event()
     self._queue: queue.SimpleQueue = queue.SimpleQueue()
-    self._held: tuple[int, dict] | None = None  # the last step's rows, merged (see `write`)
+    self._rows: list[tuple[int, dict]] = []  # held until `batched` ends (see `write`)
+    self._batches = 0
     self._thread = threading.Thread(target=self._work, args=(open_fn,), daemon=True,
                                     name="gmf_jax-wandb")
     self._thread.start()
@@ -193,35 +195,17 @@ class BackgroundWandb:
       self._fail("start", e)
     finally:
       self._opened.set()
-    item = self._queue.get()
-    while item[0] != "close":
-      rows, after = self._rows_from(item) if item[0] == "write" else (None, None)
+    while (item := self._queue.get())[0] != "close":
       if self._writer is None or self._error is not None:
-        pass  # dropped
-      elif rows is None:  # images
-        self._call("log", *item)
-      elif hasattr(self._writer, "write_rows"):  # the rows queued meanwhile, in one message
-        self._call("log", "write_rows", (rows,))
-      else:
-        for row in rows:
+        continue  # dropped
+      if item[0] == "rows" and not hasattr(self._writer, "write_rows"):
+        for row in item[1][0]:
           self._call("log", "write", row)
-      item = after or self._queue.get()
+      else:  # rows in one message; or images
+        self._call("log", "write_rows" if item[0] == "rows" else item[0], item[1])
     if self._writer is not None:
       self._call("finish", *item)  # also after a failure to log: the run may still finish
     self.thread_cpu_sec = time.thread_time()
-
-  def _rows_from(self, item: tuple) -> tuple[list, tuple | None]:
-    """The rows of `item` (a write) and of the writes queued right after it; the item queued
-    after those, if any."""
-    rows = [item[1]]
-    while True:
-      try:
-        item = self._queue.get_nowait()
-      except queue.Empty:
-        return rows, None
-      if item[0] != "write":
-        return rows, item
-      rows.append(item[1])
 
   def _call(self, what: str, method: str, args: tuple) -> None:
     try:
@@ -243,23 +227,39 @@ class BackgroundWandb:
     return True
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
-    """Queues `step`'s rows. Rows of one step written one after another (a chunk's last train
-    rows, then the evaluation and the diagnostics at its end) go to wandb as one `log` call: a
-    call costs about 0.7 ms of CPU whatever it holds, 64 members make thousands of them, and
-    wandb merges rows of one step anyway. The step's rows are held until a write of another
-    step, an image or `close`."""
+    """Holds `step`'s rows, to send with others as one message: at the end of a `batched`
+    block, an image or `close`. Rows of one step written one after another (a chunk's last
+    train rows, then the evaluation and the diagnostics at its end) become one wandb `log`
+    call: a call costs about 0.7 ms of the wandb process's CPU whatever it holds, 64 members
+    make thousands of them, and wandb merges rows of one step anyway. So the last step's rows
+    stay held past a batch's end, in case more of that step follow."""
     if not self._accepting():
       return
-    if self._held is not None and self._held[0] == step:
-      self._held[1].update(scalars)
-      return
-    self._release()
-    self._held = (step, dict(scalars))
+    if self._rows and self._rows[-1][0] == step:
+      self._rows[-1][1].update(scalars)
+    else:
+      self._rows.append((step, dict(scalars)))
+    if not self._batches:
+      self._release(keep_last=True)
 
-  def _release(self) -> None:
-    if self._held is not None:
-      self._queue.put(("write", self._held))
-      self._held = None
+  @contextlib.contextmanager
+  def batched(self):
+    """Rows written inside go to the wandb process in one message, at the end (the training
+    loop writes a member's rows of a chunk so: one wake-up of this run's thread per chunk)."""
+    self._batches += 1
+    try:
+      yield
+    finally:
+      self._batches -= 1
+      if not self._batches:
+        self._release(keep_last=True)
+
+  def _release(self, keep_last: bool = False) -> None:
+    rows, self._rows = self._rows, self._rows[-1:] if keep_last else []
+    if keep_last:
+      rows = rows[:-1]
+    if rows:
+      self._queue.put(("rows", (rows,)))
 
   def write_images(self, step: int, paths: Mapping[str, str]) -> None:
     if self._accepting():

@@ -127,3 +127,12 @@ class MultiWriter:
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     for writer in self.writers:
       writer.write(step, scalars)
+
+  @contextlib.contextmanager
+  def batched(self):
+    """Each writer's own `batched()` block, where it has one (writes sent on once, at the end)."""
+    with contextlib.ExitStack() as stack:
+      for writer in self.writers:
+        if hasattr(writer, "batched"):
+          stack.enter_context(writer.batched())
+      yield

@@ -7,7 +7,6 @@ goes through its recorder.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -134,7 +133,7 @@ class MemberRecorder:
     if wandb_mode(config.wandb.mode) != "disabled":
 
       def remember_run_id(run):  # so a resumed session continues the same wandb run
-        folder.update(wandb_run_id=run.run_id)
+        folder.update(wandb_run_id=run.run_id, sync=False)  # made durable with the status
 
       self.out.wandb = BackgroundWandb(
           functools.partial(WandbWriter.open, config.wandb, folder.path, resolved,
@@ -151,8 +150,7 @@ class MemberRecorder:
     if failure is not None:
       log_steps = [s for s in log_steps if s <= failure.step]
     rates = account.learning_rates(account.nonfinite.schedule_steps(log_steps, start))
-    batched = self.out.csv.batched() if self.out.csv else contextlib.nullcontext()
-    with recording("metrics"), batched:  # one flush per chunk
+    with recording("metrics"), self.out.all.batched():  # one flush (and message) per chunk
       for s, means, lr in zip(log_steps, account.window.add(metrics, start, log_steps), rates,
                               strict=True):
         scalars = {f"train/{k}": v for k, v in means.items()}
