@@ -13,6 +13,8 @@ Runs, one after another, each in its own process with a time limit, and prints t
                    mesh axis, each batch split) against the same run on one device
                    (CUDA_VISIBLE_DEVICES / the first device only), steps/s from their
                    summaries; skipped with one device.
+  6. precision     benchmarks/trainer_parts.py --pairs precision: a ResNet-8's train step in
+                   bfloat16 against float32 (parameters float32 in both).
 
 Each part's last lines are printed with its wall time; a part that fails or runs out of time
 says so and the check goes on. Nothing is written outside a temporary folder. --quick shrinks
@@ -137,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     _part("Jacobians", [py, f"{BENCH}/jacobian_modes.py", "--repeats", "2" if q else "7",
                         "--inner", "1" if q else "3"], share / 2, env)
     left = max(30.0, args.budget - (time.perf_counter() - start))
-    data_parallel(count, platform, 1000 if q else 3000, left / 2, tmp, q)
+    data_parallel(count, platform, 1000 if q else 3000, left / 3, tmp, q)
+    _part("precision", [py, f"{BENCH}/trainer_parts.py", "--pairs", "precision",
+                        "--calls", "3" if q else "15"], left / 3, env)
   print(f"\ngpu check: {time.perf_counter() - start:.0f} s in all")
   return 0
 

@@ -198,6 +198,12 @@ def default_config() -> ml_collections.ConfigDict:
           # steps_per_call batches ahead.
           "workers": -1,
           "prefetch": 2,
+          # Augmentation inside the jitted train step (see gmf_jax/train/augment.py): random
+          # crops of the image padded by `crop_padding` pixels (0: off), horizontal flips,
+          # additive Gaussian noise (0: off), and a user's pure `fn(rng, batch) -> batch`
+          # named 'pkg.module:fn' ('' : none).
+          "augment": ml_collections.ConfigDict(
+              {"crop_padding": 0, "flip": False, "noise_std": 0.0, "fn": ""}),
       }
   )
   c.loss = ml_collections.ConfigDict({"name": "cross_entropy"})
@@ -213,6 +219,8 @@ def default_config() -> ml_collections.ConfigDict:
           "b2": 0.999,  # adam, adamw
           "eps": 1e-8,
           "decay": 0.9,  # rmsprop
+          # k micro-batches of batch_size / k make one optimizer step (gradient accumulation)
+          "accumulate_steps": 1,
       }
   )
   c.schedule = ml_collections.ConfigDict(
@@ -226,6 +234,14 @@ def default_config() -> ml_collections.ConfigDict:
           "boundaries": (),  # step: the steps at which the rate is multiplied by decay_rate
       }
   )
+  # The dtype the model computes in: 'float32' | 'bfloat16' | 'float16' (with dynamic loss
+  # scaling). Parameters and optimizer state stay float32. See gmf_jax/train/precision.py.
+  c.precision = ml_collections.ConfigDict({"compute": "float32"})
+  # Averaged weights: an exponential moving average of the parameters (and BatchNorm
+  # statistics) with this decay (None: off); evaluation runs on the 'live' weights, the 'ema'
+  # ones (eval/ema/<metric>) or 'both'.
+  c.ema = ml_collections.ConfigDict(
+      {"decay": config_dict.placeholder(float), "evaluate": "live"})
   return c
 
 

@@ -82,7 +82,7 @@ def test_config_file_without_get_config(tmp_path):
     gmf_jax.load_config(str(path))
 
 
-@pytest.mark.parametrize("name", ["vae", "mlp", "cnn", "vae_mnist"])
+@pytest.mark.parametrize("name", ["vae", "mlp", "cnn", "vae_mnist", "resnet"])
 @pytest.mark.parametrize("variant", ["", ":smoke"])
 def test_shipped_configs_load(name, variant):
   config = gmf_jax.load_config(str(CONFIGS / f"{name}.py") + variant)

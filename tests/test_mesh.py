@@ -174,3 +174,37 @@ def test_a_population_spread_over_devices_matches_it_on_one(population_on_one, t
                   _eval(population_on_one / f"seed={seed}"))
   with open(tmp_path / "four" / "seed=3" / "summary.json") as f:
     assert json.load(f)["mesh"]["axes"] == {"members": 2, "data": 2, "model": 1}
+
+
+def test_batchnorm_over_four_devices_uses_the_global_batch(tmp_path):
+  """BatchNorm with augmentation and accumulation, each batch split over 4 devices: the step is
+  one SPMD program over the global batch, so the statistics (and so the run) match one device;
+  statistics of each device's quarter would not."""
+  import orbax.checkpoint as ocp
+
+  import gmf_jax
+
+  over = {"model.norm": "batch", "data.augment.crop_padding": 1, "data.augment.flip": True,
+          "optimizer.accumulate_steps": 2, "num_steps": 40, "steps_per_call": 20,
+          "eval_every_steps": 40, "checkpoint.every_steps": 40}
+  cnn = str(CONFIGS / "cnn.py") + ":smoke"
+  gmf_jax.train_and_evaluate(gmf_jax.load_config(cnn, over), str(tmp_path / "one"))
+  done = run_cli(f"--config={cnn}", *(f"--config.{k}={v}" for k, v in over.items()),
+                 f"--workdir={tmp_path / 'four'}", cwd=tmp_path, env=FOUR)
+  assert done.returncode == 0, done.stderr[-2000:]
+  with open(tmp_path / "four" / "summary.json") as f:
+    assert json.load(f)["mesh"]["axes"]["data"] == 4
+  assert _close(_eval(tmp_path / "four", 40), _eval(tmp_path / "one", 40))
+  import jax
+  import numpy as np
+
+  path = lambda run: str(tmp_path / run / "checkpoints" / "40" / "state")
+  one = ocp.StandardCheckpointer().restore(path("one"))
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  like = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+                                one)
+  four = ocp.StandardCheckpointer().restore(path("four"), like)  # saved from 4 devices
+  stats = [s["model_state"]["batch_stats"] for s in (one, four)]
+  for a, b in zip(jax.tree_util.tree_leaves(stats[0]), jax.tree_util.tree_leaves(stats[1]),
+                  strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)

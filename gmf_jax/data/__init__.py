@@ -22,7 +22,8 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 }
 
 # Keys of `config.data` that the pipeline reads; the rest go to the loader.
-PIPELINE_KEYS = ("name", "on_device", "max_device_bytes", "binarize", "workers", "prefetch")
+PIPELINE_KEYS = ("name", "on_device", "max_device_bytes", "binarize", "workers", "prefetch",
+                 "augment")
 
 
 def make_dataset(data_config: Mapping[str, Any],

@@ -9,19 +9,22 @@ Each entry's `fn` (default: the entry's name) is a factory `factory(exp, **kwarg
 
     def make_logit_scale(exp, power=2):
       def compute(state, probe, rng):  # one member's state; pure, jitted and vmapped for you
-        logits = exp.model.apply({"params": state.params}, probe["x"])
+        logits = state_apply(state)({"params": state.params}, probe["x"])
         return {"value": jnp.mean(jnp.abs(logits) ** power)}, {"logits": logits}
       return Diagnostic(compute)
 
+(`gmf_jax.models.variables.state_apply(state)` is the model's `apply` with the state's collections
+besides `params`, such as BatchNorm's `batch_stats`; `exp.model.apply` works for models without.)
 `compute` runs over every member of a population in one vmapped call; `draw(arrays, scalars)`,
 if given, makes matplotlib figures from the host arrays (`draw_figures` redraws a built-in's
 from its saved npz). A factory may still return the old form, a plain callable
 `(state, probe, rng) -> DiagnosticResult`: it runs once per member, not vmapped.
 
-The entry's other keys, except the schedule keys `schedule`, `every_steps` and `num_points`, are
-the factory's kwargs. The schedule is 'every' when `every_steps` is given, else 'end'; a
-schedule key the chosen schedule does not use is refused. Each factory checks its own options
-(`diagnostics.<name>.<option>`).
+`weights='ema'` runs an entry on the averaged weights (`ema.decay`) instead of the live ones
+('live', the default). The entry's other keys, except the schedule keys `schedule`,
+`every_steps` and `num_points`, are the factory's kwargs. The schedule is 'every' when
+`every_steps` is given, else 'end'; a schedule key the chosen schedule does not use is refused.
+Each factory checks its own options (`diagnostics.<name>.<option>`).
 """
 
 from __future__ import annotations
@@ -33,28 +36,30 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from gmf_jax.checks import check_choice
 from gmf_jax.diagnostics.base import (
-    Diagnostic,
-    DiagnosticResult,
-    Draw,
-    Factory,
-    PerMemberDiagnostic,
+  Diagnostic,
+  DiagnosticResult,
+  Draw,
+  Factory,
+  PerMemberDiagnostic,
 )
 from gmf_jax.diagnostics.classification import draw_confusion_matrix, make_confusion_matrix
 from gmf_jax.diagnostics.generative import (
-    draw_latent_space,
-    draw_latent_traversal,
-    draw_reconstructions,
-    draw_samples,
-    make_latent_space,
-    make_latent_traversal,
-    make_reconstructions,
-    make_samples,
+  draw_latent_space,
+  draw_latent_traversal,
+  draw_reconstructions,
+  draw_samples,
+  make_latent_space,
+  make_latent_traversal,
+  make_reconstructions,
+  make_samples,
 )
 from gmf_jax.diagnostics.geometry import draw_jacobian, make_hessian, make_jacobian
 from gmf_jax.diagnostics.network import make_activation_stats, make_weight_stats
 from gmf_jax.diagnostics.schedule import Schedule, make_schedule
 from gmf_jax.errors import ConfigError
+from gmf_jax.models.variables import WEIGHTS
 from gmf_jax.registry import checked_kwargs, resolve
 
 DIAGNOSTICS: dict[str, Factory] = {
@@ -85,6 +90,7 @@ class ScheduledDiagnostic:
   name: str
   diagnostic: Diagnostic | PerMemberDiagnostic  # the old form: a plain callable
   schedule: Schedule
+  weights: str = "live"  # 'live' | 'ema': the weights it runs on (see gmf_jax.models.variables)
 
 
 def make_diagnostics(diag_config: Mapping[str, Any], exp) -> list[ScheduledDiagnostic]:
@@ -103,6 +109,11 @@ def make_diagnostics(diag_config: Mapping[str, Any], exp) -> list[ScheduledDiagn
     kind = entry.pop("schedule", "every" if every is not None else "end")
     schedule = make_schedule(kind, exp.num_steps, every_steps=every,
                              num_points=entry.pop("num_points", None), key=key)
+    weights = entry.pop("weights", "live")
+    check_choice(f"{key}.weights", weights, WEIGHTS)
+    if weights == "ema" and not exp.step.ema:
+      raise ConfigError(f"{key}.weights='ema' needs averaged weights: set ema.decay (e.g. "
+                        "0.999), or weights='live'.")
     kwargs = checked_kwargs(factory, {k: v for k, v in entry.items()}, key=key)
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
     made = factory(exp, **kwargs)
@@ -110,7 +121,7 @@ def make_diagnostics(diag_config: Mapping[str, Any], exp) -> list[ScheduledDiagn
       raise ConfigError(f"{key}.fn returned a {type(made).__name__}; a diagnostic factory "
                         "returns gmf_jax.diagnostics.Diagnostic(compute, draw=...) (or, the old "
                         "form, a callable (state, probe, rng) -> DiagnosticResult).")
-    out.append(ScheduledDiagnostic(name, made, schedule))
+    out.append(ScheduledDiagnostic(name, made, schedule, weights))
   return out
 
 

@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 from gmf_jax.diagnostics import figures
 from gmf_jax.diagnostics.base import Diagnostic
 from gmf_jax.diagnostics.requirements import require_classifier
+from gmf_jax.models.variables import state_apply
 
 
 def make_confusion_matrix(exp) -> Diagnostic:
@@ -17,7 +18,7 @@ def make_confusion_matrix(exp) -> Diagnostic:
   num_classes = exp.dataset.num_classes
 
   def compute(state, probe, rng):
-    logits = exp.model.apply({"params": state.params}, probe["x"], train=False)
+    logits = state_apply(state)({"params": state.params}, probe["x"], train=False)
     pred = jnp.argmax(logits, -1)
     matrix = jnp.zeros((num_classes, num_classes), jnp.int32).at[probe["y"], pred].add(1)
     accuracy = jnp.trace(matrix) / jnp.maximum(jnp.sum(matrix), 1)

@@ -13,13 +13,14 @@ from gmf_jax.checks import check_int, check_number
 from gmf_jax.diagnostics import figures
 from gmf_jax.diagnostics.base import Diagnostic
 from gmf_jax.diagnostics.requirements import (
-    encode_mean,
-    latent_dim,
-    probe_size,
-    require_images,
-    require_latent,
+  encode_mean,
+  latent_dim,
+  probe_size,
+  require_images,
+  require_latent,
 )
 from gmf_jax.models.autoencoders import likelihood_mean
+from gmf_jax.models.variables import state_apply
 
 
 def _output_mean(exp):
@@ -44,8 +45,8 @@ def make_reconstructions(exp, num: int = 16) -> Diagnostic:
 
   def compute(state, probe, rng):
     x = probe["x"]
-    z = encode_mean(exp.model.apply, state.params, x)
-    recon = mean_of(exp.model.apply({"params": state.params}, z, method="decode"))  # like x
+    z = encode_mean(state_apply(state), state.params, x)
+    recon = mean_of(state_apply(state)({"params": state.params}, z, method="decode"))  # like x
     mse = jnp.sum(jnp.square(recon - x).reshape((x.shape[0], -1)), -1)  # (B,)
     return {"mse": jnp.mean(mse)}, {"inputs": x[:num], "reconstructions": recon[:num]}
 
@@ -76,7 +77,7 @@ def make_samples(exp, num: int = 16, temperature: float = 1.0) -> Diagnostic:
 
   def compute(state, probe, rng):
     z = temperature * jax.random.normal(rng, (num, dim))
-    return {}, {"samples": mean_of(exp.model.apply({"params": state.params}, z,
+    return {}, {"samples": mean_of(state_apply(state)({"params": state.params}, z,
                                                     method="decode"))}
 
   return Diagnostic(compute, draw=draw_samples if exp.dataset.kind == "image" else None)
@@ -112,7 +113,7 @@ def make_latent_space(exp) -> Diagnostic:
   kind = require_latent(exp, "latent_space")
 
   def compute(state, probe, rng):
-    encoded = exp.model.apply({"params": state.params}, probe["x"], method="encode")
+    encoded = state_apply(state)({"params": state.params}, probe["x"], method="encode")
     mean, var = (encoded[0], jnp.exp(encoded[1])) if kind == "vae" else (
         encoded, jnp.zeros_like(encoded))  # (P, L) each
     if mean.shape[1] <= 2:
@@ -167,12 +168,12 @@ def make_latent_traversal(exp, num_dims: int = 8, num_values: int = 9,
 
   def compute(state, probe, rng):
     params = state.params
-    z = encode_mean(exp.model.apply, params, probe["x"])  # (P, L)
+    z = encode_mean(state_apply(state), params, probe["x"])  # (P, L)
     order = jnp.argsort(-jnp.var(z, axis=0))[:num_dims]  # (K,)
     base = jnp.zeros((num_dims, num_values, dim))
     grid = base.at[jnp.arange(num_dims)[:, None], jnp.arange(num_values)[None, :],
                    order[:, None]].set(values[None, :])  # (K, V, L)
-    images = mean_of(exp.model.apply({"params": params}, grid.reshape((-1, dim)),
+    images = mean_of(state_apply(state)({"params": params}, grid.reshape((-1, dim)),
                                      method="decode"))
     return {}, {"dims": order, "images": images.reshape((num_dims, num_values,
                                                          *images.shape[1:]))}

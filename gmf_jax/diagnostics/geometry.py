@@ -13,14 +13,16 @@ from gmf_jax.checks import check_choice, check_int
 from gmf_jax.diagnostics import figures, linalg
 from gmf_jax.diagnostics.base import Diagnostic
 from gmf_jax.diagnostics.requirements import (
-    abstract_params,
-    abstract_probe,
-    encode_mean,
-    latent_kind,
-    model_output,
-    refuse_if_untraceable,
+  abstract_model_state,
+  abstract_params,
+  abstract_probe,
+  encode_mean,
+  latent_kind,
+  model_output,
+  refuse_if_untraceable,
 )
 from gmf_jax.errors import ConfigError
+from gmf_jax.models.variables import bound_apply
 
 JACOBIAN_OF = ("auto", "decoder", "encoder", "model")
 JACOBIAN_MODES = ("auto", "fwd", "rev")
@@ -58,9 +60,8 @@ def make_jacobian(exp, of: str = "auto", mode: str = "auto", num: int = 64) -> D
     raise ConfigError(f"{key}.of={of!r}{picked} needs a model whose __call__ returns one array; "
                       f"model.name={name!r} returns {what}{fix}.")
   requested, of = of, chosen
-  apply = exp.model.apply
-
-  def single_map(params):
+  def single_map(params, model_state):
+    apply = bound_apply(exp.model.apply, model_state)
     """The map for one example: (in_shape) -> (out_shape)."""
     if of == "decoder":
       return lambda z: apply({"params": params}, z[None], method="decode")[0]
@@ -68,18 +69,20 @@ def make_jacobian(exp, of: str = "auto", mode: str = "auto", num: int = 64) -> D
       return lambda x: encode_mean(apply, params, x[None])[0]
     return lambda x: apply({"params": params}, x[None], train=False)[0]
 
-  def spectra(params, x):
+  def spectra(params, model_state, x):
+    apply = bound_apply(exp.model.apply, model_state)
     points = encode_mean(apply, params, x) if of == "decoder" else x  # (B, ...)
-    jac = linalg.jacobian(single_map(params), points, mode=mode)  # (B, M, N)
+    jac = linalg.jacobian(single_map(params, model_state), points, mode=mode)  # (B, M, N)
     sv = linalg.singular_values(jac)  # (B, K)
     return sv, linalg.jacobian_stats(jac, s=sv)
 
   params = abstract_params(exp)
   if params is not None:  # None: init does not trace, which build refuses, naming the cause
-    refuse_if_untraceable(f"{key}.of", requested, spectra, params, abstract_probe(exp, num)["x"])
+    refuse_if_untraceable(f"{key}.of", requested, spectra, params, abstract_model_state(exp),
+                          abstract_probe(exp, num)["x"])
 
   def compute(state, probe, rng):
-    sv, stats = spectra(state.params, probe["x"][:num])
+    sv, stats = spectra(state.params, state.model_state, probe["x"][:num])
     scalars = {}
     for name, values in stats.items():  # the mean over the examples where it is finite
       finite = jnp.isfinite(values)
@@ -141,7 +144,8 @@ def make_hessian(exp, k: int = 3, num_iters: int = 30, trace_samples: int = 20,
     batch = {name: v[:batch_size] for name, v in probe.items()}
     loss_rng, lanczos_rng, trace_rng = jax.random.split(rng, 3)
     loss = exp.loss_for(state.hparams)
-    loss_fn = lambda p: loss(p, exp.model.apply, batch, loss_rng, True)[0]
+    apply = bound_apply(exp.model.apply, state.model_state, {})  # statistics not kept
+    loss_fn = lambda p: loss(p, apply, batch, loss_rng, True)[0]
     top = linalg.top_hessian_eigenvalues(loss_fn, state.params, lanczos_rng, k=k,
                                          num_iters=num_iters)  # (k,)
     trace, stderr = linalg.hutchinson_trace(loss_fn, state.params, trace_rng,

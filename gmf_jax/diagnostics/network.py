@@ -8,8 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmf_jax.diagnostics.base import Diagnostic
-from gmf_jax.diagnostics.requirements import abstract_params, abstract_probe
+from gmf_jax.diagnostics.requirements import (
+  abstract_model_state,
+  abstract_params,
+  abstract_probe,
+)
 from gmf_jax.models.rngs import model_rngs
+from gmf_jax.models.variables import bound_apply
 
 
 def _path_name(path) -> str:
@@ -25,7 +30,8 @@ def make_weight_stats(exp) -> Diagnostic:
 
   def compute(state, probe, rng):
     loss = exp.loss_for(state.hparams)
-    grads = jax.grad(lambda p: loss(p, state.apply_fn, probe, rng, True)[0])(state.params)
+    apply = bound_apply(state.apply_fn, state.model_state, {})  # statistics not kept
+    grads = jax.grad(lambda p: loss(p, apply, probe, rng, True)[0])(state.params)
     updates, _ = exp.tx_for(state.hparams).update(grads, state.opt_state, state.params)
     norms = lambda tree: jnp.stack([jnp.linalg.norm(a).astype(jnp.float32)
                                     for a in jax.tree_util.tree_leaves(tree)])  # (L,)
@@ -59,9 +65,10 @@ def make_activation_stats(exp) -> Diagnostic:
   dead units (never > 0 on any probe example: a dead ReLU) and the effective rank of the
   representation. Conv channels count as units. Output layers are included."""
 
-  def layer_stats(params, x, rng):  # {layer: (dead fraction, effective rank)}, sorted by name
-    _, captured = exp.model.apply({"params": params}, x, train=False, rngs=model_rngs(rng),
-                                  capture_intermediates=_is_layer, mutable=["intermediates"])
+  def layer_stats(params, model_state, x, rng):  # {layer: (dead fraction, rank)}, by name
+    apply = bound_apply(exp.model.apply, model_state)
+    _, captured = apply({"params": params}, x, train=False, rngs=model_rngs(rng),
+                        capture_intermediates=_is_layer, mutable=["intermediates"])
     stats = {}
     for path, out in jax.tree_util.tree_flatten_with_path(captured["intermediates"])[0]:
       name = "/".join(str(getattr(k, "key", k)) for k in path[:-2])  # drop '__call__', 0
@@ -71,10 +78,11 @@ def make_activation_stats(exp) -> Diagnostic:
 
   params = abstract_params(exp)
   layers = [] if params is None else list(jax.eval_shape(
-      layer_stats, params, abstract_probe(exp)["x"], jax.random.PRNGKey(0)))
+      layer_stats, params, abstract_model_state(exp), abstract_probe(exp)["x"],
+      jax.random.PRNGKey(0)))
 
   def compute(state, probe, rng):
-    stats = layer_stats(state.params, probe["x"], rng)
+    stats = layer_stats(state.params, state.model_state, probe["x"], rng)
     scalars = {}
     for name in layers:
       dead, rank = stats[name]

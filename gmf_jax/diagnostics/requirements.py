@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from gmf_jax.errors import ConfigError
+from gmf_jax.models.variables import bound_apply, split_variables
 
 _CACHE: dict[int, tuple[object, dict[str, Any]]] = {}
 _RNG_STREAMS = ("params", "sample", "dropout")
@@ -52,18 +53,31 @@ def _example(exp, batch: int = 2) -> jax.ShapeDtypeStruct:
   return jax.ShapeDtypeStruct((batch, *exp.dataset.example_shape), jnp.float32)
 
 
-def abstract_params(exp):
-  """The model's parameters as a tree of ShapeDtypeStructs (init traced, not run), or None if
+def _abstract_variables(exp):
+  """(params, model state) as trees of ShapeDtypeStructs (init traced, not run), or None if
   init does not trace on this data (build refuses such a model before the diagnostics)."""
 
   def trace():
     try:
       return jax.eval_shape(
-          lambda x: exp.model.init(_rngs(), x, train=False).get("params", {}), _example(exp))
+          lambda x: split_variables(exp.model.init(_rngs(), x, train=False)), _example(exp))
     except Exception:  # noqa: BLE001 - build's own model check names the cause
       return None
 
-  return _cached(exp, "params", trace)
+  return _cached(exp, "variables", trace)
+
+
+def abstract_params(exp):
+  """The model's parameters as a tree of ShapeDtypeStructs, or None if init does not trace."""
+  variables = _abstract_variables(exp)
+  return None if variables is None else variables[0]
+
+
+def abstract_model_state(exp) -> dict[str, Any]:
+  """The model's state collections besides `params` (e.g. `batch_stats`) as ShapeDtypeStructs;
+  empty for a model without any (or one whose init does not trace)."""
+  variables = _abstract_variables(exp)
+  return {} if variables is None else variables[1]
 
 
 def probe_size(exp) -> int:
@@ -87,13 +101,14 @@ def _latent_info(exp) -> tuple[str | None, int | None]:
     if params is None:
       return None, None
 
-    def encode_decode(params, x):
-      encoded = exp.model.apply({"params": params}, x, method="encode")
-      exp.model.apply({"params": params}, _mean(encoded), method="decode")
+    def encode_decode(params, model_state, x):
+      apply = bound_apply(exp.model.apply, model_state)
+      encoded = apply({"params": params}, x, method="encode")
+      apply({"params": params}, _mean(encoded), method="decode")
       return encoded
 
     try:
-      encoded = jax.eval_shape(encode_decode, params, _example(exp))
+      encoded = jax.eval_shape(encode_decode, params, abstract_model_state(exp), _example(exp))
     except Exception:  # noqa: BLE001 - no encode/decode, or they do not run on this data
       return None, None
     return ("vae" if isinstance(encoded, tuple) else "ae"), int(_mean(encoded).shape[-1])
@@ -121,8 +136,9 @@ def model_output(exp):
       return None
     try:
       return jax.eval_shape(
-          lambda p, x: exp.model.apply({"params": p}, x, train=False, rngs=_rngs()), params,
-          _example(exp))
+          lambda p, s, x: bound_apply(exp.model.apply, s)({"params": p}, x, train=False,
+                                                          rngs=_rngs()),
+          params, abstract_model_state(exp), _example(exp))
     except Exception:  # noqa: BLE001 - build's own model check names the cause
       return None
 

@@ -27,6 +27,7 @@ import numpy as np
 from gmf_jax.diagnostics import ScheduledDiagnostic
 from gmf_jax.diagnostics.base import Diagnostic, DiagnosticResult
 from gmf_jax.members import member
+from gmf_jax.models.variables import with_weights
 from gmf_jax.runlog.plots import save_png
 
 log = logging.getLogger("gmf_jax")
@@ -67,13 +68,13 @@ class Target:
 class _Program:
   """One diagnostic's `compute`, with its key derived inside, jitted over the member axis."""
 
-  def __init__(self, name: str, diagnostic: Diagnostic, size: int):
+  def __init__(self, name: str, diagnostic: Diagnostic, size: int, weights: str = "live"):
     self.order: tuple[list[str], list[str]] | None = None  # the keys as compute returned them
     name_hash = _name_hash(name)
 
     def one(state, probe, key, step):
       rng = jax.random.fold_in(jax.random.fold_in(key, name_hash), step)  # diagnostic_rng's
-      scalars, arrays = diagnostic.compute(state, probe, rng)
+      scalars, arrays = diagnostic.compute(with_weights(state, weights), probe, rng)
       # Traced once: jit hands dicts back sorted by key, and files keep compute's own order.
       self.order = (list(scalars), list(arrays))
       return dict(scalars), dict(arrays)
@@ -128,7 +129,7 @@ class PopulationDiagnostics:
     self.probe, self.diag_keys, self.draw = probe, diag_keys, draw
     self.size = int(diag_keys.shape[0])
     self.steps: frozenset[int] = frozenset().union(*(d.schedule.steps for d in self.diagnostics))
-    self._programs = {d.name: _Program(d.name, d.diagnostic, self.size)
+    self._programs = {d.name: _Program(d.name, d.diagnostic, self.size, d.weights)
                       for d in self.diagnostics if isinstance(d.diagnostic, Diagnostic)}
     self._unstack = None
     for d in self.diagnostics:
@@ -219,7 +220,7 @@ class PopulationDiagnostics:
                     targets: list[Target]) -> None:
     """A plain callable diagnostic: called on each member's own state."""
     for t in targets:
-      result = d.diagnostic(members[t.index], self.probe,
+      result = d.diagnostic(with_weights(members[t.index], d.weights), self.probe,
                             diagnostic_rng(self.diag_keys[t.index], d.name, step))
       if not self.draw:
         result.figures = {}

@@ -12,6 +12,7 @@ from gmf_jax.data.dataset import Dataset
 from gmf_jax.errors import ConfigError
 from gmf_jax.models.autoencoders import MLPVAE, Autoencoder, ConvVAE
 from gmf_jax.models.classifiers import CNNClassifier, MLPClassifier
+from gmf_jax.models.resnet import ResNet
 from gmf_jax.registry import ComponentOptions, resolve
 
 MODELS: dict[str, type[nn.Module]] = {
@@ -20,6 +21,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "mlp_vae": MLPVAE,
     "conv_vae": ConvVAE,
     "autoencoder": Autoencoder,
+    "resnet": ResNet,
 }
 
 
@@ -63,5 +65,6 @@ __all__ = [
     "CNNClassifier",
     "ConvVAE",
     "MLPClassifier",
+    "ResNet",
     "make_model",
 ]

@@ -12,7 +12,9 @@ from gmf_jax.models.layers import (
     check_dropout_rate,
     check_features,
     check_hidden,
+    check_norm,
     check_num_classes,
+    norm_layer,
 )
 
 
@@ -43,7 +45,9 @@ class MLPClassifier(nn.Module):
 
 
 class CNNClassifier(nn.Module):
-  """Conv blocks (conv, activation, 2x2 average pool), then a dense layer and a read-out."""
+  """Conv blocks (conv, normalization, activation, 2x2 average pool), then a dense layer and a
+  read-out. `norm`: 'none' | 'batch' (BatchNorm, with running statistics in `batch_stats`) |
+  'layer' | 'group' (see gmf_jax.models.layers.norm_layer)."""
 
   num_classes: int
   features: tuple[int, ...] = (32, 64)
@@ -51,10 +55,12 @@ class CNNClassifier(nn.Module):
   kernel_size: int = 3
   activation: str = "relu"
   dropout_rate: float = 0.0
+  norm: str = "none"
 
   def __post_init__(self):
     check_num_classes(self.num_classes)
     check_features(self.features)
+    check_norm(self.norm)
     check_int("model.dense", self.dense, low=1)
     check_int("model.kernel_size", self.kernel_size, low=1)
     check_activation(self.activation)
@@ -68,7 +74,8 @@ class CNNClassifier(nn.Module):
     act = activation(self.activation)
     k = (self.kernel_size, self.kernel_size)
     for i, width in enumerate(self.features):
-      x = act(nn.Conv(width, k, name=f"conv_{i}")(x))
+      x = nn.Conv(width, k, use_bias=self.norm == "none", name=f"conv_{i}")(x)
+      x = act(norm_layer(self.norm, x, train, name=f"norm_{i}"))
       if min(x.shape[1:3]) >= 2:
         x = nn.avg_pool(x, (2, 2), strides=(2, 2))  # (B, H/2, W/2, width)
     x = x.reshape((x.shape[0], -1))

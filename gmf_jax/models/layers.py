@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -90,3 +91,32 @@ class MLP(nn.Module):
     for i, width in enumerate(self.hidden):
       x = act(nn.Dense(width, name=f"dense_{i}")(x))
     return x
+
+
+NORMS = ("none", "batch", "layer", "group")
+BATCH_NORM_MOMENTUM = 0.9  # the running statistics' decay per step (PyTorch's 0.1 momentum)
+GROUP_NORM_GROUPS = 8
+
+
+def check_norm(norm: str) -> None:
+  check_choice("model.norm", norm, NORMS)
+
+
+def norm_layer(norm: str, x: jax.Array, train: bool, name: str) -> jax.Array:
+  """`x` normalized by the layer `norm` names ('none' returns it as it is).
+
+  - 'batch': BatchNorm over the batch and spatial axes; in training it normalizes with the
+    batch's statistics and updates its running averages (the `batch_stats` collection), in
+    evaluation it uses those averages. Its output keeps the input's dtype (mixed precision).
+  - 'layer': LayerNorm over the features of each example.
+  - 'group': GroupNorm with gcd(channels, 8) groups.
+  """
+  if norm == "none":
+    return x
+  if norm == "batch":
+    return nn.BatchNorm(use_running_average=not train, momentum=BATCH_NORM_MOMENTUM,
+                        epsilon=1e-5, dtype=x.dtype, name=name)(x)
+  if norm == "layer":
+    return nn.LayerNorm(dtype=x.dtype, name=name)(x)
+  groups = math.gcd(x.shape[-1], GROUP_NORM_GROUPS)
+  return nn.GroupNorm(num_groups=groups, dtype=x.dtype, name=name)(x)

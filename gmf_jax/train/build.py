@@ -29,12 +29,16 @@ from gmf_jax.data import Dataset, make_dataset, stream
 from gmf_jax.errors import ConfigError
 from gmf_jax.members import with_member_axis
 from gmf_jax.models import make_model
+from gmf_jax.models.variables import bound_apply, split_variables
 from gmf_jax.registry import ComponentOptions
 from gmf_jax.train import hparams as hparams_lib
+from gmf_jax.train import precision
+from gmf_jax.train.augment import NOISE_KEY, make_augment
+from gmf_jax.train.ema import ema_init
 from gmf_jax.train.losses import loss_values, make_loss, with_values
 from gmf_jax.train.mesh import make_layout
 from gmf_jax.train.optim import Optimizer, Schedule, make_schedule, prepare_optimizer
-from gmf_jax.train.step import RunKeys, TrainState, member_axes
+from gmf_jax.train.step import EMA_DECAY, RunKeys, StepOptions, TrainState, member_axes
 
 POSITIVE_INTS = ("batch_size", "eval_batch_size", "steps_per_call", "log_every_steps",
                  "eval_every_steps")
@@ -63,6 +67,8 @@ class Experiment:
   diagnostics: tuple = ()  # gmf_jax.diagnostics.ScheduledDiagnostic, built from the config
   diagnostics_build_sec: float = 0.0
   layout: Any = None  # gmf_jax.train.mesh.Layout: the devices and where arrays live
+  step: StepOptions = StepOptions()  # augmentation, precision, accumulation, averaged weights
+  evaluated: tuple[str, ...] = ("live",)  # the weights evaluation runs on: 'live', 'ema'
 
   def loss_for(self, values: dict[str, Any]):
     """The loss with its data fields from `values` (e.g. `state.hparams`, arrays)."""
@@ -126,20 +132,20 @@ def build_experiment(config: ml_collections.ConfigDict,
   num_steps, steps_per_epoch = _run_length(config, len(dataset.train))
   model = make_model(config.model, dataset, options) if like is None else like.model
   loss = make_loss(config.loss, options)
-  if like is None:
-    eval_metrics = _check_model_fits_loss(model, loss, dataset, config)
-  else:
-    eval_metrics = like.eval_metrics
+  step, evaluated, step_values = _step_options(config, dataset, layout)
+  eval_metrics = (_evaluated_metrics(_check_model_fits_loss(model, loss, dataset, config),
+                                     evaluated) if like is None else like.eval_metrics)
+  config = _best_follows_evaluated(config, evaluated, eval_metrics)
   _check_checkpoint(config.checkpoint, eval_metrics)
   _check_wandb(config.wandb)
   schedule = make_schedule(config.schedule, config.optimizer.learning_rate, num_steps, options)
   optimizer = prepare_optimizer(config.optimizer, options)
-  values = {**optimizer.values(), **schedule.values(), **loss_values(loss)}
+  values = {**optimizer.values(), **schedule.values(), **loss_values(loss), **step_values}
   exp = Experiment(_without(config, options.dropped), dataset, model, loss, None, schedule,
                    num_steps, steps_per_epoch, on_device=_keep_on_device(config.data, dataset),
                    eval_metrics=eval_metrics, optimizer=optimizer,
                    hparams=hparams_lib.as_arrays(values), dropped=tuple(options.dropped),
-                   layout=layout)
+                   layout=layout, step=step, evaluated=evaluated)
   exp = dataclasses.replace(exp, tx=exp.tx_for({}))
   if like is not None:
     return dataclasses.replace(exp, diagnostics=like.diagnostics)
@@ -149,6 +155,65 @@ def build_experiment(config: ml_collections.ConfigDict,
   diagnostics = tuple(make_diagnostics(config.diagnostics, exp))
   return dataclasses.replace(exp, diagnostics=diagnostics,
                              diagnostics_build_sec=time.perf_counter() - start)
+
+
+EVALUATE = {"live": ("live",), "ema": ("ema",), "both": ("live", "ema")}
+
+
+def _step_options(config, dataset: Dataset, layout) -> tuple[StepOptions, tuple, dict]:
+  """The train step's parts from `data.augment`, `precision`, `optimizer.accumulate_steps`
+  and `ema`, checked; with the weights evaluation runs on, and the values that are data."""
+  augment = make_augment(config.data.augment, dataset)
+  compute = config.precision.compute
+  check_choice("precision.compute", compute, tuple(precision.COMPUTE))
+  k = config.optimizer.accumulate_steps
+  check_int("optimizer.accumulate_steps", k, low=1, hint="1: one batch per optimizer step.")
+  if config.batch_size % k:
+    raise ConfigError(
+        f"batch_size={config.batch_size} is not divisible by optimizer.accumulate_steps={k}: "
+        "a step is k micro-batches of batch_size / k examples; choose a divisor.")
+  if k > 1 and layout.data > 1 and (config.batch_size // k) % layout.data:
+    raise ConfigError(
+        f"micro-batches of batch_size / optimizer.accumulate_steps = "
+        f"{config.batch_size // k} examples do not split over mesh.data={layout.data} devices; "
+        "choose batch_size and accumulate_steps so that they do.")
+  decay = config.ema.decay
+  check_number(EMA_DECAY, decay, low=0, high=1, low_open=True, high_open=True, allow_none=True,
+               hint="e.g. 0.999; None: no averaged weights.")
+  check_choice("ema.evaluate", config.ema.evaluate, tuple(EVALUATE))
+  if decay is None and config.ema.evaluate != "live":
+    raise ConfigError(f"ema.evaluate={config.ema.evaluate!r} needs averaged weights: set "
+                      "ema.decay (e.g. 0.999), or ema.evaluate='live'.")
+  values = {}
+  if augment is not None and augment.noise:
+    values[NOISE_KEY] = config.data.augment.noise_std
+  if decay is not None:
+    values[EMA_DECAY] = decay
+  step = StepOptions(augment=augment, compute_dtype=precision.compute_dtype(compute),
+                     loss_scaling=precision.scales_loss(compute), accumulate_steps=k,
+                     ema=decay is not None)
+  return step, EVALUATE[config.ema.evaluate], values
+
+
+def _evaluated_metrics(names: tuple[str, ...], evaluated: tuple[str, ...]) -> tuple[str, ...]:
+  """The eval metrics' names: `<name>` for the live weights, `ema/<name>` for the averaged."""
+  return tuple(n if w == "live" else f"ema/{n}" for w in evaluated for n in names)
+
+
+def _best_follows_evaluated(config, evaluated, eval_metrics):
+  """With only the averaged weights evaluated, `checkpoint.best_metric=eval/<name>` means
+  `eval/ema/<name>` (the resolved config records that)."""
+  best = config.checkpoint.best_metric
+  if evaluated != ("ema",) or not best or not best.startswith("eval/") or best in [
+      f"eval/{m}" for m in eval_metrics]:
+    return config
+  followed = "eval/ema/" + best[len("eval/"):]
+  if followed not in [f"eval/{m}" for m in eval_metrics]:
+    return config  # _check_checkpoint names the choices
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    config.checkpoint.best_metric = followed
+  return config
 
 
 def _without(config: ml_collections.ConfigDict, dropped: list[str]) -> ml_collections.ConfigDict:
@@ -182,7 +247,8 @@ def init_state(exp: Experiment, keys: RunKeys, values: dict[str, Any] | None = N
   the same). The hyperparameters are arguments, not constants, so every value shares it.
   """
   values = exp.hparams if values is None else values
-  return jax.jit(functools.partial(_init, exp))(keys.init, values)
+  with _classic_threefry():
+    return jax.jit(functools.partial(_init, exp))(keys.init, values)
 
 
 def init_population(exp: Experiment, keys: RunKeys, values: dict[str, Any]) -> TrainState:
@@ -195,7 +261,16 @@ def init_population(exp: Experiment, keys: RunKeys, values: dict[str, Any]) -> T
     return with_member_axis(init_state(exp, first(keys), first(values)))
   like = jax.eval_shape(functools.partial(_init, exp), keys.init[0], first(values))
   fn = jax.vmap(functools.partial(_init, exp), out_axes=member_axes(like))
-  return jax.jit(fn)(keys.init, values)
+  with _classic_threefry():
+    return jax.jit(fn)(keys.init, values)
+
+
+def _classic_threefry():
+  """Init's random draws with JAX's classic threefry: the parameters are still a function of
+  the seed alone, and XLA on the CPU compiles draws of 4-D shapes (convolution kernels) several
+  times faster than with the partitionable threefry (init of a ResNet-8: 31 s against 5 s,
+  measured here). Init is one program on the host's terms; training keeps JAX's default."""
+  return jax.threefry_partitionable(False)
 
 
 def _init(exp: Experiment, key: jax.Array, values: dict[str, Any]) -> TrainState:
@@ -204,9 +279,13 @@ def _init(exp: Experiment, key: jax.Array, values: dict[str, Any]) -> TrainState
   variables = exp.model.init(
       {"params": params_key, "sample": sample_key, "dropout": dropout_key}, x, train=False
   )
+  params, model_state = split_variables(variables)
   hparams = {k: jnp.asarray(v) for k, v in values.items()}
-  return TrainState.create(apply_fn=exp.model.apply, params=variables["params"], tx=exp.tx,
-                           hparams=hparams)
+  return TrainState.create(
+      apply_fn=exp.model.apply, params=params, tx=exp.tx, hparams=hparams,
+      model_state=model_state,
+      ema=ema_init(params, model_state) if exp.step.ema else {},
+      loss_scale=precision.initial_loss_scale() if exp.step.loss_scaling else {})
 
 
 def abstract_state(exp: Experiment, keys: RunKeys) -> TrainState:
@@ -278,7 +357,10 @@ def _check_model_fits_loss(model, loss, dataset: Dataset, config) -> tuple[str, 
   name = config.model.name
   try:
     variables = jax.eval_shape(lambda x: model.init(rngs, x, train=False), x)
-    output = jax.eval_shape(lambda v, x: model.apply(v, x, train=True, rngs=rngs), variables, x)
+    params, model_state = split_variables(variables)
+    output = jax.eval_shape(
+        lambda p, s, x: bound_apply(model.apply, s, {})({"params": p}, x, train=True, rngs=rngs),
+        params, model_state, x)
   except ConfigError:
     raise
   except Exception as e:  # the model cannot run on this data: say which and why
@@ -287,18 +369,13 @@ def _check_model_fits_loss(model, loss, dataset: Dataset, config) -> tuple[str, 
         f"model.name={name!r} cannot run on data {dataset.name!r} with inputs of shape "
         f"{dataset.example_shape}: {message}"
     ) from e
-  if set(variables) - {"params"}:
-    raise ConfigError(
-        f"model.name={name!r} has variable collections {sorted(set(variables) - {'params'})}; "
-        "only 'params' is supported (use LayerNorm/GroupNorm instead of BatchNorm)."
-    )
   problem = loss.check_output(output, dataset.example_shape, dataset.num_classes)
   if problem:
     raise ConfigError(f"loss.name={config.loss.name!r} {problem}; model.name={name!r} does not.")
   batch = {"x": x, "y": jax.ShapeDtypeStruct((2,), jnp.int32)}
   per_example = jax.eval_shape(
-      lambda v, b: loss.per_example(v["params"], model.apply, b, rngs["sample"]), variables, batch
-  )
+      lambda p, s, b: loss.per_example(p, bound_apply(model.apply, s), b, rngs["sample"]),
+      params, model_state, batch)
   return tuple(per_example)
 
 

@@ -76,7 +76,8 @@ class ChunkPipeline:
 def make_feed(exp, keys, state, size: int) -> Feed:
   """The chunk's program for the data's home: the train split on the device, or streamed."""
   layout = exp.layout
-  parts = dict(loss_for=exp.loss_for, tx_for=exp.tx_for, batch_sharding=layout.batch)
+  parts = dict(loss_for=exp.loss_for, tx_for=exp.tx_for, batch_sharding=layout.batch,
+               options=exp.step)
   vmapped = functools.partial(population_chunk, spmd_axis_name=layout.spmd_axis)
   # On several devices the chunk's inputs and outputs are laid out explicitly: the state and
   # keys split over `members` (replicated along `data`), an on-device dataset replicated,

@@ -25,23 +25,44 @@ def eval_schedule(exp) -> Schedule:
 
 
 def make_eval_fn(exp, size: int, batch_size: int):
-  """`eval_fn(params, hparams, keys, data, mask)` -> {name: (members,)}, jitted; each batch
-  is split over the `data` devices when it divides evenly (else each device evaluates it all)."""
+  """`eval_fn(weights, hparams, keys, data, mask)` -> {name: (members,)}, jitted; `weights` is
+  `eval_weights(state)`. Each weights of `exp.evaluated` is evaluated: the live ones as
+  `<name>`, the averaged ones as `ema/<name>`. Each batch is split over the `data` devices when
+  it divides evenly (else each device evaluates it all)."""
   layout = exp.layout
   split = layout.batch if batch_size % layout.data == 0 else None
   single = functools.partial(evaluate, apply_fn=exp.model.apply, loss_for=exp.loss_for,
-                             batch_size=batch_size, batch_sharding=split)
+                             batch_size=batch_size, batch_sharding=split,
+                             compute_dtype=exp.step.compute_dtype)
   first = lambda tree: jax.tree_util.tree_map(lambda a: a[0], tree)
 
-  def evaluate_one(p, h, k, d, m):  # the name shows in the compilation cache
-    return jax.tree_util.tree_map(lambda a: a[None], single(first(p), first(h), first(k), d, m))
+  def member_evals(w, h, k, d, m):
+    out = {}
+    for which in exp.evaluated:
+      if which == "live":
+        out.update(single(w["params"], h, k, d, m, model_state=w["model_state"]))
+      else:
+        ema = dict(w["ema"])
+        params = ema.pop("params")
+        got = single(params, h, k, d, m, model_state=ema)
+        out.update({f"ema/{name}": v for name, v in got.items()})
+    return out
 
-  def evaluate_members(p, h, k, d, m):
-    return jax.vmap(single, in_axes=(0, 0, 0, None, None),
-                    spmd_axis_name=layout.spmd_axis)(p, h, k, d, m)
+  def evaluate_one(w, h, k, d, m):  # the name shows in the compilation cache
+    return jax.tree_util.tree_map(lambda a: a[None], member_evals(first(w), first(h), first(k),
+                                                                  d, m))
+
+  def evaluate_members(w, h, k, d, m):
+    return jax.vmap(member_evals, in_axes=(0, 0, 0, None, None),
+                    spmd_axis_name=layout.spmd_axis)(w, h, k, d, m)
 
   shardings = {} if layout.mesh is None else {"out_shardings": layout.member_axis}
   return jax.jit(evaluate_one if size == 1 else evaluate_members, **shardings)
+
+
+def eval_weights(state) -> dict:
+  """What evaluation reads of a (population's) state: the live weights and the averaged."""
+  return {"params": state.params, "model_state": state.model_state, "ema": state.ema}
 
 
 def make_evaluation(context) -> PeriodicAction:
@@ -57,7 +78,8 @@ def make_evaluation(context) -> PeriodicAction:
   def run(tick: Tick) -> None:
     failpoints.reach("eval")
     state, step = tick.state, tick.step
-    evals = jax.device_get(eval_fn(state.params, state.hparams, context.keys, data, mask))
+    evals = jax.device_get(eval_fn(eval_weights(state), state.hparams, context.keys, data,
+                                   mask))
     tick.improved = context.record.improved(evals)
     tick.defer(lambda: context.record.record_eval(step, evals))  # the rows, while training
 

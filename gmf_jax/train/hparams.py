@@ -1,8 +1,9 @@
 """Hyperparameters as data: which config values reach the compiled step as arrays.
 
 A number that is not a shape is data: the learning rate and every other float option of the
-optimizer, the schedule's lengths, boundaries and end values, and the loss's float fields
-(`beta`, `obs_sigma`, `label_smoothing`). They travel in `TrainState.hparams`, so one compiled
+optimizer, the schedule's lengths, boundaries and end values, the loss's float fields
+(`beta`, `obs_sigma`, `label_smoothing`), `ema.decay` and `data.augment.noise_std`. They
+travel in `TrainState.hparams`, so one compiled
 program trains any of their values (a learning-rate grid compiles once, and a rerun with
 another rate loads the program from the compilation cache), and `jax.vmap` gives every member
 of a population its own.
@@ -30,8 +31,14 @@ INT_KEYS = frozenset(f"schedule.{k}" for k in SCHEDULE_LENGTHS)
 RUN_ONLY = ("name", "seed", "data_seed", "num_seeds", "wandb.", "progress_bar")
 
 
+# Data keys outside those sections: the averaged weights' decay and the augmentation's noise.
+OTHER_DATA = frozenset({"ema.decay", "data.augment.noise_std"})
+
+
 def is_data(key: str, value: Any) -> bool:
   """Whether `key=value` reaches the step as an array rather than as part of the program."""
+  if key in OTHER_DATA:
+    return not is_off(value) and isinstance(value, numbers.Real)
   section, _, leaf = key.partition(".")
   if section not in SECTIONS or leaf == "name" or "." in leaf or is_off(value):
     return False

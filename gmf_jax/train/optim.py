@@ -274,6 +274,7 @@ def prepare_optimizer(optimizer_config: Mapping[str, Any],
   name = cfg.pop("name")
   fn = resolve(name, OPTIMIZERS, key="optimizer.name")
   learning_rate = cfg.pop("learning_rate")
+  cfg.pop("accumulate_steps", None)  # the train step's (checked in train/build.py)
   check_number("optimizer.learning_rate", learning_rate, low=0, low_open=True,
                hint="(--config.lr sets it too.)")
   clip = cfg.pop("grad_clip_norm", None)

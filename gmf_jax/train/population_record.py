@@ -60,7 +60,8 @@ class PopulationRecord:
           dataset=exp.dataset.name, num_train=len(exp.dataset.train),
           num_test=len(exp.dataset.test), data_on_device=exp.on_device,
           platform=jax.default_backend(),
-          mesh={**exp.layout.describe(), "split_leaves": exp.layout.split_leaves(state)})
+          mesh={**exp.layout.describe(), "split_leaves": exp.layout.split_leaves(state)},
+          trainer=trainer_info(exp, state))
       if self.size > 1:
         m.summary.info["population"] = {"size": self.size, "index": m.index,
                                         "members": self.names}
@@ -182,9 +183,31 @@ def record_info(run_start: float, cache_before: dict, cache_dir: str) -> dict[st
 
 
 def _skipped_so_far(state, size: int) -> list[int]:
-  """Updates skipped for non-finite values before this session, per member."""
-  total = getattr(state.opt_state, "total_notfinite", None)
-  return [0] * size if total is None else [int(t) for t in np.asarray(total)]
+  """Updates skipped before this session, per member: for non-finite values (on_nonfinite=
+  'skip') and for float16 overflows (the loss scale's count)."""
+  total = np.zeros(size, np.int64)
+  notfinite = getattr(state.opt_state, "total_notfinite", None)
+  if notfinite is not None:
+    total += np.asarray(notfinite).astype(np.int64)
+  if state.loss_scale:
+    total += np.asarray(state.loss_scale["skipped"]).astype(np.int64)
+  return [int(t) for t in total]
+
+
+def trainer_info(exp, state) -> dict[str, Any]:
+  """What summary.json records of the step's parts: precision, accumulation, augmentation,
+  averaged weights and the model's state collections."""
+  config = exp.config
+  return {
+      "precision": config.precision.compute,
+      "loss_scaling": exp.step.loss_scaling,
+      "accumulate_steps": exp.step.accumulate_steps,
+      "micro_batch_size": config.batch_size // exp.step.accumulate_steps,
+      "augment": {k: v for k, v in config.data.augment.items() if v},
+      "ema_decay": config.ema.decay,
+      "evaluated_weights": list(exp.evaluated),
+      "model_state": sorted(state.model_state),
+  }
 
 
 def format_scalars(scalars: dict[str, float]) -> str:

@@ -21,6 +21,7 @@ from gmf_jax.errors import NonFiniteError
 from gmf_jax.runlog import CsvWriter, MultiWriter, RunFolder, Summary, plots
 from gmf_jax.runlog.resume import kept_rows, summary_from_rows, trim_metrics
 from gmf_jax.runlog.wandb_writer import BackgroundWandb, WandbWriter, wandb_mode
+from gmf_jax.train import precision
 from gmf_jax.train.metering import LearningRates, MetricWindow
 
 log = logging.getLogger("gmf_jax")
@@ -267,13 +268,24 @@ class NonFiniteCheck:
     self._skipped_before: np.ndarray | None = None  # per step of the current chunk
 
   def check(self, metrics: dict[str, np.ndarray], start: int) -> NonFiniteError | None:
-    """Adds `skipped` to `metrics` in skip mode; returns the error to raise, if any."""
+    """Adds `skipped` to `metrics` in skip mode; returns the error to raise, if any.
+
+    With float16's loss scaling the step reports `skipped` (its gradients overflowed, the
+    update was skipped) and `loss_scale`: such a step is not an error while the scale can
+    still shrink; at the smallest scale it counts as non-finite like any other.
+    """
     finite = np.isfinite(metrics["loss"]) & np.isfinite(metrics["grad_norm"])
-    if self.mode == "skip":
-      skipped = (~finite).astype(np.float32)
+    scaled = "loss_scale" in metrics
+    overflowed = (metrics["skipped"] > 0) if scaled else np.zeros_like(finite)
+    if scaled:
+      finite = finite | (overflowed & (metrics["loss_scale"] > precision.MIN_SCALE))
+    if self.mode == "skip" or scaled:
+      skipped = ((~finite) | overflowed) if self.mode == "skip" else overflowed
+      skipped = skipped.astype(np.float32)
       metrics["skipped"] = skipped  # its window mean: the fraction of steps skipped
       self._skipped_before = self.skipped + np.cumsum(skipped) - skipped
       self.skipped += int(skipped.sum())
+    if self.mode == "skip":
       for i, ok in enumerate(finite):
         self.consecutive = 0 if ok else self.consecutive + 1
         if self.consecutive > self.max_consecutive:

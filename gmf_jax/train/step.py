@@ -9,6 +9,7 @@ member axis on the state, except the shared step counter, and on the keys).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -16,23 +17,59 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 from flax.training import train_state
 
 from gmf_jax.data.order import epoch_permutation
 from gmf_jax.members import member, with_member_axis
+from gmf_jax.models import variables
+from gmf_jax.train import ema as ema_lib
+from gmf_jax.train import precision
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 
 
 class TrainState(train_state.TrainState):
-  """flax's TrainState with the run's hyperparameters as arrays (config key -> array).
+  """flax's TrainState with the run's hyperparameters as arrays (config key -> array), the
+  model's own state and the run's averaged weights and loss scale.
 
   `tx` (static) is the optimizer built from the concrete values, for `init`; the step uses
-  `tx_for(hparams)`, so the values in `hparams` are the ones that train.
+  `tx_for(hparams)`, so the values in `hparams` are the ones that train. The other fields are
+  empty dicts when unused (no leaves: nothing stored, nothing computed):
+  - `model_state`: the model's collections besides `params` ({"batch_stats": ...} for
+    BatchNorm), updated by the train step (see gmf_jax.models.variables);
+  - `ema`: the averaged weights, {"params": ..., **model_state} (`ema.decay`);
+  - `loss_scale`: float16's dynamic loss scale (see gmf_jax.train.precision).
   """
 
   hparams: dict[str, jax.Array]
+  model_state: dict[str, Any] = struct.field(default_factory=dict)
+  ema: dict[str, Any] = struct.field(default_factory=dict)
+  loss_scale: dict[str, jax.Array] = struct.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+  """The parts of a train step beyond the loss and the optimizer (part of the program).
+
+  Attributes:
+    augment: the batch augmentation (gmf_jax.train.augment.Augment), or None.
+    compute_dtype: the dtype the model computes in (None: float32; see train/precision.py).
+    loss_scaling: float16's dynamic loss scaling, with overflowed steps skipped.
+    accumulate_steps: micro-batches per optimizer step (`optimizer.accumulate_steps`).
+    ema: keep averaged weights, with decay `hparams["ema.decay"]`.
+  """
+
+  augment: Callable | None = None
+  compute_dtype: Any = None
+  loss_scaling: bool = False
+  accumulate_steps: int = 1
+  ema: bool = False
+
+
+EMA_DECAY = "ema.decay"
+_DEFAULT_OPTIONS = StepOptions()
 
 
 class RunKeys(NamedTuple):
@@ -55,25 +92,94 @@ def make_keys(seed: int, data_seed: int | None = None) -> RunKeys:
   return keys
 
 
-def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, loss_for, tx_for
-               ) -> tuple[TrainState, Metrics]:
+def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, loss_for, tx_for,
+               options: StepOptions = _DEFAULT_OPTIONS) -> tuple[TrainState, Metrics]:
   """One optimizer step.
 
   `loss_for(hparams)(params, apply_fn, batch, rng, train)` -> (loss, metrics), and
   `tx_for(hparams)` -> the optax transformation, both of the state's hyperparameters.
+  `options` adds augmentation, mixed precision, gradient accumulation and averaged weights.
 
-  Returns the new state and scalar metrics: `loss`, the loss's own metrics and `grad_norm`.
+  With `accumulate_steps` = k > 1 the batch (B, ...) is split into k micro-batches of B / k
+  (in order: examples [i B/k, (i+1) B/k) make micro-batch i), each with the step's key folded
+  with i; their gradients and metrics are averaged, and one update is applied: for a loss that
+  is a mean over examples, the same update as one step on the whole batch. The model's state
+  collections are updated micro-batch after micro-batch.
+
+  Returns the new state and scalar metrics: `loss`, the loss's own metrics and `grad_norm`
+  (plus `skipped` and `loss_scale` with float16's loss scaling).
   A step is finite when `loss` and `grad_norm` are (the host checks, once per chunk).
   """
+  if options.augment is not None:
+    batch = options.augment(rng, batch, state.hparams)
   loss_fn = loss_for(state.hparams)
-  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params, state.apply_fn, batch, rng, True
-  )
+  scale = state.loss_scale["scale"] if options.loss_scaling else None
+  k = options.accumulate_steps
+  if k == 1:
+    grads, (loss, aux, model_state) = _gradients(state, state.model_state, batch, rng, loss_fn,
+                                                 options, scale)
+  else:
+    grads, (loss, aux, model_state) = _accumulated(state, batch, rng, loss_fn, options, scale, k)
+  metrics = {}
+  if scale is not None:
+    grads = jax.tree_util.tree_map(lambda g: g / scale, grads)
+    finite = precision.all_finite(grads)
+    metrics = {"skipped": (~finite).astype(jnp.float32), "loss_scale": scale}
   grad_norm = global_norm(grads)
   updates, opt_state = tx_for(state.hparams).update(grads, state.opt_state, state.params)
-  state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                        opt_state=opt_state)
-  return state, {"loss": loss, **aux, "grad_norm": grad_norm}
+  params = optax.apply_updates(state.params, updates)
+  new = dict(params=params, opt_state=opt_state, model_state=model_state)
+  if scale is not None:  # an overflowed step leaves everything as it was
+    old = dict(params=state.params, opt_state=state.opt_state, model_state=state.model_state)
+    new = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new["loss_scale"] = precision.next_loss_scale(state.loss_scale, finite)
+  if options.ema:
+    ema = ema_lib.ema_update(state.ema, new["params"], new["model_state"],
+                             state.hparams[EMA_DECAY])
+    new["ema"] = ema if scale is None else jax.tree_util.tree_map(
+        lambda n, o: jnp.where(finite, n, o), ema, state.ema)
+  state = state.replace(step=state.step + 1, **new)
+  return state, {"loss": loss, **aux, "grad_norm": grad_norm, **metrics}
+
+
+def _gradients(state, model_state, batch, rng, loss_fn, options, scale):
+  """Gradients of the loss on `batch` (scaled by `scale`, if given), with (loss, metrics,
+  updated model state)."""
+
+  def objective(params):
+    updates = {}
+    apply = variables.bound_apply(state.apply_fn, model_state, updates,
+                                compute_dtype=options.compute_dtype)
+    loss, aux = loss_fn(params, apply, batch, rng, True)
+    new_state = {**model_state, **updates}
+    return (loss if scale is None else loss * scale), (loss, aux, new_state)
+
+  grads, out = jax.grad(objective, has_aux=True)(state.params)
+  return grads, out
+
+
+def _accumulated(state, batch, rng, loss_fn, options, scale, k):
+  """`_gradients` averaged over k micro-batches of the batch, in one `lax.scan`."""
+  micro = jax.tree_util.tree_map(lambda a: a.reshape((k, a.shape[0] // k, *a.shape[1:])), batch)
+
+  def body(carry, inputs):
+    total, model_state = carry
+    i, part = inputs
+    grads, (loss, aux, model_state) = _gradients(state, model_state, part,
+                                                 jax.random.fold_in(rng, i), loss_fn, options,
+                                                 scale)
+    total = jax.tree_util.tree_map(jnp.add, total, (grads, loss, aux))
+    return (total, model_state), None
+
+  shapes = jax.eval_shape(
+      lambda: _gradients(state, state.model_state, jax.tree_util.tree_map(lambda a: a[0], micro),
+                         rng, loss_fn, options, scale))
+  zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                 (shapes[0], shapes[1][0], shapes[1][1]))
+  (total, model_state), _ = jax.lax.scan(body, (zeros, state.model_state),
+                                         (jnp.arange(k), micro))
+  grads, loss, aux = jax.tree_util.tree_map(lambda t: t / k, total)
+  return grads, (loss, aux, model_state)
 
 
 # Up to this many elements, a global norm is one concatenation and one dot product: two
@@ -94,10 +200,10 @@ def global_norm(tree: Any) -> jax.Array:
 StepFn = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]
 
 
-def make_train_step(loss_for, tx_for) -> StepFn:
+def make_train_step(loss_for, tx_for, options: StepOptions = _DEFAULT_OPTIONS) -> StepFn:
   """`train_step` with the loss and optimizer bound: `(state, batch, rng) -> (state, metrics)`,
   pure."""
-  return functools.partial(train_step, loss_for=loss_for, tx_for=tx_for)
+  return functools.partial(train_step, loss_for=loss_for, tx_for=tx_for, options=options)
 
 
 def _run_steps(step_fn, carry, length: int, num_active: jax.Array, xs=None):
@@ -144,7 +250,8 @@ def _constrain(batch: Batch, sharding) -> Batch:
 
 def train_chunk_on_device(state: TrainState, keys: RunKeys, data: Batch, num_active: jax.Array,
                           *, loss_for, tx_for, batch_size: int, num_steps: int,
-                          batch_sharding=None) -> tuple[TrainState, Metrics]:
+                          batch_sharding=None, options: StepOptions = _DEFAULT_OPTIONS
+                          ) -> tuple[TrainState, Metrics]:
   """Up to `num_steps` steps (the first `num_active`) over a dataset held on the device.
 
   Batches are drawn without replacement from a per-epoch permutation; the last incomplete
@@ -171,7 +278,7 @@ def train_chunk_on_device(state: TrainState, keys: RunKeys, data: Batch, num_act
     batch = jax.tree_util.tree_map(lambda a: jnp.take(a, idx, axis=0), data)
     batch = _constrain(batch, batch_sharding)  # data parallel: each device its part of B
     state, metrics = train_step(state, batch, jax.random.fold_in(keys.train, step),
-                                loss_for=loss_for, tx_for=tx_for)
+                                loss_for=loss_for, tx_for=tx_for, options=options)
     return (state, perm), metrics
 
   perm = epoch_permutation(keys.data, state.step // steps_per_epoch, num_examples)
@@ -180,7 +287,8 @@ def train_chunk_on_device(state: TrainState, keys: RunKeys, data: Batch, num_act
 
 
 def train_chunk_on_batches(state: TrainState, keys: RunKeys, batches: Batch,
-                           num_active: jax.Array, *, loss_for, tx_for, batch_sharding=None
+                           num_active: jax.Array, *, loss_for, tx_for, batch_sharding=None,
+                           options: StepOptions = _DEFAULT_OPTIONS
                            ) -> tuple[TrainState, Metrics]:
   """Steps over batches streamed from the host, stacked as (num_steps, B, ...); the first
   `num_active` are real."""
@@ -188,7 +296,7 @@ def train_chunk_on_batches(state: TrainState, keys: RunKeys, batches: Batch,
   def step_fn(state, batch):
     batch = _constrain(batch, batch_sharding)
     return train_step(state, batch, jax.random.fold_in(keys.train, state.step),
-                      loss_for=loss_for, tx_for=tx_for)
+                      loss_for=loss_for, tx_for=tx_for, options=options)
 
   length = jax.tree_util.tree_leaves(batches)[0].shape[0]
   return _run_steps(step_fn, state, length, num_active, xs=batches)
@@ -196,13 +304,18 @@ def train_chunk_on_batches(state: TrainState, keys: RunKeys, batches: Batch,
 
 def evaluate(params: Any, hparams: dict[str, jax.Array], keys: RunKeys, data: Batch,
              mask: jax.Array, *, apply_fn, loss_for, batch_size: int,
-             batch_sharding=None) -> Metrics:
+             batch_sharding=None, model_state: dict[str, Any] | None = None,
+             compute_dtype=None) -> Metrics:
   """Means of per-example metrics over a padded split: data (N_pad, ...), mask (N_pad,).
+
+  `model_state`: the model's collections besides `params`, used as they are (nothing is
+  updated); `compute_dtype`: the dtype the model runs in (mixed precision).
 
   The same keys are used at every evaluation, so evaluations differ only by the parameters.
   With `batch_sharding`, each batch is split over the `data` devices (each evaluates its part).
   """
   per_example_fn = loss_for(hparams).per_example
+  apply_fn = variables.bound_apply(apply_fn, model_state or {}, compute_dtype=compute_dtype)
   num_batches = mask.shape[0] // batch_size
   batched = jax.tree_util.tree_map(
       lambda a: a.reshape((num_batches, batch_size, *a.shape[1:])), data
