@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     left = max(30.0, args.budget - (time.perf_counter() - start))
     data_parallel(count, platform, 1000 if q else 3000, left / 3, tmp, q)
     _part("precision", [py, f"{BENCH}/trainer_parts.py", "--pairs", "precision",
-                        "--calls", "3" if q else "15"], left / 3, env)
+                        "--calls", "3" if q else "8"], left / 3, env)
   print(f"\ngpu check: {time.perf_counter() - start:.0f} s in all")
   return 0
 

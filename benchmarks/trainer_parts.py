@@ -18,7 +18,7 @@ ratio (part / baseline), and the ratio of the 10th percentiles ("undisturbed": o
 only ever slow a call down), on which the goals are judged.
 
     python benchmarks/trainer_parts.py [--pairs batchnorm,augment,accumulate,ema]
-                                       [--calls 15] [--steps-per-call 50]
+                                       [--calls 8] [--steps-per-call 10]
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ def make_arm(overrides: dict, steps_per_call: int):
 
   config = gmf_jax.load_config(os.path.join(REPO, "configs", "resnet.py"),
                                {**BASE, "steps_per_call": steps_per_call, **overrides})
+  with config.unlocked():
+    config.diagnostics = type(config.diagnostics)()  # training only
   exp = build_experiment(config)
   stack = lambda tree: jax.tree_util.tree_map(lambda a: np.asarray(a)[None], tree)
   keys = stack(make_keys(config.seed))
@@ -91,12 +93,12 @@ def measure(name: str, calls: int, steps_per_call: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--pairs", default="batchnorm,augment,accumulate,ema")
-  parser.add_argument("--calls", type=int, default=15)
-  parser.add_argument("--steps-per-call", type=int, default=50)
+  parser.add_argument("--calls", type=int, default=8)
+  parser.add_argument("--steps-per-call", type=int, default=10)
   args = parser.parse_args(argv)
   print(f"ResNet-8 on digits, batch 128, {args.steps_per_call} steps per call, {args.calls} "
         f"calls per arm; {jax.default_backend()} ({jax.devices()[0].device_kind}), "
-        f"{os.cpu_count()} CPUs")
+        f"{os.cpu_count()} CPUs", flush=True)
   ok = True
   for name in args.pairs.split(","):
     r = measure(name, args.calls, args.steps_per_call)

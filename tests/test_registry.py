@@ -20,6 +20,7 @@ MODEL_SETUPS = {
     "mlp_vae": ("elbo", "digits"),
     "conv_vae": ("elbo", "digits"),
     "autoencoder": ("reconstruction", "digits"),
+    "resnet": ("cross_entropy", "digits"),
 }
 
 

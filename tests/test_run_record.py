@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import jax
 import numpy as np
@@ -407,3 +408,28 @@ def test_an_extended_run_trains_on_with_the_new_schedule(tmp_path):
   extended = run(80)
   assert not tree_equal(first.state.params, extended.state.params)
   assert float(np.asarray(extended.state.hparams["schedule.decay_steps"]).reshape(-1)[0]) == 80
+
+
+def test_a_checkpoint_from_before_model_state_restores_into_todays_state(tmp_path):
+  """Checkpoints written before `TrainState` gained `model_state`, `ema` and `loss_scale` (runs
+  of an older gmf_jax) resume: fields they lack and this run leaves empty are kept empty."""
+  from flax import struct
+
+  class OlderState(struct.PyTreeNode):  # the train state's fields before model state
+    step: Any
+    params: Any
+    opt_state: Any
+    hparams: Any
+
+  exp = build_experiment(gmf_jax.load_config(VAE + ":smoke"))
+  state = init_state(exp, make_keys(0))
+  older = OlderState(state.step, state.params, state.opt_state, state.hparams)
+  checkpointer = Checkpointer(str(tmp_path), max_to_keep=2)
+  checkpointer.save(5, older, {"window": {}})
+  checkpointer.wait()
+  step, restored, _ = checkpointer.restore_latest(like=state)
+  checkpointer.close()
+  assert step == 5 and restored.model_state == {} and restored.ema == {}
+  assert tree_equal(restored.params, state.params) and tree_equal(restored.opt_state,
+                                                                  state.opt_state)
+  assert os.listdir(tmp_path / "checkpoints") == ["5"]  # not set aside as unreadable

@@ -357,3 +357,45 @@ def test_low_precision_runs_finish_near_float32(tmp_path, compute):
   assert low.state.params["logits"]["kernel"].dtype == jnp.float32  # params stay float32
   info = json.loads((tmp_path / compute / "summary.json").read_text())["trainer"]
   assert info["precision"] == compute and info["loss_scaling"] == (compute == "float16")
+
+
+@pytest.mark.parametrize("norm, layer, state", [("none", None, False), ("batch", "BatchNorm", True),
+                                                ("layer", "LayerNorm", False),
+                                                ("group", "GroupNorm", False)])
+def test_cnn_norm_choices_build_their_layers(norm, layer, state):
+  from gmf_jax.train.build import abstract_state
+
+  exp = build_experiment(load_config(CNN + ":smoke", {"model.norm": norm}))
+  shapes = abstract_state(exp, make_keys(0))
+  assert ("norm_0" in shapes.params) == (layer is not None)
+  assert bool(shapes.model_state) == state
+  if state:
+    assert set(shapes.model_state["batch_stats"]["norm_0"]) == {"mean", "var"}
+  if layer:
+    assert exp.model.tabulate(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)),
+                              depth=1).count(layer) >= 2
+
+
+def test_members_of_a_population_augment_independently():
+  # Two members with the same parameters and data order, differing only in their train key:
+  # without augmentation (and without dropout) they train alike; with noise they do not.
+  from gmf_jax.members import with_member_axis
+  from gmf_jax.train.step import population_chunk, train_chunk_on_device
+
+  def two_members(noise):
+    exp, state, _ = _step_setup(**{"data.augment.noise_std": noise})
+    keys = make_keys(0)
+    keys = jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), keys)._replace(
+        train=jnp.stack([make_keys(0).train, make_keys(1).train]))
+    pop = jax.tree_util.tree_map(lambda a: jnp.concatenate([a, a]),
+                                 with_member_axis(state).replace(step=None)).replace(step=0)
+    chunk = functools.partial(train_chunk_on_device, loss_for=exp.loss_for, tx_for=exp.tx_for,
+                              batch_size=64, num_steps=3, options=exp.step)
+    data = {k: jnp.asarray(v) for k, v in exp.dataset.train.get(np.arange(640)).items()}
+    out, _ = jax.jit(population_chunk(chunk, pop, 2))(pop, keys, data, np.int32(3))
+    return jax.tree_util.tree_map(lambda a: np.asarray(a), out.params)
+
+  plain, noisy = two_members(0.0), two_members(0.3)
+  first = lambda tree, i: jax.tree_util.tree_map(lambda a: a[i], tree)
+  assert tree_equal(first(plain, 0), first(plain, 1))
+  assert not tree_equal(first(noisy, 0), first(noisy, 1))

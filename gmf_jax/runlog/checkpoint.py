@@ -8,6 +8,7 @@ to restore (truncated or corrupt files) is skipped with a warning for the one be
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -71,9 +72,34 @@ class Checkpointer:
     errors propagate."""
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
     manager = self.best if best else self.latest
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    return restored.state, dict(restored.meta)
+    restore = lambda target: manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+    try:
+      restored = restore(abstract)
+      return restored.state, dict(restored.meta)
+    except ValueError:
+      saved = self._saved_fields(manager, step)
+      older = _fields_saved(abstract, saved)
+      if older is None:
+        raise
+    restored = restore(older)  # a checkpoint from before the fields it lacks were added
+    return abstract.replace(**restored.state), dict(restored.meta)
+
+  @staticmethod
+  def _saved_fields(manager, step: int) -> set[str] | None:
+    """The top-level names of a saved state's tree (None if they cannot be read)."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # orbax warns of a metadata file older checkpoints lack
+    try:
+      with ocp.StandardCheckpointer() as reader:
+        tree = reader.metadata(os.path.join(str(manager.directory), str(step), "state"))
+      tree = getattr(tree, "item_metadata", tree)
+      return set(tree.keys())
+    except Exception:  # noqa: BLE001 - no metadata to read: the first error stands
+      return None
+    finally:
+      absl.setLevel(level)
 
   def restore_latest(self, like: Any) -> tuple[int, Any, dict[str, Any]] | None:
     """Restores the newest step that reads back whole, trying older ones after a failure.
@@ -125,3 +151,17 @@ class Checkpointer:
     self.wait()
     self.latest.close()
     self.best.close()
+
+
+def _fields_saved(abstract: Any, saved: set[str] | None) -> dict[str, Any] | None:
+  """A restore target for a checkpoint written before some of `abstract`'s fields existed
+  (e.g. `TrainState.model_state`, added with model state): `abstract`'s pytree fields as a
+  dict without the ones the checkpoint lacks. None unless every field it lacks is empty in
+  `abstract` (a newer field this run does not use); a field holding arrays must be restored."""
+  if saved is None or not dataclasses.is_dataclass(abstract):
+    return None
+  fields = [f.name for f in dataclasses.fields(abstract) if f.metadata.get("pytree_node", True)]
+  missing = [f for f in fields if f not in saved]
+  if not missing or any(jax.tree_util.tree_leaves(getattr(abstract, f)) for f in missing):
+    return None
+  return {f: getattr(abstract, f) for f in fields if f in saved}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from gmf_jax.config import flatten, same_value
+from gmf_jax.config import default_config, flatten, same_value
 from gmf_jax.errors import ConfigError
 from gmf_jax.runlog.summary import Summary
 from gmf_jax.runlog.writers import complete_rows, write_rows
@@ -44,11 +44,16 @@ RESUMABLE_KEYS = (
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-  """`key: saved -> now` for every key that differs and would change the run."""
+  """`key: saved -> now` for every key that differs and would change the run. A key the saved
+  config lacks is no difference while it holds its default: a newer gmf_jax added it, and its
+  default is what the saved run did (e.g. `ema.decay=None`)."""
   flat_saved, flat_now = flatten(saved), flatten(current)
+  defaults = flatten(default_config())
   lines = []
   for key in sorted(set(flat_saved) | set(flat_now)):
     if key in RESUMABLE_KEYS:
+      continue
+    if key not in flat_saved and key in defaults and same_value(flat_now.get(key), defaults[key]):
       continue
     a, b = flat_saved.get(key, "<absent>"), flat_now.get(key, "<absent>")
     if not same_value(a, b):
