@@ -245,6 +245,20 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
+def setting(config: Mapping[str, Any], key: str) -> Any:
+  """The value at dotted `key`, or the default config's where `config` lacks it (a config file
+  that replaced a whole section, or a config saved by an older gmf_jax)."""
+  node = config
+  for part in key.split("."):
+    if not isinstance(node, (Mapping, ml_collections.ConfigDict)) or part not in node:
+      node = default_config()
+      for step in key.split("."):
+        node = node[step]
+      return node
+    node = node[part]
+  return node
+
+
 def load_config(path: str, overrides: Overrides = None) -> ml_collections.ConfigDict:
   """Loads `path` (`file.py` or `file.py:variant`), locks it, and applies `overrides`.
 

@@ -24,7 +24,7 @@ import optax
 
 from gmf_jax import distributed, job
 from gmf_jax.checks import check_choice, check_int, check_number
-from gmf_jax.config import config_origin, default_config, flatten
+from gmf_jax.config import config_origin, default_config, flatten, setting
 from gmf_jax.data import Dataset, make_dataset, stream
 from gmf_jax.errors import ConfigError
 from gmf_jax.members import with_member_axis
@@ -163,10 +163,10 @@ EVALUATE = {"live": ("live",), "ema": ("ema",), "both": ("live", "ema")}
 def _step_options(config, dataset: Dataset, layout) -> tuple[StepOptions, tuple, dict]:
   """The train step's parts from `data.augment`, `precision`, `optimizer.accumulate_steps`
   and `ema`, checked; with the weights evaluation runs on, and the values that are data."""
-  augment = make_augment(config.data.augment, dataset)
-  compute = config.precision.compute
+  augment = make_augment(setting(config, "data.augment"), dataset)
+  compute = setting(config, "precision.compute")
   check_choice("precision.compute", compute, tuple(precision.COMPUTE))
-  k = config.optimizer.accumulate_steps
+  k = setting(config, "optimizer.accumulate_steps")
   check_int("optimizer.accumulate_steps", k, low=1, hint="1: one batch per optimizer step.")
   if config.batch_size % k:
     raise ConfigError(
@@ -177,22 +177,22 @@ def _step_options(config, dataset: Dataset, layout) -> tuple[StepOptions, tuple,
         f"micro-batches of batch_size / optimizer.accumulate_steps = "
         f"{config.batch_size // k} examples do not split over mesh.data={layout.data} devices; "
         "choose batch_size and accumulate_steps so that they do.")
-  decay = config.ema.decay
+  decay, evaluate = setting(config, EMA_DECAY), setting(config, "ema.evaluate")
   check_number(EMA_DECAY, decay, low=0, high=1, low_open=True, high_open=True, allow_none=True,
                hint="e.g. 0.999; None: no averaged weights.")
-  check_choice("ema.evaluate", config.ema.evaluate, tuple(EVALUATE))
-  if decay is None and config.ema.evaluate != "live":
-    raise ConfigError(f"ema.evaluate={config.ema.evaluate!r} needs averaged weights: set "
+  check_choice("ema.evaluate", evaluate, tuple(EVALUATE))
+  if decay is None and evaluate != "live":
+    raise ConfigError(f"ema.evaluate={evaluate!r} needs averaged weights: set "
                       "ema.decay (e.g. 0.999), or ema.evaluate='live'.")
   values = {}
   if augment is not None and augment.noise:
-    values[NOISE_KEY] = config.data.augment.noise_std
+    values[NOISE_KEY] = setting(config, NOISE_KEY)
   if decay is not None:
     values[EMA_DECAY] = decay
   step = StepOptions(augment=augment, compute_dtype=precision.compute_dtype(compute),
                      loss_scaling=precision.scales_loss(compute), accumulate_steps=k,
                      ema=decay is not None)
-  return step, EVALUATE[config.ema.evaluate], values
+  return step, EVALUATE[evaluate], values
 
 
 def _evaluated_metrics(names: tuple[str, ...], evaluated: tuple[str, ...]) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmf_jax import compile_cache
+from gmf_jax.config import setting
 from gmf_jax.runlog import RunFolder, plots
 from gmf_jax.train.metering import schedule_rates
 from gmf_jax.train.recorder import MemberRecorder
@@ -199,12 +200,12 @@ def trainer_info(exp, state) -> dict[str, Any]:
   averaged weights and the model's state collections."""
   config = exp.config
   return {
-      "precision": config.precision.compute,
+      "precision": setting(config, "precision.compute"),
       "loss_scaling": exp.step.loss_scaling,
       "accumulate_steps": exp.step.accumulate_steps,
       "micro_batch_size": config.batch_size // exp.step.accumulate_steps,
-      "augment": {k: v for k, v in config.data.augment.items() if v},
-      "ema_decay": config.ema.decay,
+      "augment": {k: v for k, v in dict(setting(config, "data.augment")).items() if v},
+      "ema_decay": setting(config, "ema.decay"),
       "evaluated_weights": list(exp.evaluated),
       "model_state": sorted(state.model_state),
   }
