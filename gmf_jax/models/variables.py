@@ -81,6 +81,12 @@ def state_apply(state) -> Callable:
   return bound_apply(state.apply_fn, state.model_state)
 
 
+def ema_parts(ema: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+  """Averaged weights {"params": ..., **model_state} as (params, model state)."""
+  rest = dict(ema)
+  return rest.pop("params"), rest
+
+
 def with_weights(state, which: str):
   """`state` with the weights named by `which` ('live': as it is; 'ema': the averaged
   parameters and state collections) as its `params` and `model_state`."""
@@ -88,8 +94,8 @@ def with_weights(state, which: str):
     return state
   if not state.ema:
     raise ValueError("with_weights('ema') needs a state with averaged weights (ema.decay set).")
-  ema = dict(state.ema)
-  return state.replace(params=ema.pop("params"), model_state=ema)
+  params, model_state = ema_parts(state.ema)
+  return state.replace(params=params, model_state=model_state)
 
 
 # Collections a model writes with `sow` (flax's convention): captured per call, not state.

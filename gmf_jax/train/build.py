@@ -203,13 +203,11 @@ def _evaluated_metrics(names: tuple[str, ...], evaluated: tuple[str, ...]) -> tu
 def _best_follows_evaluated(config, evaluated, eval_metrics):
   """With only the averaged weights evaluated, `checkpoint.best_metric=eval/<name>` means
   `eval/ema/<name>` (the resolved config records that)."""
-  best = config.checkpoint.best_metric
-  if evaluated != ("ema",) or not best or not best.startswith("eval/") or best in [
-      f"eval/{m}" for m in eval_metrics]:
-    return config
-  followed = "eval/ema/" + best[len("eval/"):]
-  if followed not in [f"eval/{m}" for m in eval_metrics]:
-    return config  # _check_checkpoint names the choices
+  best, names = config.checkpoint.best_metric, {f"eval/{m}" for m in eval_metrics}
+  followed = "eval/ema/" + (best or "")[len("eval/"):]
+  if evaluated != ("ema",) or not (best or "").startswith("eval/") or best in names or (
+      followed not in names):
+    return config  # nothing to follow (a name that is no metric: _check_checkpoint names them)
   config = copy.deepcopy(config)
   with config.unlocked():
     config.checkpoint.best_metric = followed

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmf_jax import failpoints
+from gmf_jax.models.variables import ema_parts
 from gmf_jax.train.actions import PeriodicAction, Schedule, Tick
 from gmf_jax.train.pipeline import padded_eval_data
 from gmf_jax.train.step import evaluate
@@ -42,9 +43,8 @@ def make_eval_fn(exp, size: int, batch_size: int):
       if which == "live":
         out.update(single(w["params"], h, k, d, m, model_state=w["model_state"]))
       else:
-        ema = dict(w["ema"])
-        params = ema.pop("params")
-        got = single(params, h, k, d, m, model_state=ema)
+        params, model_state = ema_parts(w["ema"])
+        got = single(params, h, k, d, m, model_state=model_state)
         out.update({f"ema/{name}": v for name, v in got.items()})
     return out
 
