@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 
 def member(state: Any, i: int) -> Any:
@@ -19,3 +21,21 @@ def with_member_axis(state: Any) -> Any:
   """A run's own state as a population of one."""
   step = state.step
   return jax.tree_util.tree_map(lambda a: a[None], state.replace(step=None)).replace(step=step)
+
+
+def take_members(state: Any, indices) -> Any:
+  """Members `indices` of a population's state, in that order: one gather on the member axis,
+  in one program (the step counter is shared)."""
+  step = state.step
+  picked = _take(state.replace(step=None), jnp.asarray(np.asarray(indices, np.int32)))
+  return picked.replace(step=step)
+
+
+def take(tree: Any, indices) -> Any:
+  """Rows `indices` of every leaf of `tree` (e.g. a population's keys), in one program."""
+  return _take(tree, jnp.asarray(np.asarray(indices, np.int32)))
+
+
+@jax.jit
+def _take(tree, indices):
+  return jax.tree_util.tree_map(lambda a: jnp.take(a, indices, axis=0), tree)

@@ -35,6 +35,8 @@ NOT_RUN = {
     "CUDA_VISIBLE_DEVICES=0,1": "needs two GPUs (tests/test_mesh.py runs mesh.data on CPU devices)",
     "--config.mesh.members=8": "needs 8 devices (tests/test_mesh.py: members on a 2 x 2 CPU mesh)",
     "--config.distributed.": "needs two processes (tests/test_multiprocess.py runs them)",
+    "sweeps/mlp_hyperband.py": "its rungs need more steps than a smoke run has (tests/"
+                               "test_early_stop.py checks it and trains a hyperband sweep)",
 }
 # The install-and-run line: its part after the install is a command of its own.
 INSTALL = re.compile(r"^python3 -m venv .*?&& pip install [^&]*&& (?P<rest>.+)$")

@@ -269,7 +269,18 @@ def _markdown(path, runs, metric, reason, stat, groups, parts, figures) -> str:
             _num(row["iqm"], 6), str(row["n_missing"])] for _, row in groups.iterrows()]), ""]
     for part in parts:
       lines += _against_best(part)
-  others = runs[runs["status"] != "completed"]
+  stopped = runs[runs["status"] == "stopped"]
+  if not stopped.empty:
+    lines += ["## Members stopped early", "",
+              "The sweep's early termination ended them at a rung (see `sweep.json`'s "
+              "`early_terminate`); left out of the statistics, which compare runs trained to "
+              "the end.", "",
+              _table(["run", "last step", "why"],
+                     [[row["name"],
+                       "-" if pd.isna(row["last_step"]) else str(row["last_step"]),
+                       _text(row["error"], "")[:200]]
+                      for _, row in stopped.sort_values("name").iterrows()]), ""]
+  others = runs[~runs["status"].isin(["completed", "stopped"])]
   if not others.empty:
     lines += ["## Runs not completed", "",
               "Left out of the statistics. Rerun the sweep command to resume preempted and "

@@ -1,7 +1,8 @@
 """Is a run alive? The process identity and heartbeat a live run keeps in `metadata.json`.
 
 A run writes `status: running` when it starts and its final status (`completed`, `failed`,
-`preempted`) when it ends. A process killed by `kill -9`, the OOM killer or a lost node never
+`preempted`, or `stopped` for a sweep member ended by early termination) when it ends. A
+process killed by `kill -9`, the OOM killer or a lost node never
 writes the second, so `running` alone cannot tell a live run from a dead one. While a run
 lives, a background thread rewrites `metadata.json`'s `heartbeat` every `HEARTBEAT_SEC`
 seconds (about 0.2 ms each, under the lock the training thread takes for its own rare
@@ -23,7 +24,8 @@ from typing import Any
 
 HEARTBEAT_SEC = 5.0  # how often a live run rewrites its heartbeat
 STALE_SEC = 60.0  # older than this, a heartbeat means the run is gone (also across hosts)
-RECORDED = ("running", "completed", "failed", "preempted")  # what metadata.json's status holds
+# What metadata.json's status holds; `stopped`: a sweep's early termination ended the member.
+RECORDED = ("running", "completed", "failed", "preempted", "stopped")
 STATUSES = (*RECORDED, "crashed")  # what effective_status returns (and "unknown")
 
 

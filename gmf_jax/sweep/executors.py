@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from gmf_jax.errors import ConfigError
-from gmf_jax.runlog.files import read_json, write_json
+from gmf_jax.runlog.files import read_json
+from gmf_jax.sweep import ledger
 from gmf_jax.sweep import run as run_lib
 
 log = logging.getLogger("gmf_jax")
@@ -55,11 +56,11 @@ def run_in_process(plan: run_lib.SweepPlan, populations: list[run_lib.Population
 
 def _record_populations(plan: run_lib.SweepPlan, populations: list[run_lib.Population]) -> None:
   """Writes which members each worker trains into sweep.json (workers read it)."""
-  path = os.path.join(plan.workdir, run_lib.SWEEP_FILE)
-  data = read_json(path)
-  data["work"] = {p.id: {"members": [m.name for m in p.members], "train": p.train}
-                  for p in populations}
-  write_json(path, data)
+  def change(data):
+    data["work"] = {p.id: {"members": [m.name for m in p.members], "train": p.train}
+                    for p in populations}
+
+  ledger.update(plan.workdir, change)
 
 
 def worker_command(plan: run_lib.SweepPlan, population_id: str) -> list[str]:

@@ -27,14 +27,15 @@ from typing import Any
 from gmf_jax import cpu_devices
 from gmf_jax.errors import ConfigError
 from gmf_jax.job import job_arguments
-from gmf_jax.runlog.files import read_json, write_json
+from gmf_jax.runlog.files import read_json
 from gmf_jax.runlog.record import foreign_entries
+from gmf_jax.sweep import early_stop, ledger
 from gmf_jax.sweep import spec as spec_lib
 
 log = logging.getLogger("gmf_jax")
 
 EXECUTORS = ("vmap", "local", "submitit")
-SWEEP_FILE = "sweep.json"
+SWEEP_FILE = ledger.SWEEP_FILE
 POPULATIONS_DIR = "populations"
 
 
@@ -56,6 +57,8 @@ class SweepPlan:
   configs: dict[str, Any]  # member name -> its config
   populations: list[Population]
   statuses: dict[str, str]  # member name -> status before this session ('new' if never run)
+  pending: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # early-termination
+  # decisions recorded and saved but not yet applied to the members' records (`catch_up`)
 
   def member_dir(self, name: str) -> str:
     return os.path.join(self.workdir, name)
@@ -80,7 +83,7 @@ class SweepResult:
 
   @property
   def all_completed(self) -> bool:
-    return set(self.statuses.values()) <= {"completed"}
+    return set(self.statuses.values()) <= {"completed", "stopped"}
 
 
 def describe(statuses: Iterable[str]) -> str:
@@ -127,23 +130,42 @@ def plan_sweep(sweep: spec_lib.Sweep, workdir: str | None = None, *,
   statuses = {m.name: member_status(os.path.join(workdir, m.name)) for m in sweep.members}
   saved = _read_sweep_json(workdir)
   recorded = {r["name"]: r.get("population") for r in (saved or {}).get("members", [])}
+  pending = []
+  if sweep.early_terminate is not None and saved is not None:
+    from gmf_jax.sweep import stopping
+
+    pending = stopping.applicable(workdir, os.path.join(workdir, POPULATIONS_DIR))
+    for decision in pending:  # applied before this session trains (`catch_up`)
+      statuses.update({n: "stopped" for n in decision["stopped"]
+                       if statuses[n] not in ("failed", "new")})
+      recorded.update({n: decision["to"] for n in decision["continued"]})
   groups: dict[tuple, list[spec_lib.Member]] = {}
   for m in sweep.members:
     groups.setdefault(program_key(configs[m.name]), []).append(m)
   populations = []
   for i, members in enumerate(groups.values()):
     size = max_population or len(members)
+    shrunk: dict[str, list[spec_lib.Member]] = {}  # populations that went on smaller
+    for m in members:
+      if statuses[m.name] != "stopped" and "@" in (recorded.get(m.name) or ""):
+        shrunk.setdefault(recorded[m.name], []).append(m)
     for j in range(0, len(members), size):
-      chunk = members[j:j + size]
+      chunk = [m for m in members[j:j + size] if statuses[m.name] != "stopped"
+               and not any(m in ms for ms in shrunk.values())]
+      if not chunk:
+        continue
       pid = f"p{i}" if size >= len(members) else f"p{i}.{j // size}"
       # A rerun keeps the populations of the first session (their checkpoints hold them).
       ids = {recorded.get(m.name) for m in chunk} - {None}
       pid = ids.pop() if len(ids) == 1 else pid
       populations.append(Population(pid, chunk, [_trains(statuses[m.name], retry_failed)
                                                  for m in chunk]))
+    for pid, chunk in shrunk.items():
+      populations.append(Population(pid, chunk, [_trains(statuses[m.name], retry_failed)
+                                                 for m in chunk]))
   if retry_failed:
     populations = _split_retries(populations, statuses)
-  return SweepPlan(sweep, workdir, configs, populations, statuses)
+  return SweepPlan(sweep, workdir, configs, populations, statuses, pending)
 
 
 def member_config(sweep: spec_lib.Sweep, member: spec_lib.Member):
@@ -155,7 +177,7 @@ def member_config(sweep: spec_lib.Sweep, member: spec_lib.Member):
 
 
 def _trains(status: str, retry_failed: bool) -> bool:
-  if status == "completed":
+  if status in ("completed", "stopped"):
     return False
   if status == "failed":
     return retry_failed
@@ -211,33 +233,42 @@ def _comparable(definition: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _read_sweep_json(workdir: str) -> dict[str, Any] | None:
-  path = os.path.join(workdir, SWEEP_FILE)
-  if not os.path.exists(path):
-    return None
   try:
-    return read_json(path)
+    return ledger.read(workdir)
   except (OSError, ValueError) as e:
+    path = os.path.join(workdir, SWEEP_FILE)
     raise ConfigError(f"{path} cannot be read ({e}); move it away to start the sweep anew.") from e
 
 
 def write_sweep_json(plan: SweepPlan, executor: str) -> None:
   """sweep.json: the definition and every member's name, overrides, seed, population, status
-  and folder (statuses read from the member folders)."""
+  and folder (statuses read from the member folders). What else it holds (early termination's
+  record, a population a member moved to since the plan) is kept."""
   population_of = {m.name: p.id for p in plan.populations for m, t in zip(p.members, p.train,
                                                                           strict=True) if t}
-  saved = _read_sweep_json(plan.workdir) or {}
-  recorded = {r["name"]: r.get("population") for r in saved.get("members", [])}
-  members = []
-  for m in plan.sweep.members:
-    members.append({"name": m.name, "overrides": m.overrides, "seed": m.seed,
-                    "population": population_of.get(m.name, recorded.get(m.name)),
-                    "status": member_status(plan.member_dir(m.name)), "folder": m.name})
-  os.makedirs(plan.workdir, exist_ok=True)
-  write_json(os.path.join(plan.workdir, SWEEP_FILE), {
-      "name": plan.sweep.name, "file": plan.sweep.file, "executor": executor,
-      "definition": plan.sweep.definition, "members": members,
-      "populations": {p.id: [m.name for m in p.members] for p in plan.populations},
-  })
+
+  def change(data: dict[str, Any]) -> None:
+    recorded = {r["name"]: r.get("population") for r in data.get("members", [])}
+    members = []
+    for m in plan.sweep.members:
+      members.append({"name": m.name, "overrides": m.overrides, "seed": m.seed,
+                      "population": _newest(population_of.get(m.name), recorded.get(m.name)),
+                      "status": member_status(plan.member_dir(m.name)), "folder": m.name})
+    populations = data.get("populations", {})
+    populations.update({p.id: [m.name for m in p.members] for p in plan.populations})
+    data.update(name=plan.sweep.name, file=plan.sweep.file, executor=executor,
+                definition=plan.sweep.definition, members=members, populations=populations)
+
+  ledger.update(plan.workdir, change)
+
+
+def _newest(planned: str | None, recorded: str | None) -> str | None:
+  """A member's population: the one a shrink moved it to since the plan, else the plan's."""
+  if planned is None or recorded is None:
+    return planned or recorded
+  later = (ledger.population_base(recorded) == ledger.population_base(planned)
+           and ledger.population_step(recorded) > ledger.population_step(planned))
+  return recorded if later else planned
 
 
 def run_sweep(sweep: spec_lib.Sweep | str, workdir: str | None = None, *,
@@ -271,7 +302,9 @@ def run_sweep(sweep: spec_lib.Sweep | str, workdir: str | None = None, *,
       `preempted`; running the same command again resumes them.
   """
   from gmf_jax.sweep import executors
+  from gmf_jax.train.progress import console_logging
 
+  console_logging()
   if executor not in EXECUTORS:
     raise ConfigError(f"--executor={executor!r} is unknown; choose from {', '.join(EXECUTORS)}.")
   if executor == "local":
@@ -296,6 +329,11 @@ def run_sweep(sweep: spec_lib.Sweep | str, workdir: str | None = None, *,
   log.info("sweep %s: %d members in %d populations; %d to train, %d done or left alone "
            "(folder %s)", sweep.name, len(sweep.members), len(plan.populations),
            sum(sum(p.train) for p in todo), done, plan.workdir)
+  if plan.pending:
+    from gmf_jax.sweep import stopping
+
+    stopping.catch_up(plan.workdir, sweep.early_terminate, plan.pending,
+                      os.path.join(plan.workdir, POPULATIONS_DIR))
   write_sweep_json(plan, executor)
   figures_ready = _warm_up_figures()
   try:
@@ -404,6 +442,8 @@ def check_populations(plan: SweepPlan, populations: list[Population]) -> dict[st
   for population in populations:
     setups = _setups(plan, population)
     built[population.id] = exps, resolved = build_population(setups)
+    early_stop.check_against(plan.sweep.early_terminate, plan.sweep.metric, exps[0],
+                             plan.sweep.name)
     check_one_process()
     compile_cache.enable(exps[0].config.compile_cache)
     for setup, config in zip(setups, resolved, strict=True):
@@ -444,9 +484,17 @@ def _setups(plan: SweepPlan, population: Population) -> list:
 def run_population(plan: SweepPlan, population: Population, built: tuple | None = None):
   """Trains one population of the plan in this process (every executor ends here); `built`:
   its `build_population`, where `check_populations` made it in this process."""
-  from gmf_jax.train.loop import train_population
+  from gmf_jax.train.loop import DEFAULT_ACTIONS, train_population
 
   setups = _setups(plan, population)
   label = f"{plan.sweep.name}/{population.id} ({len(setups)} members)"
+  actions = list(DEFAULT_ACTIONS)
+  rule = plan.sweep.early_terminate
+  if rule is not None:
+    from gmf_jax.sweep.stopping import make_early_stop
+
+    order = {m.name: i for i, m in enumerate(plan.sweep.members)}
+    actions.append(make_early_stop(rule, ledger.Ledger(plan.workdir), order,
+                                   os.path.join(plan.workdir, POPULATIONS_DIR)))
   return train_population(setups, population_dir=plan.population_dir(population.id),
-                          label=label, built=built)
+                          label=label, built=built, actions=actions)

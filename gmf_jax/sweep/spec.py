@@ -15,6 +15,10 @@ configs plus `seeds`, `zip` and `config`:
           "seeds": 3,                          # every point over seeds base..base+2
       }
 
+Early termination: `metric` ({"name": "eval/loss", "goal": "minimize"}) and `early_terminate`
+({"type": "hyperband", "min_iter": 1000, "eta": 3} or {"type": "median", "min_iter": 1000});
+see `gmf_jax.sweep.early_stop` for the rules.
+
 Other keys: `name` (default: the file's stem), `description`, `count` and `seed` (random only: how
 many points, and the sampler's seed, default 0), `zip` (lists of parameters whose `values` are
 walked together instead of crossed). A random sweep also takes distributions:
@@ -56,13 +60,14 @@ import ml_collections
 
 from gmf_jax import config as config_lib
 from gmf_jax.errors import ConfigError
+from gmf_jax.sweep import early_stop
 
 MAX_MEMBERS = 100_000
 MAX_NAME_LENGTH = 120
 METHODS = ("grid", "random")
 DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform", "q_uniform")
 TOP_LEVEL_KEYS = ("name", "config", "method", "parameters", "count", "seed", "seeds", "zip",
-                  "description")
+                  "description", "metric", "early_terminate")
 PARAMETER_FIELDS = ("values", "value", "distribution", "min", "max", "q")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
@@ -88,6 +93,8 @@ class Sweep:
   definition: dict  # normalized and JSON-able: what sweep.json stores, what a rerun compares
   members: tuple[Member, ...]
   overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # global, canonical
+  metric: early_stop.Metric | None = None  # what members are judged by
+  early_terminate: early_stop.Rule | None = None  # see gmf_jax.sweep.early_stop
 
 
 def load_sweep(path: str, overrides: config_lib.Overrides = None) -> Sweep:
@@ -239,6 +246,7 @@ def _build(raw: Mapping[str, Any], overrides, *, file: str | None, name: str | N
   if not _is_int(base_seed):
     raise fail(f"the base config's 'seed' must be an int, got {base_seed!r}.")
 
+  metric, rule = early_stop.parse(raw, fail)
   method = raw.get("method", "grid")
   if method not in METHODS:
     raise fail(f"unknown method {method!r}; choose 'grid' or 'random'.")
@@ -300,9 +308,11 @@ def _build(raw: Mapping[str, Any], overrides, *, file: str | None, name: str | N
       "seeds": seeds,
       "zip": [list(group) for group in groups],
       "overrides": {key: _plain_tree(value) for key, value in global_overrides.items()},
+      **early_stop.definition(metric, rule),
   }
   return Sweep(name=name, file=file, config=config_path, definition=definition,
-               members=tuple(members), overrides=global_overrides)
+               members=tuple(members), overrides=global_overrides, metric=metric,
+               early_terminate=rule)
 
 
 def _resolve_config(given: str, file: str | None, fail) -> str:

@@ -82,6 +82,26 @@ class ActionContext:
 
 
 @dataclasses.dataclass
+class Shrink:
+  """An action's request that the population go on with fewer members (`tick.shrink`).
+
+  The loop then saves the population's checkpoint of this step (it holds the departing
+  members' last state), finishes each departing member's record with its status and summary
+  entry, and goes on with the members `keep` (one gather on the member axis), whose checkpoints
+  go to `population_dir` from then on (see `runlog.population.start_population`). With `keep`
+  empty, the population's training ends there.
+  """
+
+  keep: list[int]  # indices into the current population, in order
+  population_dir: str | None  # the smaller population's checkpoints (None: a single run)
+  departing: dict[int, tuple[str, str | None, dict[str, Any]]]  # index -> (status, error,
+  # what its summary.json gets under `early_terminate`)
+  moved: Callable[[], None] = lambda: None  # called once the members have moved
+  gather: bool = True  # False: the departing members stay in the program, unrecorded (masked;
+  # what shrinking saves is measured against this in benchmarks/adaptive_sweep.py)
+
+
+@dataclasses.dataclass
 class Tick:
   """What the actions see at the end of a chunk: the step (optimizer steps done), the
   population's state (every leaf with a leading member axis, except the shared step), whether a
@@ -97,6 +117,8 @@ class Tick:
   state: Any
   signalled: bool = False
   improved: np.ndarray | None = None  # (members,) bool: evaluation's new best values
+  evals: dict[str, np.ndarray] | None = None  # evaluation's values at this step: (members,)
+  shrink: Shrink | None = None  # an action asks the population to go on with fewer members
   ran: set[str] = dataclasses.field(default_factory=set)
   later: list[Callable[[], None]] = dataclasses.field(default_factory=list)
 

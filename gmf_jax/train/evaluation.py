@@ -80,6 +80,7 @@ def make_evaluation(context) -> PeriodicAction:
     state, step = tick.state, tick.step
     evals = jax.device_get(eval_fn(eval_weights(state), state.hparams, context.keys, data,
                                    mask))
+    tick.evals = evals
     tick.improved = context.record.improved(evals)
     tick.defer(lambda: context.record.record_eval(step, evals))  # the rows, while training
 

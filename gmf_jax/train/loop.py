@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -31,10 +30,10 @@ import numpy as np
 
 from gmf_jax import compile_cache, distributed, failpoints
 from gmf_jax.errors import ConfigError, NonFiniteError
-from gmf_jax.members import member
+from gmf_jax.members import member, take, take_members
 from gmf_jax.runlog import RunFolder, wandb_process
 from gmf_jax.runlog.liveness import Heartbeat
-from gmf_jax.runlog.population import PopulationCheckpoints
+from gmf_jax.runlog.population import Parent, PopulationCheckpoints, start_population
 from gmf_jax.runlog.wandb_writer import wandb_mode
 from gmf_jax.train import session as session_lib
 from gmf_jax.train.actions import ActionContext, PeriodicAction, Tick, needs_state, run_due
@@ -47,7 +46,7 @@ from gmf_jax.train.mesh import check_population
 from gmf_jax.train.metering import Stopwatch
 from gmf_jax.train.population_record import PopulationRecord, format_scalars, record_info
 from gmf_jax.train.preemption import Preempted, PreemptionGuard
-from gmf_jax.train.progress import Progress
+from gmf_jax.train.progress import Progress, console_logging
 from gmf_jax.train.recorder import MemberSetup
 from gmf_jax.train.relay import PrimaryRelay
 from gmf_jax.train.saving import make_checkpoint
@@ -193,7 +192,7 @@ def train_population(setups: list[MemberSetup], *, population_dir: str | None = 
     ConfigError: bad input, before anything is written.
     Preempted: a signal before the last step, after every member was recorded `preempted`.
   """
-  _ensure_console_logging()
+  console_logging()
   run_start, recording = time.perf_counter(), Stopwatch()  # the thread's time spent recording
   exps, resolved = built or build_population(setups)  # every check on the input happens here
   if len(exps) > 1 or population_dir is not None:
@@ -216,24 +215,27 @@ def train_population(setups: list[MemberSetup], *, population_dir: str | None = 
     record = PopulationRecord(exps, resolved, names, folders, PrimaryRelay(), store, recording)
     heartbeat = Heartbeat(record.beat)  # started by the session, stopped after the record
     run = _Run(exps, record, guard, heartbeat, label,
-               list(DEFAULT_ACTIONS if actions is None else actions))
+               list(DEFAULT_ACTIONS if actions is None else actions),
+               info=lambda: record_info(run_start, cache_before, cache_dir))
     session = session_lib.RunSession(record, guard, heartbeat, run.interrupted_message)
     session.run(run.train, lambda: record_info(run_start, cache_before, cache_dir))
   return PopulationResult(
       state=run.state,
       members=[MemberResult(m.name, m.folder.path, m.status, m.failure, m.summary.final())
-               for m in record.members])
+               for m in [*record.departed, *record.members]])
 
 
 class _Run:
   """One training session of a population: start (or resume), then the loop."""
 
   def __init__(self, exps, record: PopulationRecord, guard: PreemptionGuard,
-               heartbeat: Heartbeat, label, actions):
+               heartbeat: Heartbeat, label, actions, info):
     self.exps, self.exp, self.record, self.guard = exps, exps[0], record, guard
     self.heartbeat = heartbeat
-    self.label, self.factories = label, actions
+    self.label, self.factories, self.info = label, actions, info
     self.state, self.start_step = None, 0
+    self.pipeline: ChunkPipeline | None = None
+    self.timings: dict[str, dict[str, float]] = {}
 
   def saved_step(self) -> int | None:
     """The newest checkpoint that holds the run: saved (or being saved) now, or the one this
@@ -272,26 +274,74 @@ class _Run:
     if self.start_step >= exp.num_steps:  # completed already: a signal now changes nothing
       return
     self.guard.stop_if_signalled(self.start_step)
-    timings: dict[str, dict[str, float]] = {}
-    context = ActionContext(exp, record.size, keys, self.state, self.start_step, record,
-                            record.store, record.relay, self.save, timings)
-    actions = [a for a in (make(context) for make in self.factories) if a is not None]
-    pipeline = ChunkPipeline(make_feed(exp, keys, self.state, record.size), actions,
-                             exp.config.steps_per_call, exp.num_steps, record.size)
+    actions = self._assemble(keys, self.start_step)
     record.progress = Progress(exp.num_steps, enabled=exp.config.progress_bar and
                                record.relay.primary, initial=self.start_step,
                                members=record.size, label=self.label)
     loop_start = time.perf_counter()
     try:
-      self.state = self._loop(pipeline, actions)
+      self.state = self._loop(actions)
     finally:
       record.progress.close()
-      pipeline.feed.close()
-      record.add_info(**pipeline.timer.as_dict(), loop_sec=time.perf_counter() - loop_start,
-                      **{f"{name}_sec": t for name, t in timings.items()})
+      self.pipeline.feed.close()
+      record.add_info(**self.pipeline.timer.as_dict(), loop_sec=time.perf_counter() - loop_start,
+                      **{f"{name}_sec": t for name, t in self.timings.items()})
       if record.size > 1:
         for m in record.members:
           m.summary.info["member_steps_per_sec"] = m.summary.info.pop("steps_per_sec", None)
+
+  def _assemble(self, keys, start_step: int) -> list[PeriodicAction]:
+    """The periodic actions and the chunk pipeline for the population as it is now (again
+    after it shrinks); returns the actions."""
+    exp, record = self.exp, self.record
+    self.keys = keys
+    context = ActionContext(exp, record.size, keys, self.state, start_step, record,
+                            record.store, record.relay, self.save, self.timings)
+    actions = [a for a in (make(context) for make in self.factories) if a is not None]
+    timer = self.pipeline.timer if self.pipeline is not None else None
+    self.pipeline = ChunkPipeline(make_feed(exp, keys, self.state, record.size), actions,
+                                  exp.config.steps_per_call, exp.num_steps, record.size)
+    if timer is not None:
+      self.pipeline.timer = timer
+    return actions
+
+  def _shrink(self, tick: Tick) -> list[PeriodicAction] | None:
+    """Goes on with the members `tick.shrink` keeps (see `actions.Shrink`): the checkpoint of
+    this step saved, the departing members' records finished, the others gathered into a
+    smaller population with its own checkpoints. Returns its actions (None: none is left)."""
+    shrink, record = tick.shrink, self.record
+    self.save(tick.step, tick.state)  # holds the departing members' last state
+    tick.finish()
+    with record.recording("checkpoints"):
+      record.store.wait()  # the checkpoint is complete before any member moves
+    failpoints.reach("shrink")
+    record.depart(shrink.departing, self.info())
+    keep = list(shrink.keep)
+    if not keep:
+      shrink.moved()
+      return None
+    if not shrink.gather:  # masked: the same program goes on, the departed unrecorded
+      return self._assemble(self.keys, tick.step)
+    old_dir = record.store.directory
+    record.store.close()
+    names = [record.names[i] for i in keep]
+    folders = {m.index: m.folder.path for m in record.members}
+    member_dirs = [folders.get(i) for i in keep]
+    start_population(shrink.population_dir, Parent(old_dir, tick.step, tuple(keep)),
+                     member_dirs, names)
+    config = self.exp.config
+    store = PopulationCheckpoints(shrink.population_dir, member_dirs, names,
+                                  config.checkpoint.max_to_keep, config.checkpoint.async_save)
+    state, keys = take_members(tick.state, keep), take(self.keys, keep)
+    self.exps = [self.exps[i] for i in keep]
+    self.exp = self.exps[0]
+    record.keep(keep, store)
+    shrink.moved()
+    self.state, keys = self.exp.layout.put_population(state, keys)
+    log.info("population goes on with %d members from step %d (%s)", len(keep), tick.step,
+             shrink.population_dir)
+    self.pipeline.feed.close()
+    return self._assemble(keys, tick.step)
 
   def _start(self):
     """The population's state, restored where a member resumes; every member's record picks up
@@ -320,14 +370,13 @@ class _Run:
         _log_resume(m.folder, self.start_step, exp)
     return keys
 
-  def _loop(self, pipeline: ChunkPipeline, actions: list[PeriodicAction]):
+  def _loop(self, actions: list[PeriodicAction]):
     """Chunks until the last step, the actions due at each chunk's end in between."""
+    pipeline = self.pipeline
     guard, record, relay, num_steps = self.guard, self.record, self.record.relay, self.exp.num_steps
     failpoints.reach("first_call")
     chunk = pipeline.dispatch(self.state, self.start_step)
-    for action in actions:  # the first chunk is compiled and running: compile theirs beside it
-      if action.prepare is not None:
-        action.prepare()
+    _prepare(actions)
     while True:
       relay.hear()  # an error process 0 held since the last chunk boundary
       # Where no action needs this chunk's state, the next chunk is queued before this one's
@@ -345,12 +394,21 @@ class _Run:
         if chunk.end >= num_steps or guard.signum is not None:
           self._stop(tick, actions)  # raises Preempted before the last step
           break
+        if tick.shrink is not None:
+          actions = self._shrink(tick)
+          if actions is None:  # no member goes on
+            chunk = None
+            break
+          pipeline = self.pipeline
+          chunk = pipeline.dispatch(self.state, chunk.end)
+          _prepare(actions)
+          continue
         queued = pipeline.dispatch(chunk.state, chunk.end)
         tick.finish()  # the actions' host work (files, saves), while the next chunk trains
         self._stop_if_saved(tick)
       chunk = queued
     relay.hear()
-    return chunk.state
+    return None if chunk is None else chunk.state
 
   def _stop_if_saved(self, tick: Tick) -> None:
     """A signal that came during the tick's host work stops the run at the tick's step where
@@ -371,6 +429,13 @@ class _Run:
       raise Preempted(signum, tick.step)
     if signum is not None:  # the work is done: finish recording, then complete
       log.info("%s after the last step: finishing the run's record.", signal.Signals(signum).name)
+
+
+def _prepare(actions: list[PeriodicAction]) -> None:
+  """The first chunk is compiled and running: the actions compile theirs beside it."""
+  for action in actions:
+    if action.prepare is not None:
+      action.prepare()
 
 
 def _run_due(actions: list[PeriodicAction], tick: Tick) -> None:
@@ -426,20 +491,6 @@ def format_config(resolved: dict[str, Any]) -> str:
     else:
       flat.append(f"{key}={value}")
   return "\n".join([f"  {' '.join(flat)}", *lines])
-
-
-def _ensure_console_logging() -> None:
-  """Shows progress messages in a terminal or notebook, unless the user set up this logger.
-
-  (Libraries such as absl add handlers to the root logger, so its state says nothing.)
-  """
-  if not log.handlers:
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(handler)
-    if log.level == logging.NOTSET:
-      log.setLevel(logging.INFO)
-    log.propagate = False
 
 
 __all__ = ["DEFAULT_ACTIONS", "ConfigError", "MemberResult", "MemberSetup", "NonFiniteError",

@@ -40,6 +40,7 @@ class PopulationRecord:
                     for i in range(self.size) if folders[i] is not None]
     self.progress = None  # the loop's progress bar, while it runs
     self.plots_ready = None  # a single run's matplotlib warm-up thread
+    self.departed: list[MemberRecorder] = []  # members that left at a shrink, records finished
 
   @property
   def active(self) -> list[MemberRecorder]:
@@ -134,6 +135,47 @@ class PopulationRecord:
         m.set_status(status, error)
       else:
         m.set_status("failed", f"NonFiniteError: {m.failure}")
+
+  def depart(self, departing: dict[int, tuple[str, str | None, dict[str, Any]]],
+             info: dict[str, Any]) -> None:
+    """Finishes the records of the members leaving the population (a shrink): each gets its
+    status (a member that failed keeps `failed`), its summary entry under `early_terminate`,
+    its closed files and wandb run, then its status in metadata.json, as at a session's end."""
+    leaving = [m for m in self.members if m.index in departing]
+
+    def failed(member, e: Exception, what: str) -> None:
+      member.set_status("failed", "; ".join(
+          filter(None, [member.error, f"{what}: {type(e).__name__}: {e}"])))
+
+    for m in leaving:
+      status, error, entry = departing[m.index]
+      if m.failure is not None:
+        status, error = "failed", f"NonFiniteError: {m.failure}"
+      m.set_status(status, error)
+      if entry:
+        m.summary.info["early_terminate"] = entry
+      m.finish_files(failed)
+    for m in leaving:
+      m.finish_plots(self.recording, draw=False)
+    for m in leaving:
+      m.finish_wandb(self.recording)
+    for m in leaving:
+      m.finish_summary(dict(info, record_sec=self.recording.seconds), failed)
+      m.folder.set_status(m.status, error=m.error)
+    self.departed.extend(leaving)
+    self.members = [m for m in self.members if m.index not in departing]
+
+  def keep(self, keep: list[int], store) -> None:
+    """Goes on with the members `keep` (indices into the current population, in their new
+    order), their checkpoints in `store`."""
+    position = {old: new for new, old in enumerate(keep)}
+    for m in self.members:
+      m.index = position[m.index]
+    self.size, self.store = len(keep), store
+    self.names = [self.names[i] for i in keep]
+    self.resolved = [self.resolved[i] for i in keep]
+    if self.progress is not None:
+      self.progress.set_members(self.size)
 
   def finish(self, info, protected) -> BaseException | None:
     """Closes checkpoints, metrics, plots and wandb, in that order; never raises.

@@ -33,6 +33,10 @@ class Progress:
       self._bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
     self._bar.update(steps)
 
+  def set_members(self, members: int) -> None:
+    """The population shrank to `members`."""
+    self._members = members
+
   def message(self, text: str) -> None:
     """Prints a line above the bar (or as a log line when the bar is off)."""
     if self._bar.disable:
@@ -42,3 +46,17 @@ class Progress:
 
   def close(self) -> None:
     self._bar.close()
+
+
+def console_logging() -> None:
+  """Shows progress messages in a terminal or notebook, unless the user set up this logger.
+
+  (Libraries such as absl add handlers to the root logger, so its state says nothing.)
+  """
+  if not log.handlers:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    if log.level == logging.NOTSET:
+      log.setLevel(logging.INFO)
+    log.propagate = False
