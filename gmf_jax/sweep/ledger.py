@@ -141,3 +141,46 @@ class Ledger:
       populations[decision["to"]] = list(decision["continued"])
 
     update(self.workdir, change)
+
+
+class PbtLedger:
+  """The `pbt` record of one sweep's `sweep.json`: every exploit, the family tree.
+
+      "pbt": {"decided": [[step, population], ...],
+              "events": [{"step": 1000, "population": "p0", "member": "lr=0.001,seed=0",
+                          "from": "lr=0.05,seed=0", "before": {...}, "after": {...}}]}
+  """
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+
+  def _section(self, data: dict[str, Any]) -> dict[str, Any]:
+    return data.setdefault("pbt", {"decided": [], "events": []})
+
+  def events(self) -> list[dict[str, Any]]:
+    data = read(self.workdir) or {}
+    return list(data.get("pbt", {}).get("events", []))
+
+  def decided(self, step: int, population: str) -> list[dict[str, Any]] | None:
+    """The exploits recorded at `step` of `population` ([] for none), or None: not decided."""
+    data = read(self.workdir) or {}
+    section = data.get("pbt", {})
+    if [step, population] not in section.get("decided", []):
+      return None
+    return [e for e in section.get("events", [])
+            if e["step"] == step and e["population"] == population]
+
+  def record(self, step: int, population: str,
+             events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records the exploits of `step` of `population`, unless recorded already; returns the
+    recorded ones."""
+    def change(data):
+      section = self._section(data)
+      if [step, population] in section["decided"]:
+        return [e for e in section["events"]
+                if e["step"] == step and e["population"] == population]
+      section["decided"].append([step, population])
+      section["events"].extend(events)
+      return events
+
+    return update(self.workdir, change)

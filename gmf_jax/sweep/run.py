@@ -30,6 +30,7 @@ from gmf_jax.job import job_arguments
 from gmf_jax.runlog.files import read_json
 from gmf_jax.runlog.record import foreign_entries
 from gmf_jax.sweep import early_stop, ledger
+from gmf_jax.sweep import pbt as pbt_lib
 from gmf_jax.sweep import spec as spec_lib
 
 log = logging.getLogger("gmf_jax")
@@ -444,6 +445,7 @@ def check_populations(plan: SweepPlan, populations: list[Population]) -> dict[st
     built[population.id] = exps, resolved = build_population(setups)
     early_stop.check_against(plan.sweep.early_terminate, plan.sweep.metric, exps[0],
                              plan.sweep.name)
+    pbt_lib.check_against(plan.sweep.pbt, exps, plan.sweep.name)
     check_one_process()
     compile_cache.enable(exps[0].config.compile_cache)
     for setup, config in zip(setups, resolved, strict=True):
@@ -485,16 +487,21 @@ def run_population(plan: SweepPlan, population: Population, built: tuple | None 
   """Trains one population of the plan in this process (every executor ends here); `built`:
   its `build_population`, where `check_populations` made it in this process."""
   from gmf_jax.train.loop import DEFAULT_ACTIONS, train_population
+  from gmf_jax.train.saving import make_checkpoint
 
   setups = _setups(plan, population)
   label = f"{plan.sweep.name}/{population.id} ({len(setups)} members)"
   actions = list(DEFAULT_ACTIONS)
-  rule = plan.sweep.early_terminate
+  order = {m.name: i for i, m in enumerate(plan.sweep.members)}
+  rule, pbt = plan.sweep.early_terminate, plan.sweep.pbt
   if rule is not None:
     from gmf_jax.sweep.stopping import make_early_stop
 
-    order = {m.name: i for i, m in enumerate(plan.sweep.members)}
     actions.append(make_early_stop(rule, ledger.Ledger(plan.workdir), order,
                                    os.path.join(plan.workdir, POPULATIONS_DIR)))
+  if pbt is not None:  # after the best checkpoint's pick, before the periodic checkpoint
+    actions.insert(actions.index(make_checkpoint),
+                   pbt_lib.make_pbt(pbt, ledger.PbtLedger(plan.workdir), order))
   return train_population(setups, population_dir=plan.population_dir(population.id),
-                          label=label, built=built, actions=actions)
+                          label=label, built=built, actions=actions,
+                          saved_hparams=list(pbt.hyperparameters) if pbt else ())

@@ -67,7 +67,7 @@ MAX_NAME_LENGTH = 120
 METHODS = ("grid", "random")
 DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform", "q_uniform")
 TOP_LEVEL_KEYS = ("name", "config", "method", "parameters", "count", "seed", "seeds", "zip",
-                  "description", "metric", "early_terminate")
+                  "description", "metric", "early_terminate", "pbt")
 PARAMETER_FIELDS = ("values", "value", "distribution", "min", "max", "q")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
@@ -95,6 +95,7 @@ class Sweep:
   overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # global, canonical
   metric: early_stop.Metric | None = None  # what members are judged by
   early_terminate: early_stop.Rule | None = None  # see gmf_jax.sweep.early_stop
+  pbt: Any = None  # gmf_jax.sweep.pbt.Pbt
 
 
 def load_sweep(path: str, overrides: config_lib.Overrides = None) -> Sweep:
@@ -251,6 +252,9 @@ def _build(raw: Mapping[str, Any], overrides, *, file: str | None, name: str | N
   if method not in METHODS:
     raise fail(f"unknown method {method!r}; choose 'grid' or 'random'.")
   count, sampler_seed, seeds = _check_counts(raw, method, fail)
+  from gmf_jax.sweep import pbt as pbt_lib
+
+  pbt = pbt_lib.parse(raw, metric, base, fail, sampler_seed or 0)
   params = _check_parameters(raw.get("parameters", {}), base, method, fail)
   groups = _check_zip(raw.get("zip", []), params, base, fail)
 
@@ -309,10 +313,11 @@ def _build(raw: Mapping[str, Any], overrides, *, file: str | None, name: str | N
       "zip": [list(group) for group in groups],
       "overrides": {key: _plain_tree(value) for key, value in global_overrides.items()},
       **early_stop.definition(metric, rule),
+      **pbt_lib.definition(pbt),
   }
   return Sweep(name=name, file=file, config=config_path, definition=definition,
                members=tuple(members), overrides=global_overrides, metric=metric,
-               early_terminate=rule)
+               early_terminate=rule, pbt=pbt)
 
 
 def _resolve_config(given: str, file: str | None, fail) -> str:

@@ -81,9 +81,14 @@ def stopped_outcome(rule: early_stop.Rule, decision: dict[str, Any], name: str,
     why = (f"ranked {detail.get('rank')} of {detail.get('of')} at the rung "
            f"({detail.get('kept')} go on)")
   else:
-    why = f"best {detail.get('best')} worse than the others' median {detail.get('median')}"
+    why = (f"best {_g(detail.get('best'))} worse than the others' median "
+           f"{_g(detail.get('median'))}")
   return ("stopped", f"stopped by {rule.type} early termination at step {decision['step']}: "
-          f"{rule.metric.name}={value} {why}", entry)
+          f"{rule.metric.name}={_g(value)} {why}", entry)
+
+
+def _g(value) -> str:
+  return "none" if value is None else f"{value:.6g}"
 
 
 def applicable(workdir: str, populations_dir: str) -> list[dict[str, Any]]:

@@ -173,7 +173,7 @@ def check_one_process() -> None:
 def train_population(setups: list[MemberSetup], *, population_dir: str | None = None,
                      label: str | None = None, actions: Sequence = None,
                      built: tuple[list[Experiment], list[dict[str, Any]]] | None = None,
-                     ) -> PopulationResult:
+                     saved_hparams: Sequence[str] = ()) -> PopulationResult:
   """Trains members together in one vmapped program, each recorded in its own run folder.
 
   Args:
@@ -184,6 +184,8 @@ def train_population(setups: list[MemberSetup], *, population_dir: str | None = 
     actions: the periodic actions' factories (default `DEFAULT_ACTIONS`); see
       `gmf_jax.train.actions` to add one.
     built: `build_population(setups)`, where the caller built and checked it already.
+    saved_hparams: hyperparameters a resume takes from the checkpoint, not from the config
+      (those PBT changes as it trains).
 
   Returns:
     Every member's name, folder, status, error and final metrics, and the final state.
@@ -217,6 +219,7 @@ def train_population(setups: list[MemberSetup], *, population_dir: str | None = 
     run = _Run(exps, record, guard, heartbeat, label,
                list(DEFAULT_ACTIONS if actions is None else actions),
                info=lambda: record_info(run_start, cache_before, cache_dir))
+    run.saved_hparams = set(saved_hparams)
     session = session_lib.RunSession(record, guard, heartbeat, run.interrupted_message)
     session.run(run.train, lambda: record_info(run_start, cache_before, cache_dir))
   return PopulationResult(
@@ -236,6 +239,7 @@ class _Run:
     self.state, self.start_step = None, 0
     self.pipeline: ChunkPipeline | None = None
     self.timings: dict[str, dict[str, float]] = {}
+    self.saved_hparams: set[str] = set()  # a resume keeps the checkpoint's values of these
 
   def saved_step(self) -> int | None:
     """The newest checkpoint that holds the run: saved (or being saved) now, or the one this
@@ -360,7 +364,9 @@ class _Run:
         # The hyperparameters are the config's, not the checkpoint's: they may differ only
         # where a resume may change them (an extended num_steps moves the schedule's
         # decay_steps), and the run then follows the new values, as the resume warning says.
-        state = state.replace(hparams=self.state.hparams)
+        # Those PBT explores are the checkpoint's: it changed them as the run trained.
+        state = state.replace(hparams={k: state.hparams[k] if k in self.saved_hparams else v
+                                       for k, v in self.state.hparams.items()})
         self.state, _ = exp.layout.put_population(state, keys)  # a member's slice: moved
     failpoints.reach("restore")
     self.heartbeat.step = self.start_step
@@ -391,6 +397,7 @@ class _Run:
       if stop_here:
         tick = Tick(chunk.end, chunk.state, signalled=guard.signum is not None)
         _run_due(actions, tick)
+        chunk = dataclasses.replace(chunk, state=tick.state)  # an action may change it
         if chunk.end >= num_steps or guard.signum is not None:
           self._stop(tick, actions)  # raises Preempted before the last step
           break

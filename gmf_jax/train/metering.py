@@ -67,6 +67,12 @@ class LearningRates:
     self._cache: dict[int, float] = {}
     self._fill(start + 1)
 
+  def rebind(self, rates, after: int) -> None:
+    """The schedule changed after step `after` (PBT gave the member new hyperparameters):
+    rates from then on come from `rates`."""
+    self._fn = rates
+    self._cache = {s: v for s, v in self._cache.items() if s <= after}
+
   def __call__(self, steps: list[int]) -> list[float]:
     """The rate used by each of `steps` (the 1-based step that ends a log window)."""
     if any(s not in self._cache for s in steps):

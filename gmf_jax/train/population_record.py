@@ -53,7 +53,7 @@ class PopulationRecord:
   def start(self, exp, state, start_step: int, windows: list[dict], saved_step) -> None:
     """Every member picks up at `start_step` (see `MemberRecorder.start`)."""
     skipped = _skipped_so_far(state, self.size)
-    rates = schedule_rates(exp.schedule)
+    rates = self._rates = schedule_rates(exp.schedule)
     num_params = sum(int(np.prod(p.shape[1:])) for p in jax.tree_util.tree_leaves(
         state.params))  # from the shapes: slicing members would compile a program each
     for m in self.members:
@@ -73,6 +73,16 @@ class PopulationRecord:
               self.resolved[m.index], saved_step=saved_step)
     if self.relay.primary and self.size == 1 and start_step < exp.num_steps:
       self.plots_ready = plots.warm_up()  # a run of its own warms matplotlib up
+
+  def retune(self, index: int, values: dict[str, float], step: int) -> None:
+    """Member `index` trains with the hyperparameters `values` from after `step` on (PBT):
+    its logged learning rates follow them."""
+    for m in self.members:
+      if m.index == index and m.account.learning_rates is not None:
+        h = {k: jnp.asarray(values.get(k, v), np.asarray(v).dtype)
+             for k, v in m.exp.hparams.items()}
+        m.account.learning_rates.rebind(
+            functools.partial(lambda steps, h: np.asarray(self._rates(steps, h)), h=h), step)
 
   def windows(self) -> dict[str, Any]:
     """What a checkpoint keeps beside the state: each member's open metric window."""

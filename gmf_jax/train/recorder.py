@@ -80,6 +80,7 @@ class MemberRecorder:
     self.account = MemberAccount()
     self.out = MemberWriters()
     self.outcome = Outcome()
+    self.logged: dict[str, float] = {}  # written beside every train row (e.g. hparams/<key>)
 
   @property
   def status(self) -> str:
@@ -156,6 +157,7 @@ class MemberRecorder:
                               strict=True):
         scalars = {f"train/{k}": v for k, v in means.items()}
         scalars["train/learning_rate"] = float(lr)  # the rate used by step s
+        scalars.update(self.logged)
         self.out.all.write(s, scalars)
     if failure is not None:
       self.outcome.failure = failure
