@@ -142,6 +142,10 @@ def default_config() -> ml_collections.ConfigDict:
   # gmf_jax/diagnostics/__init__.py. They run on a fixed probe: the first probe_size test examples.
   c.diagnostics = ml_collections.ConfigDict()
   c.probe_size = 256
+  # Data hyperparameters set to new values at given steps, e.g.
+  # c.piecewise.optimizer.learning_rate = dict(steps=[500], values=[0.1, 0.01]); see
+  # gmf_jax/train/piecewise.py.
+  c.piecewise = ml_collections.ConfigDict()
 
   c.checkpoint = ml_collections.ConfigDict(
       {

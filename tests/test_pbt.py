@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 
 import numpy as np
 import orbax.checkpoint as ocp
@@ -177,3 +178,59 @@ def test_bad_pbt_is_refused_before_anything_is_written(tmp_path, pbt, overrides,
     run_sweep(make_sweep(definition, {**STEPS, **overrides}), str(tmp_path / "bad"))
   assert says in str(info.value) and "\n" not in str(info.value), str(info.value)
   assert not (tmp_path / "bad").exists()
+
+
+def test_a_members_line_of_descent_goes_back_through_its_copies():
+  from gmf_jax.sweep.replay import lineage_timeline
+
+  initial = {"a": {LR: 0.1}, "b": {LR: 0.2}, "c": {LR: 0.3}}
+  events = [{"step": 10, "member": "a", "from": "b", "after": {LR: 0.25}},
+            {"step": 20, "member": "c", "from": "a", "after": {LR: 0.5}},
+            {"step": 30, "member": "a", "from": "c", "after": {LR: 0.05}}]
+  # a's weights at the end: c's at 30, which were a's at 20, which were b's at 10.
+  assert lineage_timeline("a", events, initial, 41) == (
+      "b", [(0, {LR: 0.2}), (10, {LR: 0.25}), (20, {LR: 0.5}), (30, {LR: 0.05})])
+  assert lineage_timeline("b", events, initial, 41) == ("b", [(0, {LR: 0.2})])
+  assert lineage_timeline("a", events, initial, 20) == ("b", [(0, {LR: 0.2}), (10, {LR: 0.25})])
+
+
+def test_a_replay_follows_the_members_history_as_one_run(pbt_sweep, tmp_path):
+  from gmf_jax.sweep.replay import lineage_timeline
+  from tests.conftest import run_cli
+
+  root, _ = pbt_sweep
+  sweep = _json(root / "sweep.json")
+  events = sweep["pbt"]["events"]
+  name = events[-1]["member"]  # copied someone at step 30
+  shutil.copytree(root, tmp_path / "pbt")  # a sweep made from a dict: give it a file
+  file = tmp_path / "pbt.py"
+  file.write_text(f"def get_sweep():\n  return {_sweep()!r}\n")
+  data = _json(tmp_path / "pbt" / "sweep.json")
+  data["file"] = str(file)
+  (tmp_path / "pbt" / "sweep.json").write_text(json.dumps(data))
+  done = run_cli(f"--replay={tmp_path / 'pbt' / name}", f"--workdir={tmp_path / 'replay'}",
+                 cwd=tmp_path, module="gmf_jax.sweep")
+  assert done.returncode == 0, done.stderr[-2000:]
+  initial = {m["name"]: _json(root / m["name"] / "lineage.json")["initial"]
+             for m in sweep["members"]}
+  origin, timeline = lineage_timeline(name, events, initial, 41)
+  assert len(timeline) >= 2
+  rows = {(s, n): float(v) for s, n, v in _rows(tmp_path / "replay")}
+  for step in range(10, 41, 10):  # the value in use at each log step, along the line
+    want = [v for s, v in timeline if s < step][-1][LR]
+    assert rows[(step, f"hparams/{LR}")] == pytest.approx(want, rel=1e-6), step
+  # Until the first copy it is the root member's own run (vmapped there: to 1e-5).
+  first = timeline[1][0]
+  mine = {(s, n): float(v) for s, n, v in _rows(root / origin) if s <= first}
+  for key, value in mine.items():
+    assert rows[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+  config = _json(tmp_path / "replay" / "config.json")
+  assert config["piecewise"]["optimizer"]["learning_rate"]["steps"] == [s for s, _ in
+                                                                      timeline[1:]]
+
+
+def test_a_replay_of_a_folder_that_is_no_pbt_member_is_refused(tmp_path):
+  from tests.conftest import run_cli
+
+  done = run_cli(f"--replay={tmp_path / 'nothing'}", cwd=tmp_path, module="gmf_jax.sweep")
+  assert done.returncode == 2 and "not a member of a PBT sweep" in done.stderr

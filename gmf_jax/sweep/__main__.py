@@ -1,6 +1,7 @@
 """python -m gmf_jax.sweep --sweep=sweeps/vae_lr_beta.py [--workdir=DIR]
     [--executor=vmap|local|submitit] [--config.KEY=VALUE ...] [--retry-failed]
     [--max_population=N] [--max_workers=N]
+python -m gmf_jax.sweep --replay=runs/<sweep>/<member> [--workdir=DIR]
 
 Runs every member of a sweep file, grouped into populations that each train in one vmapped
 program; every member is a complete run folder under runs/<sweep>/<member>/. Running the same
@@ -18,9 +19,12 @@ options:
   --max_workers=N       local executor: populations at once (default 2)
   --slurm.KEY=VALUE     submitit executor: a parameter for AutoExecutor.update_parameters
                         (e.g. --slurm.partition=gpu --slurm.timeout_min=600)
+  --replay=MEMBER       a PBT sweep's member folder: train one new run (in --workdir, default
+                        runs/<sweep>-replay-...) that follows the hyperparameters its weights
+                        trained with, from step 0 (gmf_jax/sweep/replay.py)
 
-exit status: 0 every member completed; 1 some member failed; 2 bad input (nothing written);
-128+signal stopped by SIGTERM/Ctrl-C (rerun the same command to resume).
+exit status: 0 every member completed or stopped early; 1 some member failed; 2 bad input
+(nothing written); 128+signal stopped by SIGTERM/Ctrl-C (rerun the same command to resume).
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ def _int(name: str, value: str) -> int:
 
 def parse_args(argv: list[str]) -> dict:
   args = {"overrides": [], "slurm": {}, "executor": "vmap", "workdir": None, "sweep": None,
-          "retry_failed": False, "max_population": None, "max_workers": 2, "population": None}
+          "retry_failed": False, "max_population": None, "max_workers": 2, "population": None,
+          "replay": None}
   for arg in argv:
     name, eq, value = arg.partition("=")
     if name in ("-h", "--help"):
@@ -59,7 +64,7 @@ def parse_args(argv: list[str]) -> dict:
       except (ValueError, SyntaxError):
         parsed = value
       args["slurm"][name[len("--slurm."):]] = parsed
-    elif name in ("--sweep", "--workdir", "--executor", "--population") and eq:
+    elif name in ("--sweep", "--workdir", "--executor", "--population", "--replay") and eq:
       args[name[2:]] = value
     elif name in ("--max_population", "--max-population") and eq:
       args["max_population"] = _int("--max_population", value)
@@ -67,7 +72,11 @@ def parse_args(argv: list[str]) -> dict:
       args["max_workers"] = _int("--max_workers", value)
     else:
       raise ConfigError(f"unknown argument {arg!r}. {USAGE}")
-  if not args["sweep"]:
+  if args["replay"]:
+    others = [a for a in argv if not a.startswith(("--replay=", "--workdir="))]
+    if others:
+      raise ConfigError(f"--replay takes only --workdir; drop {others[0]!r}.")
+  elif not args["sweep"]:
     raise ConfigError(f"--sweep is required. {USAGE}")
   return args
 
@@ -78,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   try:
     args = parse_args(argv)
+    if args["replay"]:
+      from gmf_jax.sweep.replay import replay
+
+      result = replay(args["replay"], args["workdir"])
+      print(f"replay: {result.workdir}")
+      return 0
     if args["population"]:  # a worker of the local or submitit executor
       from gmf_jax.sweep.executors import run_worker
 

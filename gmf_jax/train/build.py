@@ -32,6 +32,7 @@ from gmf_jax.models import make_model
 from gmf_jax.models.variables import bound_apply, split_variables
 from gmf_jax.registry import ComponentOptions
 from gmf_jax.train import hparams as hparams_lib
+from gmf_jax.train import piecewise as piecewise_lib
 from gmf_jax.train import precision
 from gmf_jax.train.augment import NOISE_KEY, make_augment
 from gmf_jax.train.ema import ema_init
@@ -69,6 +70,7 @@ class Experiment:
   layout: Any = None  # gmf_jax.train.mesh.Layout: the devices and where arrays live
   step: StepOptions = StepOptions()  # augmentation, precision, accumulation, averaged weights
   evaluated: tuple[str, ...] = ("live",)  # the weights evaluation runs on: 'live', 'ema'
+  piecewise: dict = dataclasses.field(default_factory=dict)  # key -> (steps, values)
 
   def loss_for(self, values: dict[str, Any]):
     """The loss with its data fields from `values` (e.g. `state.hparams`, arrays)."""
@@ -146,7 +148,8 @@ def build_experiment(config: ml_collections.ConfigDict,
                    eval_metrics=eval_metrics, optimizer=optimizer,
                    hparams=hparams_lib.as_arrays(values), dropped=tuple(options.dropped),
                    layout=layout, step=step, evaluated=evaluated)
-  exp = dataclasses.replace(exp, tx=exp.tx_for({}))
+  exp = dataclasses.replace(exp, tx=exp.tx_for({}),
+                            piecewise=piecewise_lib.parse(config, exp.hparams, num_steps))
   if like is not None:
     return dataclasses.replace(exp, diagnostics=like.diagnostics)
   from gmf_jax.diagnostics import make_diagnostics  # diagnostics build on the experiment

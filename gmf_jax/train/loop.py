@@ -44,6 +44,7 @@ from gmf_jax.train.evaluation import make_best_checkpoint, make_evaluation
 from gmf_jax.train.hparams import program_key
 from gmf_jax.train.mesh import check_population
 from gmf_jax.train.metering import Stopwatch
+from gmf_jax.train.piecewise import at_step, make_piecewise
 from gmf_jax.train.population_record import PopulationRecord, format_scalars, record_info
 from gmf_jax.train.preemption import Preempted, PreemptionGuard
 from gmf_jax.train.progress import Progress, console_logging
@@ -56,7 +57,8 @@ log = logging.getLogger("gmf_jax")
 
 # The periodic actions of every run, in the order they run at a chunk's end: the checkpoint is
 # saved (in the background) before the diagnostics run. A new action: one factory, one entry.
-DEFAULT_ACTIONS = (make_evaluation, make_best_checkpoint, make_checkpoint, make_diagnostics)
+DEFAULT_ACTIONS = (make_evaluation, make_best_checkpoint, make_piecewise, make_checkpoint,
+                   make_diagnostics)
 
 
 @dataclasses.dataclass
@@ -352,7 +354,7 @@ class _Run:
     at its step. Returns the keys (on the mesh)."""
     exps, exp, record = self.exps, self.exp, self.record
     keys = _stack([make_keys(e.config.seed, e.config.get("data_seed")) for e in exps])
-    values = _stack([e.hparams for e in exps])
+    values = at_step(_stack([e.hparams for e in exps]), exp.piecewise, 0)
     # On the mesh before the restore: orbax reads each device's part straight into place.
     self.state, keys = exp.layout.put_population(init_population(exp, keys, values), keys)
     failpoints.reach("init")
@@ -365,8 +367,10 @@ class _Run:
         # where a resume may change them (an extended num_steps moves the schedule's
         # decay_steps), and the run then follows the new values, as the resume warning says.
         # Those PBT explores are the checkpoint's: it changed them as the run trained.
-        state = state.replace(hparams={k: state.hparams[k] if k in self.saved_hparams else v
-                                       for k, v in self.state.hparams.items()})
+        hparams = at_step(jax.device_get(self.state.hparams), exp.piecewise, self.start_step)
+        state = state.replace(hparams={
+            k: state.hparams[k] if k in self.saved_hparams else jnp.asarray(v)
+            for k, v in hparams.items()})
         self.state, _ = exp.layout.put_population(state, keys)  # a member's slice: moved
     failpoints.reach("restore")
     self.heartbeat.step = self.start_step
