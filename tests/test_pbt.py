@@ -234,3 +234,41 @@ def test_a_replay_of_a_folder_that_is_no_pbt_member_is_refused(tmp_path):
 
   done = run_cli(f"--replay={tmp_path / 'nothing'}", cwd=tmp_path, module="gmf_jax.sweep")
   assert done.returncode == 2 and "not a member of a PBT sweep" in done.stderr
+
+
+def test_the_report_draws_the_family_tree(pbt_sweep, tmp_path):
+  from matplotlib.collections import LineCollection
+
+  from gmf_jax.analysis import write_report
+  from gmf_jax.analysis.plots import plot_pbt_lineage
+
+  root, _ = pbt_sweep
+  report = write_report(root, out=tmp_path / "report")
+  assert str(tmp_path / "report" / "pbt_lineage.png") in report.figures
+  text = open(report.markdown).read()
+  events = _json(root / "sweep.json")["pbt"]["events"]
+  assert "## Population-based training" in text and f"{len(events)} copies" in text
+  initial = {m: _json(root / m / "lineage.json")["initial"]
+             for m in _json(root / "sweep.json")["populations"]["p0"]}
+  fig = plot_pbt_lineage(events, initial, 40)
+  ax = fig.axes[0]
+  lines = [c for c in ax.collections if isinstance(c, LineCollection)][0]
+  assert len(lines.get_segments()) == 4  # a line per member
+  dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
+  assert len(dashed) == len(events)
+  for line, e in zip(dashed, events, strict=True):
+    assert list(line.get_xdata()) == [e["step"], e["step"]]
+    assert line.get_ydata()[1] == pytest.approx(e["after"][LR])
+
+
+def test_the_shipped_pbt_sweep_passes_its_checks(monkeypatch):
+  from gmf_jax.sweep.run import check_populations, plan_sweep
+  from gmf_jax.sweep.spec import load_sweep
+  from tests.conftest import ROOT
+
+  monkeypatch.chdir(ROOT)
+  sweep = load_sweep("sweeps/mlp_pbt.py")
+  assert sweep.pbt.steps(5000) == [1000, 2000, 3000, 4000]
+  plan = plan_sweep(sweep, str(ROOT / "runs" / "not-written"))
+  check_populations(plan, plan.populations)  # every key explorable in every member
+  assert not (ROOT / "runs" / "not-written").exists()

@@ -37,6 +37,9 @@ NOT_RUN = {
     "--config.distributed.": "needs two processes (tests/test_multiprocess.py runs them)",
     "sweeps/mlp_hyperband.py": "its rungs need more steps than a smoke run has (tests/"
                                "test_early_stop.py checks it and trains a hyperband sweep)",
+    "sweeps/mlp_pbt.py": "its interval needs more steps than a smoke run has (tests/test_pbt.py "
+                         "checks it and trains a PBT sweep)",
+    "--replay=": "needs a PBT sweep's member (tests/test_pbt.py replays one)",
 }
 # The install-and-run line: its part after the install is a command of its own.
 INSTALL = re.compile(r"^python3 -m venv .*?&& pip install [^&]*&& (?P<rest>.+)$")

@@ -942,3 +942,67 @@ def _wants_log_x(values: np.ndarray) -> bool:
 
 def _spread(gaps: np.ndarray) -> float:
   return float(gaps.std() / gaps.mean())
+
+
+def plot_pbt_lineage(events: Sequence[Mapping], initial: Mapping[str, Mapping[str, float]],
+                     num_steps: int) -> Figure:
+  """A PBT sweep's family tree: each explored hyperparameter over steps, a panel per key.
+
+  Args:
+    events: `sweep.json`'s `pbt.events` (step, member, from, before, after).
+    initial: each member's first values (its `lineage.json`'s `initial`).
+    num_steps: where the lines end.
+
+  Returns:
+    The figure: in each panel every member is a step line in its own colour (its value in use
+    at each step); each copy is a dashed segment from the source's line to the copying member's
+    new value at the copy's step, ending in a dot. A key whose values span more than a decade
+    is drawn on a log axis.
+  """
+  members = list(initial)
+  keys = list(next(iter(initial.values()), {}))
+  colors = _colors(len(members), ordered=False)
+  title = f"PBT: {len(events)} copies, {len(members)} members"
+  fig, axes = figure_with_panels(len(keys), min(len(keys), GRID_COLUMNS), PANEL_SIZE, title)
+  by_member = {m: sorted((e for e in events if e["member"] == m), key=lambda e: e["step"])
+               for m in members}
+  for ax, key in zip(axes, keys, strict=False):
+    lines, values = {}, []
+    for m in members:
+      steps, ys = [0], [initial[m][key]]
+      for e in by_member[m]:
+        steps += [e["step"], e["step"]]
+        ys += [ys[-1], e["after"][key]]
+      steps.append(num_steps)
+      ys.append(ys[-1])
+      lines[m] = (np.asarray(steps, float), np.asarray(ys, float))
+      values += ys
+    ax.add_collection(LineCollection([np.column_stack(v) for v in lines.values()],
+                                     colors=colors, linewidths=1.2))
+    for e in events:
+      source = lines.get(e["from"])
+      if source is None or e["member"] not in lines:
+        continue
+      at = _value_at(source, e["step"])
+      color = colors[members.index(e["member"])]
+      ax.plot([e["step"], e["step"]], [at, e["after"][key]], ls="--", lw=0.8, color=color)
+      ax.plot([e["step"]], [e["after"][key]], "o", ms=3, color=color)
+    ax.set_xlim(0, num_steps)
+    positive = [v for v in values if v > 0]
+    if len(positive) == len(values) and spans_decades(np.asarray(positive)):
+      log_axis(ax.yaxis, ax.set_yscale)
+      ax.set_ylim(min(positive) / 1.3, max(positive) * 1.3)
+    else:
+      low, high = min(values), max(values)
+      pad = 0.05 * (high - low or abs(high) or 1.0)
+      ax.set_ylim(low - pad, high + pad)
+    ax.set_title(_short(key))
+    ax.set_xlabel("step")
+  return fig
+
+
+def _value_at(line: tuple[np.ndarray, np.ndarray], step: float) -> float:
+  """A step line's value just before `step` (the source's value when it was copied)."""
+  steps, ys = line
+  before = np.nonzero(steps < step)[0]
+  return float(ys[before[-1]]) if len(before) else float(ys[0])

@@ -25,6 +25,7 @@ import pandas as pd
 
 from gmf_jax.analysis import stats
 from gmf_jax.analysis.loading import load_metrics, load_runs
+from gmf_jax.runlog.files import read_json
 
 # The eval metric that says how good a run is, per loss (the report's default).
 MAIN_METRICS = {"cross_entropy": "eval/accuracy", "elbo": "eval/nelbo",
@@ -150,7 +151,16 @@ def write_report(path: str | os.PathLike, *, metric: str | None = None,
     # Every run's curves and each group's mean, as a sweep draws them in its plots/ folder.
     for named in plots.population_figures(metrics, runs, by=keys):
       add(named.figure, named.file, named.caption)
-  text = _markdown(path, runs, metric, reason, stat, groups, parts, figures)
+  pbt = _pbt_tree(path)
+  if pbt is not None:
+    events, initial, num_steps = pbt
+    save_png(plots.plot_pbt_lineage(events, initial, num_steps),
+             os.path.join(out, "pbt_lineage.png"))
+    figures.append(("PBT: each explored hyperparameter over steps, every member a line in "
+                    "its colour; a copy is dashed, from the source's value to the copying "
+                    "member's new one", "pbt_lineage.png"))
+  text = _markdown(path, runs, metric, reason, stat, groups, parts, figures,
+                   pbt=None if pbt is None else pbt[0])
   markdown = os.path.join(out, "report.md")
   with open(f"{markdown}.tmp", "w") as f:
     f.write(text)
@@ -160,6 +170,27 @@ def write_report(path: str | os.PathLike, *, metric: str | None = None,
                 figures=[os.path.join(out, name) for _, name in figures], metric=metric,
                 metric_reason=reason, groups=groups, comparisons=comparisons,
                 best=[p.best["group"] for p in parts if p.best is not None])
+
+
+def _pbt_tree(path: str):
+  """(events, each member's initial values, num_steps) of a PBT sweep at `path`, from its
+  sweep.json and its members' lineage.json; None for anything else."""
+  sweep_json = os.path.join(path, "sweep.json")
+  if not os.path.exists(sweep_json):
+    return None
+  data = read_json(sweep_json)
+  if "pbt" not in data.get("definition", {}):
+    return None
+  initial, num_steps = {}, 0
+  for m in data.get("members", []):
+    lineage = os.path.join(path, m["name"], "lineage.json")
+    if os.path.exists(lineage):
+      initial[m["name"]] = read_json(lineage)["initial"]
+      config = os.path.join(path, m["name"], "config.json")
+      num_steps = max(num_steps, read_json(config).get("num_steps", 0))
+  if not initial:
+    return None
+  return data.get("pbt", {}).get("events", []), initial, num_steps
 
 
 def _report_folder(path: str, out: str | os.PathLike | None) -> str:
@@ -235,7 +266,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
   return "\n".join(lines)
 
 
-def _markdown(path, runs, metric, reason, stat, groups, parts, figures) -> str:
+def _markdown(path, runs, metric, reason, stat, groups, parts, figures, pbt=None) -> str:
   counts = runs["status"].value_counts()
   sweeps = sorted(set(runs["sweep"].dropna()))
   title = sweeps[0] if len(sweeps) == 1 else os.path.basename(path)
@@ -269,6 +300,15 @@ def _markdown(path, runs, metric, reason, stat, groups, parts, figures) -> str:
             _num(row["iqm"], 6), str(row["n_missing"])] for _, row in groups.iterrows()]), ""]
     for part in parts:
       lines += _against_best(part)
+  if pbt is not None:
+    receivers = sorted({e["member"] for e in pbt})
+    lines += ["## Population-based training", "",
+              f"{len(pbt)} copies at {len({e['step'] for e in pbt})} steps; "
+              f"{len(receivers)} members copied another at least once. Each member's "
+              "`lineage.json` lists its copies, `sweep.json`'s `pbt.events` the whole family "
+              "tree, and its `metrics.csv` the values in use (`hparams/<key>`). "
+              "`python -m gmf_jax.sweep --replay=<sweep>/<member>` trains one run that follows "
+              "a member's history from step 0.", ""]
   stopped = runs[runs["status"] == "stopped"]
   if not stopped.empty:
     lines += ["## Members stopped early", "",
