@@ -19,12 +19,19 @@ search, as the shared check adaptive-halving does.
                           same decisions, no gather): wall time, mask / shrink. Goal: shrinking
                           clearly faster.
 
-The PBT arm (against a grid at the same member-steps) comes with population-based training.
+  (c) PBT vs grid         16 members of configs/mlp.py with learning rates spaced evenly in
+                          log scale over two decades (0.003 to 0.3), a constant schedule, 5,000
+                          steps evaluated every 500: a grid (each member keeps its rate) and PBT
+                          (interval 500, quantile 0.25, perturb 0.8/1.2, resample 0.25, the
+                          rate log-uniform in [0.001, 1]) at the same member-steps, for sweep
+                          seeds 0, 1, 2 (`--config.seed`: the members' seeds and PBT's). Per
+                          arm: the best member's final eval/loss, its mean over the seeds with a
+                          95% t interval, and which arm wins. Reported, no goal.
 
     python benchmarks/adaptive_sweep.py [--quick]
 
---quick: sampler seed 0 only, 4,500 steps (rungs 500 and 1500). About 6 minutes on the 2-core
-CPU VM when idle (--quick: about 2).
+--quick: sampler seed 0 only, 4,500 steps (rungs 500 and 1500); PBT one seed, 2,000 steps.
+About 8 minutes on the 2-core CPU VM when idle (--quick: about 2).
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -98,6 +107,56 @@ def mask_arm(argv: list[str]) -> int:
   return sweep_main.main(argv)
 
 
+def pbt_file(folder: pathlib.Path, name: str, pbt: bool) -> pathlib.Path:
+  rule = ('"pbt": {"interval": 500, "quantile": 0.25, "perturb": [0.8, 1.2], '
+          '"resample_probability": 0.25, "hyperparameters": {"lr": {"distribution": '
+          '"log_uniform_values", "min": 0.001, "max": 1.0}}},' if pbt else "")
+  rates = [round(0.003 * 100 ** (i / 15), 6) for i in range(16)]
+  path = folder / f"{name}.py"
+  path.write_text(f'''def get_sweep():
+  return {{"config": "configs/mlp.py", "method": "grid",
+          "parameters": {{"lr": {{"values": {rates!r}}},
+                         "schedule.name": {{"value": "constant"}}}},
+          "metric": {{"name": "eval/loss", "goal": "minimize"}}, {rule}
+          "name": "{name}"}}
+''')
+  return path
+
+
+def interval(values: list[float]) -> str:
+  """mean [95% t interval] of a few values."""
+  from scipy import stats
+
+  mean = float(np.mean(values))
+  if len(values) < 2:
+    return f"{mean:.4f} (one seed)"
+  half = float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1)
+               / np.sqrt(len(values)))
+  return f"{mean:.4f} [{mean - half:.4f}, {mean + half:.4f}]"
+
+
+def pbt_arm(folder: pathlib.Path, env, seeds: list[int], steps: int) -> list[str]:
+  best = {"grid": [], "pbt": []}
+  for seed in seeds:
+    for arm in best:
+      sweep = pbt_file(folder, f"{arm}{seed}", arm == "pbt")
+      args = [f"--sweep={sweep}", f"--workdir={folder / sweep.stem}",
+              f"--config.num_steps={steps}", "--config.eval_every_steps=500",
+              f"--config.seed={seed}", "--config.progress_bar=False"]
+      done = subprocess.run([sys.executable, "-m", "gmf_jax.sweep", *args], cwd=folder, env=env,
+                            capture_output=True, text=True)
+      if done.returncode != 0:
+        raise SystemExit(f"{sweep.stem} failed:\n{done.stderr[-3000:]}")
+      finals = [m["final"] for m in members(folder / sweep.stem).values()]
+      best[arm].append(min(finals))
+      steps_done = sum(m["last"] for m in members(folder / sweep.stem).values())
+      print(f"(c) seed {seed} {arm}: best final eval/loss {best[arm][-1]:.4f} "
+            f"({steps_done} member-steps)", flush=True)
+  winner = "PBT" if np.mean(best["pbt"]) < np.mean(best["grid"]) else "the grid"
+  return [f"(c) best final eval/loss over seeds {seeds}: grid {interval(best['grid'])}, PBT "
+          f"{interval(best['pbt'])} (mean [95% t interval]); {winner} wins on the mean"]
+
+
 def main() -> None:
   parser = argparse.ArgumentParser()
   parser.add_argument("--quick", action="store_true")
@@ -140,6 +199,8 @@ def main() -> None:
                      f"{t_mask / t_hb:.2f}x (shrinking is faster: {t_mask > t_hb}); same "
                      f"statuses: {same}")
         print(lines[-1], flush=True)
+    lines += pbt_arm(folder, env, seeds, 2000 if args.quick else 5000)
+    print(lines[-1], flush=True)
   print("\nsummary:\n" + "\n".join(lines) + f"\n{'PASS' if ok else 'FAIL'}")
 
 

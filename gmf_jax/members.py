@@ -31,11 +31,6 @@ def take_members(state: Any, indices) -> Any:
   return picked.replace(step=step)
 
 
-def take(tree: Any, indices) -> Any:
-  """Rows `indices` of every leaf of `tree` (e.g. a population's keys), in one program."""
-  return _take(tree, jnp.asarray(np.asarray(indices, np.int32)))
-
-
 @jax.jit
 def _take(tree, indices):
   return jax.tree_util.tree_map(lambda a: jnp.take(a, indices, axis=0), tree)

@@ -142,7 +142,7 @@ class PopulationDiagnostics:
   def due(self, step: int) -> list[ScheduledDiagnostic]:
     return [d for d in self.diagnostics if d.schedule.due(step)]
 
-  def warm_up(self, state_like) -> threading.Thread:
+  def warm_up(self, state_like, steps: range | None = None) -> threading.Thread:
     """Compiles every diagnostic in a background thread; join it before the first `run`.
 
     Started once the first training call is compiled and running, it traces and compiles the
@@ -150,12 +150,16 @@ class PopulationDiagnostics:
     costs no compilation. (Started any earlier, its Python tracing would hold up the training
     chunk's.) `state_like`: the population's state or its shapes (arrays, host arrays or
     `jax.ShapeDtypeStruct`s; see `host_like`), read here, before this returns, and never
-    copied. Old-form diagnostics are called once on a zero state, their results discarded.
+    copied. `steps`: only the diagnostics due at one of them (a population that will have
+    shrunk by then needs other programs). Old-form diagnostics are called once on a zero
+    state, their results discarded.
     """
     like = _abstract(state_like)
+    due = [d for d in self.diagnostics
+           if steps is None or (d.schedule.next_after(steps.start - 1) or steps.stop) < steps.stop]
 
     def work():
-      for d in self.diagnostics:
+      for d in due:
         try:
           if d.name in self._programs:
             self._programs[d.name].compile(like, self.probe, self.diag_keys)

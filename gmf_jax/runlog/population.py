@@ -21,6 +21,7 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 
 from gmf_jax.members import member, take_members, with_member_axis
 from gmf_jax.runlog.checkpoint import Checkpointer
@@ -202,7 +203,7 @@ class PopulationCheckpoints:
         return None
       state, _ = checkpointer.restore(max(steps), _stacked_like(_one_member(like), _size(parent)),
                                       best=True)
-      return jax.device_get(take_members(state, parent.indices))
+      return _host_members(jax.device_get(state), parent.indices)
     finally:
       checkpointer.close()
 
@@ -306,6 +307,14 @@ def _stacked_like(like, size: int):
   return jax.tree_util.tree_map(
       lambda a: jax.ShapeDtypeStruct((size, *a.shape), a.dtype, sharding=_replicated(a)),
       member_like).replace(step=step)
+
+
+def _host_members(state, indices):
+  """Members `indices` of a population's state on the host (numpy: no program to compile)."""
+  step = state.step
+  picked = jax.tree_util.tree_map(lambda a: np.take(np.asarray(a), list(indices), axis=0),
+                                  state.replace(step=None))
+  return picked.replace(step=step)
 
 
 def _one_member(like):

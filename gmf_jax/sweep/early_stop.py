@@ -89,6 +89,20 @@ class Rule:
       return out
     return list(range(self.min_iter, num_steps, eval_every))
 
+  def sizes(self, size: int, num_steps: int, eval_every: int, after: int) -> list[int]:
+    """The sizes a population of `size` shrinks to at its decision steps after `after`, where
+    they can be told in advance: hyperband within one population (`max(1, n // eta)` at each
+    rung); none for the median rule."""
+    if self.type != "hyperband":
+      return []
+    out = []
+    for _ in (s for s in self.steps(num_steps, eval_every) if s > after):
+      smaller = max(1, size // self.eta)
+      if smaller == size:
+        break
+      out.append(size := smaller)
+    return out
+
   def recorded_steps(self, num_steps: int, eval_every: int) -> list[int]:
     """The steps whose values the rule needs recorded: its decision steps, and for the median
     rule every evaluation step before them (a best value so far)."""
@@ -217,6 +231,10 @@ def check_against(rule: Rule | None, metric: Metric | None, exp, label: str) -> 
                         f"this loss; choose from {', '.join(names)}.")
   if rule is None:
     return
+  if exp.config.mesh.members > 1:
+    raise ConfigError(f"sweep {label}: early_terminate shrinks each population to sizes that "
+                      f"mesh.members={exp.config.mesh.members} need not divide; set "
+                      "--config.mesh.members=0 (devices chosen for each size) or 1.")
   every, num_steps = exp.config.eval_every_steps, exp.num_steps
   if rule.min_iter >= num_steps:
     raise ConfigError(f"sweep {label}: early_terminate.min_iter={rule.min_iter} must be below "

@@ -15,7 +15,8 @@ the top `k`, picked at random, and explores: for each named hyperparameter, with
 source's value times a factor picked from `perturb` (in a `values` list: the next value up for
 a factor above 1, the next down below 1; a distribution's value is clipped to its min and
 max). Its other hyperparameters, its keys (data order, dropout) and its record stay its own.
-The random choices come from `numpy.random.default_rng([sweep seed, step, population])`.
+The random choices come from `numpy.random.default_rng([sweep seed, step, population])`, the
+sweep seed being the random sampler's `seed`, or for a grid the base config's `seed`.
 
 All of it is one gather on the member axis and a replacement of the named hyperparameters in
 `TrainState.hparams`, in one program: no process restarts, no checkpoint handed between
@@ -77,7 +78,7 @@ class Pbt:
   resample_probability: float
   hyperparameters: dict[str, Space]  # canonical config key -> where its values come from
   metric: early_stop.Metric
-  seed: int = 0  # the sweep's seed (the random sampler's; 0 for a grid)
+  seed: int = 0  # the sweep's seed: the random sampler's, else the base config's `seed`
 
   def steps(self, num_steps: int) -> list[int]:
     return list(range(self.interval, num_steps, self.interval))

@@ -254,7 +254,9 @@ def _build(raw: Mapping[str, Any], overrides, *, file: str | None, name: str | N
   count, sampler_seed, seeds = _check_counts(raw, method, fail)
   from gmf_jax.sweep import pbt as pbt_lib
 
-  pbt = pbt_lib.parse(raw, metric, base, fail, sampler_seed or 0)
+  # The exploits' random choices: the sampler's seed (random), else the base config's seed.
+  pbt = pbt_lib.parse(raw, metric, base, fail,
+                      sampler_seed if sampler_seed is not None else int(base_seed))
   params = _check_parameters(raw.get("parameters", {}), base, method, fail)
   groups = _check_zip(raw.get("zip", []), params, base, fail)
 

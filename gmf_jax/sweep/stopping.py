@@ -18,6 +18,7 @@ from typing import Any
 from gmf_jax.runlog.files import read_json, write_json
 from gmf_jax.sweep import early_stop
 from gmf_jax.sweep.ledger import Ledger
+from gmf_jax.train import warm
 from gmf_jax.train.actions import PeriodicAction, Schedule, Shrink, Tick
 
 log = logging.getLogger("gmf_jax")
@@ -30,10 +31,17 @@ def make_early_stop(rule: early_stop.Rule, ledger: Ledger, order: dict[str, int]
   then `p0@<step>` once it shrank. `shrink=False` keeps stopped members in the program,
   unrecorded (masking: only for measuring what shrinking saves)."""
   metric = rule.metric.name[len("eval/"):]
+  ahead: list[warm.CompileAhead] = []  # the sizes to come, compiled in the background
 
   def factory(context) -> PeriodicAction:
     exp, record = context.exp, context.record
     population_id = os.path.basename(context.store.directory)
+    like = warm.shapes(context.state) if shrink and not ahead else None  # before it is donated
+
+    def prepare() -> None:  # once the first chunk runs: the sizes to come, compiled beside it
+      if like is not None:
+        ahead.append(warm.CompileAhead(exp, like, context.keys, context.train_data(), rule.sizes(
+            context.size, exp.num_steps, exp.config.eval_every_steps, context.start_step)))
     every = exp.config.eval_every_steps
     decides = set(rule.steps(exp.num_steps, every))
     steps = [s for s in rule.recorded_steps(exp.num_steps, every) if s > context.start_step]
@@ -61,11 +69,13 @@ def make_early_stop(rule: early_stop.Rule, ledger: Ledger, order: dict[str, int]
                    for n, i in index.items() if n not in kept}
       log.info("early termination at step %d: %d of %d members go on", tick.step, len(keep),
                len(index))
+      for compiling in ahead:
+        compiling.wait(len(keep))
       tick.shrink = Shrink(keep, os.path.join(populations_dir, decision["to"]), departing,
                            moved=lambda: ledger.moved(decision), gather=shrink)
 
     return PeriodicAction("early_stop", Schedule.make(exp.num_steps, steps=steps, end=False),
-                          run)
+                          run, prepare=prepare, shrinks=True)
 
   return factory
 

@@ -79,6 +79,9 @@ class ActionContext:
   relay: Any  # PrimaryRelay: process 0's work and the host view of a state
   save: Callable[..., None]  # save(step, state, best=False)
   timings: dict[str, dict[str, float]]  # {action: {part: seconds}} -> summary `<action>_sec`
+  horizon: int = 0  # the step where the population may next shrink (num_steps if never); set
+  # once every action is made, read by `prepare`
+  train_data: Callable[[], Any] = lambda: None  # the train split on the device (None: streamed)
 
 
 @dataclasses.dataclass
@@ -146,6 +149,8 @@ class PeriodicAction:
       decides inside what to do there; its own schedule still ends chunks).
     prepare: called once after the first chunk is dispatched, to compile its programs beside
       the training chunk's (a thread, joined by `run` before its first use).
+    shrinks: it may shrink the population when due (`Tick.shrink`), so what other actions
+      compile ahead for this size need only serve them until then (`ActionContext.horizon`).
   """
 
   name: str
@@ -154,6 +159,7 @@ class PeriodicAction:
   on_signal: bool = False
   prepare: Callable[[], None] | None = None
   every_stop: bool = False
+  shrinks: bool = False
 
   def due(self, tick: Tick) -> bool:
     return (self.every_stop or self.schedule.due(tick.step)

@@ -32,6 +32,7 @@ class Feed:
   run: Callable[[Any, int, int], tuple[Any, Any]]
   prefetch: Callable[[int, int], None] = lambda start, n: None
   close: Callable[[], None] = lambda: None
+  data: Any = None  # the train split on the device (None: streamed)
 
 
 @dataclasses.dataclass
@@ -73,26 +74,44 @@ class ChunkPipeline:
     return metrics
 
 
-def make_feed(exp, keys, state, size: int) -> Feed:
-  """The chunk's program for the data's home: the train split on the device, or streamed."""
-  layout = exp.layout
-  parts = dict(loss_for=exp.loss_for, tx_for=exp.tx_for, batch_sharding=layout.batch,
+def _parts(exp) -> tuple[dict, Callable]:
+  """The chunk's options and its population wrapper."""
+  parts = dict(loss_for=exp.loss_for, tx_for=exp.tx_for, batch_sharding=exp.layout.batch,
                options=exp.step)
-  vmapped = functools.partial(population_chunk, spmd_axis_name=layout.spmd_axis)
-  # On several devices the chunk's inputs and outputs are laid out explicitly: the state and
-  # keys split over `members` (replicated along `data`), an on-device dataset replicated,
-  # streamed batches split along B (see train/mesh.py).
-  states = layout.population(state)
-  shardings = {} if layout.mesh is None else dict(out_shardings=(states, layout.member_axis))
-  if not exp.on_device:
-    return _streamed_feed(exp, keys, state, size, parts, vmapped, shardings)
-  train_data = layout.put(materialize(exp.dataset.train))  # from the host: any process
+  return parts, functools.partial(population_chunk, spmd_axis_name=exp.layout.spmd_axis)
+
+
+def device_chunk_fn(exp, state, size: int):
+  """The jitted chunk of a population of `size` with the train split on the device,
+  `fn(state, keys, train_data, num_active)` (`state`: arrays, or their shapes). On several
+  devices its inputs and outputs are laid out explicitly: the state and keys split over
+  `members` (replicated along `data`), the dataset replicated (see train/mesh.py)."""
+  layout = exp.layout
+  parts, vmapped = _parts(exp)
   chunk = functools.partial(train_chunk_on_device, batch_size=exp.config.batch_size,
                             num_steps=exp.config.steps_per_call, **parts)
+  shardings = {}
   if layout.mesh is not None:
-    shardings["in_shardings"] = (states, layout.member_axis, layout.replicated, layout.replicated)
-  chunk_fn = jax.jit(vmapped(chunk, state, size), donate_argnums=0, **shardings)
-  return Feed(lambda state, start, n: chunk_fn(state, keys, train_data, np.int32(n)))
+    states = layout.population(state)
+    shardings = dict(out_shardings=(states, layout.member_axis),
+                     in_shardings=(states, layout.member_axis, layout.replicated,
+                                   layout.replicated))
+  return jax.jit(vmapped(chunk, state, size), donate_argnums=0, **shardings)
+
+
+def make_feed(exp, keys, state, size: int) -> Feed:
+  """The chunk's program for the data's home: the train split on the device, or streamed
+  (its batches split along B on several devices)."""
+  layout = exp.layout
+  if not exp.on_device:
+    parts, vmapped = _parts(exp)
+    shardings = ({} if layout.mesh is None
+                 else dict(out_shardings=(layout.population(state), layout.member_axis)))
+    return _streamed_feed(exp, keys, state, size, parts, vmapped, shardings)
+  train_data = layout.put(materialize(exp.dataset.train))  # from the host: any process
+  chunk_fn = device_chunk_fn(exp, state, size)
+  return Feed(lambda state, start, n: chunk_fn(state, keys, train_data, np.int32(n)),
+              data=train_data)
 
 
 def _streamed_feed(exp, keys, state, size, parts, vmapped, shardings) -> Feed:

@@ -33,8 +33,9 @@ def make_diagnostics(context) -> PeriodicAction | None:
   warm_up: list[threading.Thread] = []
 
   def prepare() -> None:  # the first chunk is compiled and running: compile theirs beside it
-    if relay.primary:
-      warm_up.append(diagnostics.warm_up(like))
+    if relay.primary:  # those due before the population may shrink (see actions.Shrink)
+      warm_up.append(diagnostics.warm_up(
+          like, range(context.start_step + 1, context.horizon + 1)))
 
   def run(tick: Tick) -> None:
     if warm_up:

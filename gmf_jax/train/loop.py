@@ -30,7 +30,7 @@ import numpy as np
 
 from gmf_jax import compile_cache, distributed, failpoints
 from gmf_jax.errors import ConfigError, NonFiniteError
-from gmf_jax.members import member, take, take_members
+from gmf_jax.members import member, take_members
 from gmf_jax.runlog import RunFolder, wandb_process
 from gmf_jax.runlog.liveness import Heartbeat
 from gmf_jax.runlog.population import Parent, PopulationCheckpoints, start_population
@@ -52,6 +52,7 @@ from gmf_jax.train.recorder import MemberSetup
 from gmf_jax.train.relay import PrimaryRelay
 from gmf_jax.train.saving import make_checkpoint
 from gmf_jax.train.step import TrainState, make_keys
+from gmf_jax.train.warm import layout_for
 
 log = logging.getLogger("gmf_jax")
 
@@ -302,8 +303,13 @@ class _Run:
     exp, record = self.exp, self.record
     self.keys = keys
     context = ActionContext(exp, record.size, keys, self.state, start_step, record,
-                            record.store, record.relay, self.save, self.timings)
+                            record.store, record.relay, self.save, self.timings,
+                            train_data=lambda: self.pipeline.feed.data)
     actions = [a for a in (make(context) for make in self.factories) if a is not None]
+    # Where the population may next change size (an action that shrinks it is due): what
+    # is compiled ahead for this size need not go beyond it.
+    context.horizon = min([exp.num_steps, *(a.schedule.next_due(start_step) or exp.num_steps
+                                            for a in actions if a.shrinks)])
     timer = self.pipeline.timer if self.pipeline is not None else None
     self.pipeline = ChunkPipeline(make_feed(exp, keys, self.state, record.size), actions,
                                   exp.config.steps_per_call, exp.num_steps, record.size)
@@ -327,6 +333,7 @@ class _Run:
       shrink.moved()
       return None
     if not shrink.gather:  # masked: the same program goes on, the departed unrecorded
+      self.state = tick.state
       return self._assemble(self.keys, tick.step)
     old_dir = record.store.directory
     record.store.close()
@@ -338,12 +345,16 @@ class _Run:
     config = self.exp.config
     store = PopulationCheckpoints(shrink.population_dir, member_dirs, names,
                                   config.checkpoint.max_to_keep, config.checkpoint.async_save)
-    state, keys = take_members(tick.state, keep), take(self.keys, keep)
-    self.exps = [self.exps[i] for i in keep]
+    state = take_members(tick.state, keep)  # one gather on the device
+    keys = jax.tree_util.tree_map(lambda a: np.take(np.asarray(a), keep, axis=0),
+                                  jax.device_get(self.keys))  # a few bytes: on the host
+    self.exps = _laid_out([self.exps[i] for i in keep])
     self.exp = self.exps[0]
     record.keep(keep, store)
     shrink.moved()
     self.state, keys = self.exp.layout.put_population(state, keys)
+    record.add_info(mesh={**self.exp.layout.describe(),  # the layout it goes on with
+                          "split_leaves": self.exp.layout.split_leaves(self.state)})
     log.info("population goes on with %d members from step %d (%s)", len(keep), tick.step,
              shrink.population_dir)
     self.pipeline.feed.close()
@@ -440,6 +451,17 @@ class _Run:
       raise Preempted(signum, tick.step)
     if signum is not None:  # the work is done: finish recording, then complete
       log.info("%s after the last step: finishing the run's record.", signal.Signals(signum).name)
+
+
+def _laid_out(exps: list[Experiment]) -> list[Experiment]:
+  """A shrunk population's members, on the devices `mesh.members=0` picks for its size (the
+  members axis must divide it; the data axis takes the rest)."""
+  exp = exps[0]
+  layout = layout_for(exp, len(exps))
+  if (layout.members, layout.data, layout.model) == (exp.layout.members, exp.layout.data,
+                                                      exp.layout.model):
+    return exps
+  return [dataclasses.replace(e, layout=layout) for e in exps]
 
 
 def _prepare(actions: list[PeriodicAction]) -> None:

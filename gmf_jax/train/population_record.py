@@ -150,7 +150,8 @@ class PopulationRecord:
              info: dict[str, Any]) -> None:
     """Finishes the records of the members leaving the population (a shrink): each gets its
     status (a member that failed keeps `failed`), its summary entry under `early_terminate`,
-    its closed files and wandb run, then its status in metadata.json, as at a session's end."""
+    its closed files, then its status in metadata.json, as at a session's end. Their wandb
+    runs (a copy of the record) finish in the background; `finish` waits for them."""
     leaving = [m for m in self.members if m.index in departing]
 
     def failed(member, e: Exception, what: str) -> None:
@@ -166,9 +167,7 @@ class PopulationRecord:
         m.summary.info["early_terminate"] = entry
       m.finish_files(failed)
     for m in leaving:
-      m.finish_plots(self.recording, draw=False)
-    for m in leaving:
-      m.finish_wandb(self.recording)
+      m.finish_plots(self.recording, draw=False)  # starts the wandb finish, waited at the end
     for m in leaving:
       m.finish_summary(dict(info, record_sec=self.recording.seconds), failed)
       m.folder.set_status(m.status, error=m.error)
@@ -223,10 +222,14 @@ class PopulationRecord:
       m.finish_plots(recording, draw=self.size == 1)
     for m in self.members:
       m.finish_wandb(recording)
+    for m in self.departed:  # their wandb runs finished in the background meanwhile
+      m.finish_wandb(recording)
     with protected():
       summary = dict(info(), record_sec=recording.seconds, record_calls=recording.calls)
       for m in self.members:
         m.finish_summary(summary, failed)
+      for m in self.departed:
+        m.finish_summary({}, failed)  # what wandb did; the rest was written as it left
     return problem
 
 
