@@ -284,3 +284,43 @@ def test_bad_early_termination_is_refused_before_anything_is_written(tmp_path, e
     run_sweep(make_sweep(definition, {**STEPS, **overrides}), str(tmp_path / "bad"))
   assert says in str(info.value) and "\n" not in str(info.value)
   assert not (tmp_path / "bad").exists()
+
+
+def test_programs_compiled_ahead_are_the_ones_the_shrunk_population_runs():
+  """Compiling ahead (`gmf_jax.train.warm`, where an accelerator trains) fills JAX's cache only
+  if what it lowers is exactly what the smaller population's calls lower: the gather, the
+  chunk, evaluation and the best-state pick."""
+  import jax
+  import numpy as np
+
+  from gmf_jax import load_config
+  from gmf_jax.members import _take, take_members
+  from gmf_jax.train import warm
+  from gmf_jax.train.build import build_experiment, init_population
+  from gmf_jax.train.chunks import device_chunk_fn, make_feed
+  from gmf_jax.train.evaluation import _pick, eval_weights, make_eval_fn
+  from gmf_jax.train.loop import _stack
+  from gmf_jax.train.pipeline import padded_eval_data
+  from gmf_jax.train.step import make_keys
+
+  exp = build_experiment(load_config(f"{MLP}:smoke"), population=3)
+  keys = _stack([make_keys(s) for s in range(3)])
+  state, keys = exp.layout.put_population(
+      init_population(exp, keys, _stack([exp.hparams] * 3)), keys)
+  like, data = warm.shapes(state), make_feed(exp, keys, state, 3).data
+  ahead, _, _ = warm.lowered(exp, like, warm.shapes(keys), warm.shapes(data), 2)
+  keep = [0, 2]
+  small = take_members(state, keep)
+  small_keys = jax.tree_util.tree_map(lambda a: np.take(np.asarray(a), keep, axis=0), keys)
+  eval_size = min(exp.config.eval_batch_size, len(exp.dataset.test))
+  eval_data = exp.layout.put(padded_eval_data(exp.dataset.test, eval_size))
+  members = small.replace(step=None)
+  real = {
+      "gather": _take.lower(state.replace(step=None), np.asarray(keep, np.int32)),
+      "chunk": device_chunk_fn(exp, small, 2).lower(small, small_keys, data, np.int32(5)),
+      "evaluation": make_eval_fn(exp, 2, eval_size).lower(
+          eval_weights(small), small.hparams, small_keys, *eval_data),
+      "pick": _pick.lower(members, members, np.ones(2, bool)),
+  }
+  for name, program in real.items():
+    assert ahead[name].as_text() == program.as_text(), name

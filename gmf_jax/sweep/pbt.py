@@ -28,12 +28,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-import os
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import jax
 import numpy as np
 
 from gmf_jax import config as config_lib
@@ -210,20 +208,6 @@ def check_against(pbt: Pbt | None, exps, label: str) -> None:
             f"{', '.join(sorted(e.hparams)) or 'none'} (see gmf_jax/train/hparams.py).")
 
 
-@jax.jit
-def exploit(state, sources, named: dict[str, Any]):
-  """Every member takes the state of member `sources[i]` (itself where it is not exploited)
-  and the named hyperparameters `named` ({key: (members,)}); its other hyperparameters stay
-  its own. One program over the member axis."""
-  import jax.numpy as jnp
-
-  own = state.hparams
-  taken = jax.tree_util.tree_map(lambda a: jnp.take(a, sources, axis=0),
-                                 state.replace(step=None, hparams=None))
-  hparams = {k: (named[k].astype(v.dtype) if k in named else v) for k, v in own.items()}
-  return taken.replace(step=state.step, hparams=hparams)
-
-
 def _is_int(value) -> bool:
   return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -231,87 +215,3 @@ def _is_int(value) -> bool:
 def _is_number(value) -> bool:
   return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
-
-LINEAGE = "lineage.json"
-
-
-def make_pbt(pbt: Pbt, ledger, order: dict[str, int]):
-  """The factory of a sweep population's PBT action (`ledger`: a `ledger.PbtLedger`; `order`:
-  each member's index in the sweep). It runs after the best checkpoint's pick and before the
-  periodic checkpoint, so a checkpoint of an exploit's step holds the exploited state."""
-  from gmf_jax.train.actions import PeriodicAction, Schedule
-
-  keys = list(pbt.hyperparameters)
-
-  def factory(context) -> PeriodicAction:
-    exp, record = context.exp, context.record
-    population = os.path.basename(context.store.directory)
-    held = jax.device_get({k: context.state.hparams[k] for k in keys})  # before any chunk
-    current = [{k: float(held[k][i]) for k in keys} for i in range(record.size)]
-    by_name = {m.name: m for m in record.members}
-
-    def show(i: int, step: int) -> None:  # the values in use: hparams/<key> rows, rates
-      name = record.names[i]
-      if name in by_name:
-        by_name[name].logged = {f"hparams/{k}": v for k, v in current[i].items()}
-        record.retune(i, current[i], step)
-
-    for i in range(record.size):
-      show(i, context.start_step)
-    write_lineages(record, ledger, {m.name: m.exp.hparams for m in record.members}, keys)
-
-    def run(tick) -> None:
-      names = list(record.names)
-      events = ledger.decided(tick.step, population)
-      if events is None:
-        active = {m.index for m in record.active}
-        column = (tick.evals or {}).get(pbt.metric.name[len("eval/"):])
-        values = [early_stop.finite_or_none(column[i]) if column is not None and i in active
-                  else None for i in range(len(names))]
-        planned = pbt.plan(tick.step, population, values, current,
-                           [order.get(n, 0) for n in names])
-        events = ledger.record(tick.step, population, [
-            {"step": tick.step, "population": population, "member": names[e["member"]],
-             "from": names[e["from"]], "before": e["before"], "after": e["after"]}
-            for e in planned])
-      if not events:
-        return
-      sources = np.arange(len(names), dtype=np.int32)
-      for e in events:
-        i = names.index(e["member"])
-        sources[i] = names.index(e["from"])
-        current[i] = dict(e["after"])
-        show(i, tick.step)
-      named = {k: np.asarray([c[k] for c in current], np.float32) for k in keys}
-      state = exploit(tick.state, sources, named)
-      tick.state = state if exp.layout.mesh is None else jax.device_put(
-          state, exp.layout.population(state))  # back where the next chunk expects it
-      tick.defer(lambda: write_lineages(
-          record, ledger, {m.name: m.exp.hparams for m in record.members}, keys,
-          only={e["member"] for e in events}))
-
-    return PeriodicAction("pbt", Schedule.make(exp.num_steps, steps=[
-        s for s in pbt.steps(exp.num_steps) if s > context.start_step], end=False), run)
-
-  return factory
-
-
-def write_lineages(record, ledger, initial: dict[str, dict], keys: list[str],
-                   only: set[str] | None = None) -> None:
-  """Each member's `lineage.json`, from the sweep's record: its first values of the explored
-  hyperparameters, then at each exploit the step, the member it copied and its values before
-  and after."""
-  from gmf_jax.runlog.files import write_json
-
-  if not record.relay.primary:
-    return
-  events = ledger.events()
-  for m in record.members:
-    if only is not None and m.name not in only:
-      continue
-    mine = [{k: e[k] for k in ("step", "from", "before", "after")}
-            for e in events if e["member"] == m.name]
-    write_json(os.path.join(m.folder.path, LINEAGE), {
-        "member": m.name,
-        "initial": {k: float(np.asarray(initial[m.name][k])) for k in keys},
-        "exploits": mine})

@@ -45,7 +45,7 @@ def lineage_timeline(name: str, events: list[dict[str, Any]], initial: dict[str,
 def replay_config(member_dir: str):
   """The config of the replay of `member_dir` (a PBT sweep's member folder), and its root."""
   from gmf_jax.sweep import spec as spec_lib
-  from gmf_jax.sweep.pbt import LINEAGE
+  from gmf_jax.sweep.exploit import LINEAGE
   from gmf_jax.sweep.run import member_config
 
   member_dir = os.path.abspath(member_dir)

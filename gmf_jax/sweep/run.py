@@ -500,8 +500,10 @@ def run_population(plan: SweepPlan, population: Population, built: tuple | None 
     actions.append(make_early_stop(rule, ledger.Ledger(plan.workdir), order,
                                    os.path.join(plan.workdir, POPULATIONS_DIR)))
   if pbt is not None:  # after the best checkpoint's pick, before the periodic checkpoint
+    from gmf_jax.sweep.exploit import make_pbt
+
     actions.insert(actions.index(make_checkpoint),
-                   pbt_lib.make_pbt(pbt, ledger.PbtLedger(plan.workdir), order))
+                   make_pbt(pbt, ledger.PbtLedger(plan.workdir), order))
   return train_population(setups, population_dir=plan.population_dir(population.id),
                           label=label, built=built, actions=actions,
                           saved_hparams=list(pbt.hyperparameters) if pbt else ())

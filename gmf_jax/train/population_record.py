@@ -35,6 +35,7 @@ class PopulationRecord:
   def __init__(self, exps, resolved: list[dict[str, Any]], names: list[str],
                folders: list[RunFolder | None], relay, store, recording):
     self.size, self.names, self.resolved = len(exps), names, resolved
+    self.single = self.size == 1  # a run of its own (a population that shrank to one is not)
     self.relay, self.store, self.recording = relay, store, recording
     self.members = [MemberRecorder(i, names[i], exps[i], folders[i], writes=relay.primary)
                     for i in range(self.size) if folders[i] is not None]
@@ -219,7 +220,7 @@ class PopulationRecord:
       with recording("plots"):
         self.plots_ready.join()
     for m in self.members:  # each member's wandb run finishes beside the others'
-      m.finish_plots(recording, draw=self.size == 1)
+      m.finish_plots(recording, draw=self.single)
     for m in self.members:
       m.finish_wandb(recording)
     for m in self.departed:  # their wandb runs finished in the background meanwhile

@@ -4,9 +4,10 @@ A sweep's early termination shrinks a population at its rungs (`gmf_jax.train.ac
 and each new size needs programs of its own: the gathers, the training chunk, evaluation and
 the best-state pick, about 3-4 s of XLA compilation per size for the MLP on a 2-core CPU.
 `CompileAhead` compiles them in a background thread while the population still trains at its
-current size (XLA compiles on the core training leaves idle), size by size, so JAX's
-persistent compilation cache holds them when the population shrinks; the shrink waits for its
-size's compilation instead of compiling it a second time beside it. The programs compiled here
+current size, size by size, so JAX's persistent compilation cache holds them when the
+population shrinks; the shrink waits for its size's compilation instead of compiling it a
+second time beside it. It runs where an accelerator trains and the host's cores are free
+(`worth_it`). The programs compiled here
 lower to exactly what the real calls lower to (same shapes, dtypes, weak types and layouts), or
 the cache would miss. It needs the cache (`compile_cache.dir`, on by default) and the train
 split on the device; otherwise it does nothing. (Diagnostics compile when their population
@@ -53,6 +54,14 @@ def shapes(tree):
   return jax.tree_util.tree_map(shape, tree)
 
 
+def worth_it() -> bool:
+  """Whether compiling ahead pays: where an accelerator trains, so the host's cores are free
+  to compile. On a CPU the compilation takes the cores the training uses; measured on the
+  2-core VM, a hyperband sweep of 27 MLPs took as long with it as without
+  (benchmarks/RESULTS.md)."""
+  return jax.default_backend() != "cpu"
+
+
 class CompileAhead:
   """Compiles, in a daemon thread, a population's programs at each of `sizes` in turn (each
   size's gathers from the size before it).
@@ -67,7 +76,8 @@ class CompileAhead:
 
   def __init__(self, exp, state_like, keys, data, sizes: list[int]):
     self.ready = {size: threading.Event() for size in sizes}
-    if data is None or not sizes or not jax.config.jax_compilation_cache_dir:
+    if (data is None or not sizes or not jax.config.jax_compilation_cache_dir
+        or not worth_it()):
       for event in self.ready.values():
         event.set()
       return
@@ -97,13 +107,22 @@ class CompileAhead:
 def _compile_size(exp, state_like, keys_like, data_like, size: int):
   """Compiles the programs of a population of `size` that shrank from `state_like`'s; returns
   the new size's abstract state and keys."""
+  programs, state, keys = lowered(exp, state_like, keys_like, data_like, size)
+  for program in programs.values():
+    program.compile()
+  return state, keys
+
+
+def lowered(exp, state_like, keys_like, data_like, size: int):
+  """({name: the lowered program}, abstract state, abstract keys) of a population of `size`
+  that shrank from `state_like`'s: the gather, the training chunk, evaluation and the pick."""
   from gmf_jax.members import _take
   from gmf_jax.train.chunks import device_chunk_fn
   from gmf_jax.train.evaluation import _pick, eval_weights, make_eval_fn
   from gmf_jax.train.pipeline import padded_eval_data
 
   index = jax.ShapeDtypeStruct((size,), jnp.int32)
-  _take.lower(state_like.replace(step=None), index).compile()
+  programs = {"gather": _take.lower(state_like.replace(step=None), index)}
   exp = dataclasses.replace(exp, layout=layout_for(exp, size))
   layout = exp.layout
   state = _resized(state_like, size, layout.population(_resized(state_like, size, None)))
@@ -112,15 +131,15 @@ def _compile_size(exp, state_like, keys_like, data_like, size: int):
       step.shape, step.dtype, weak_type=step.weak_type,
       sharding=None if layout.mesh is None else layout.replicated))
   keys = _resized(keys_like, size, None if layout.mesh is None else layout.member_axis)
-  device_chunk_fn(exp, state, size).lower(state, keys, _placed(data_like, layout),
-                                          np.int32(0)).compile()
+  programs["chunk"] = device_chunk_fn(exp, state, size).lower(
+      state, keys, _placed(data_like, layout), np.int32(0))
   eval_size = min(exp.config.eval_batch_size, len(exp.dataset.test))
   eval_data = _placed(shapes(padded_eval_data(exp.dataset.test, eval_size)), layout)
-  make_eval_fn(exp, size, eval_size).lower(eval_weights(state), state.hparams, keys,
-                                           *eval_data).compile()
+  programs["evaluation"] = make_eval_fn(exp, size, eval_size).lower(
+      eval_weights(state), state.hparams, keys, *eval_data)
   members = state.replace(step=None)
-  _pick.lower(members, members, jax.ShapeDtypeStruct((size,), bool)).compile()
-  return state, keys
+  programs["pick"] = _pick.lower(members, members, jax.ShapeDtypeStruct((size,), bool))
+  return programs, state, keys
 
 
 def _resized(tree, size: int, shardings):
