@@ -219,10 +219,9 @@ def train_population(setups: list[MemberSetup], *, population_dir: str | None = 
         exps[0].config.checkpoint.max_to_keep, exps[0].config.checkpoint.async_save)
     record = PopulationRecord(exps, resolved, names, folders, PrimaryRelay(), store, recording)
     heartbeat = Heartbeat(record.beat)  # started by the session, stopped after the record
-    run = _Run(exps, record, guard, heartbeat, label,
-               list(DEFAULT_ACTIONS if actions is None else actions),
-               info=lambda: record_info(run_start, cache_before, cache_dir))
-    run.saved_hparams = set(saved_hparams)
+    run = _Run(exps, record, guard, heartbeat, _Options(
+        label, list(DEFAULT_ACTIONS if actions is None else actions),
+        lambda: record_info(run_start, cache_before, cache_dir), frozenset(saved_hparams)))
     session = session_lib.RunSession(record, guard, heartbeat, run.interrupted_message)
     session.run(run.train, lambda: record_info(run_start, cache_before, cache_dir))
   return PopulationResult(
@@ -231,18 +230,33 @@ def train_population(setups: list[MemberSetup], *, population_dir: str | None = 
                for m in [*record.departed, *record.members]])
 
 
+@dataclasses.dataclass(frozen=True)
+class _Options:
+  """How a session runs: its progress bar's label, its actions' factories, what a departing
+  member's summary gets (`info()`), and the hyperparameters a resume takes from the checkpoint
+  (see `train_population`)."""
+
+  label: str | None
+  factories: list
+  info: Any
+  saved_hparams: frozenset[str] = frozenset()
+
+
 class _Run:
   """One training session of a population: start (or resume), then the loop."""
 
   def __init__(self, exps, record: PopulationRecord, guard: PreemptionGuard,
-               heartbeat: Heartbeat, label, actions, info):
-    self.exps, self.exp, self.record, self.guard = exps, exps[0], record, guard
-    self.heartbeat = heartbeat
-    self.label, self.factories, self.info = label, actions, info
+               heartbeat: Heartbeat, options: _Options):
+    self.exps, self.record, self.guard = exps, record, guard
+    self.heartbeat, self.options = heartbeat, options
     self.state, self.start_step = None, 0
     self.pipeline: ChunkPipeline | None = None
     self.timings: dict[str, dict[str, float]] = {}
-    self.saved_hparams: set[str] = set()  # a resume keeps the checkpoint's values of these
+
+  @property
+  def exp(self) -> Experiment:
+    """The population's shared program (its first member's experiment)."""
+    return self.exps[0]
 
   def saved_step(self) -> int | None:
     """The newest checkpoint that holds the run: saved (or being saved) now, or the one this
@@ -284,7 +298,7 @@ class _Run:
     actions = self._assemble(keys, self.start_step)
     record.progress = Progress(exp.num_steps, enabled=exp.config.progress_bar and
                                record.relay.primary, initial=self.start_step,
-                               members=record.size, label=self.label)
+                               members=record.size, label=self.options.label)
     loop_start = time.perf_counter()
     try:
       self.state = self._loop(actions)
@@ -305,7 +319,7 @@ class _Run:
     context = ActionContext(exp, record.size, keys, self.state, start_step, record,
                             record.store, record.relay, self.save, self.timings,
                             train_data=lambda: self.pipeline.feed.data)
-    actions = [a for a in (make(context) for make in self.factories) if a is not None]
+    actions = [a for a in (make(context) for make in self.options.factories) if a is not None]
     # Where the population may next change size (an action that shrinks it is due): what
     # is compiled ahead for this size need not go beyond it.
     context.horizon = min([exp.num_steps, *(a.schedule.next_due(start_step) or exp.num_steps
@@ -327,7 +341,7 @@ class _Run:
     with record.recording("checkpoints"):
       record.store.wait()  # the checkpoint is complete before any member moves
     failpoints.reach("shrink")
-    record.depart(shrink.departing, self.info())
+    record.depart(shrink.departing, self.options.info())
     keep = list(shrink.keep)
     if not keep:
       shrink.moved()
@@ -349,7 +363,6 @@ class _Run:
     keys = jax.tree_util.tree_map(lambda a: np.take(np.asarray(a), keep, axis=0),
                                   jax.device_get(self.keys))  # a few bytes: on the host
     self.exps = _laid_out([self.exps[i] for i in keep])
-    self.exp = self.exps[0]
     record.keep(keep, store)
     shrink.moved()
     self.state, keys = self.exp.layout.put_population(state, keys)
@@ -380,7 +393,7 @@ class _Run:
         # Those PBT explores are the checkpoint's: it changed them as the run trained.
         hparams = at_step(jax.device_get(self.state.hparams), exp.piecewise, self.start_step)
         state = state.replace(hparams={
-            k: state.hparams[k] if k in self.saved_hparams else jnp.asarray(v)
+            k: state.hparams[k] if k in self.options.saved_hparams else jnp.asarray(v)
             for k, v in hparams.items()})
         self.state, _ = exp.layout.put_population(state, keys)  # a member's slice: moved
     failpoints.reach("restore")

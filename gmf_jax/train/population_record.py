@@ -34,14 +34,19 @@ class PopulationRecord:
 
   def __init__(self, exps, resolved: list[dict[str, Any]], names: list[str],
                folders: list[RunFolder | None], relay, store, recording):
-    self.size, self.names, self.resolved = len(exps), names, resolved
-    self.single = self.size == 1  # a run of its own (a population that shrank to one is not)
+    self.names, self.resolved = names, resolved
+    self.single = len(exps) == 1  # a run of its own (a population that shrank to one is not)
     self.relay, self.store, self.recording = relay, store, recording
     self.members = [MemberRecorder(i, names[i], exps[i], folders[i], writes=relay.primary)
                     for i in range(self.size) if folders[i] is not None]
     self.progress = None  # the loop's progress bar, while it runs
     self.plots_ready = None  # a single run's matplotlib warm-up thread
     self.departed: list[MemberRecorder] = []  # members that left at a shrink, records finished
+
+  @property
+  def size(self) -> int:
+    """Members in the program now (those recorded, and any riding along)."""
+    return len(self.names)
 
   @property
   def active(self) -> list[MemberRecorder]:
@@ -54,7 +59,7 @@ class PopulationRecord:
   def start(self, exp, state, start_step: int, windows: list[dict], saved_step) -> None:
     """Every member picks up at `start_step` (see `MemberRecorder.start`)."""
     skipped = _skipped_so_far(state, self.size)
-    rates = self._rates = schedule_rates(exp.schedule)
+    rates = schedule_rates(exp.schedule)
     num_params = sum(int(np.prod(p.shape[1:])) for p in jax.tree_util.tree_leaves(
         state.params))  # from the shapes: slicing members would compile a program each
     for m in self.members:
@@ -69,6 +74,7 @@ class PopulationRecord:
         m.summary.info["population"] = {"size": self.size, "index": m.index,
                                         "members": self.names}
       h = {k: jnp.asarray(v) for k, v in m.exp.hparams.items()}
+      m.account.rates = rates
       m.start(start_step, windows[m.index], skipped[m.index],
               functools.partial(lambda steps, h: np.asarray(rates(steps, h)), h=h),
               self.resolved[m.index], saved_step=saved_step)
@@ -82,8 +88,9 @@ class PopulationRecord:
       if m.index == index and m.account.learning_rates is not None:
         h = {k: jnp.asarray(values.get(k, v), np.asarray(v).dtype)
              for k, v in m.exp.hparams.items()}
-        m.account.learning_rates.rebind(
-            functools.partial(lambda steps, h: np.asarray(self._rates(steps, h)), h=h), step)
+        m.account.learning_rates.rebind(functools.partial(
+            lambda steps, h, rates: np.asarray(rates(steps, h)), h=h, rates=m.account.rates),
+            step)
 
   def windows(self) -> dict[str, Any]:
     """What a checkpoint keeps beside the state: each member's open metric window."""
@@ -181,7 +188,7 @@ class PopulationRecord:
     position = {old: new for new, old in enumerate(keep)}
     for m in self.members:
       m.index = position[m.index]
-    self.size, self.store = len(keep), store
+    self.store = store
     self.names = [self.names[i] for i in keep]
     self.resolved = [self.resolved[i] for i in keep]
     if self.progress is not None:

@@ -47,6 +47,7 @@ class MemberAccount:
   window: MetricWindow = dataclasses.field(default_factory=MetricWindow)
   nonfinite: NonFiniteCheck | None = None
   learning_rates: LearningRates | None = None
+  rates: Any = None  # the schedule at many counts: rates(counts, hparams) (metering.schedule_rates)
 
 
 @dataclasses.dataclass
