@@ -272,3 +272,11 @@ def test_the_shipped_pbt_sweep_passes_its_checks(monkeypatch):
   plan = plan_sweep(sweep, str(ROOT / "runs" / "not-written"))
   check_populations(plan, plan.populations)  # every key explorable in every member
   assert not (ROOT / "runs" / "not-written").exists()
+
+
+def test_the_report_judges_a_sweep_by_its_metric(pbt_sweep, tmp_path):
+  from gmf_jax.analysis import write_report
+
+  root, _ = pbt_sweep
+  report = write_report(root, out=tmp_path / "report")
+  assert report.metric == "eval/loss" and "sweep.json" in report.metric_reason

@@ -83,8 +83,9 @@ def write_report(path: str | os.PathLike, *, metric: str | None = None,
 
   Args:
     path: a sweep folder, an ensemble, or any folder of runs.
-    metric: the metric to judge settings by; None picks the loss's main eval metric
-      (`main_metric`) and the report says so.
+    metric: the metric to judge settings by; None picks the sweep's `metric` where its
+      definition has one, else the loss's main eval metric (`main_metric`), and the report
+      says which.
     out: the report folder (default `<path>/report`).
     stat: what one run contributes (`final`, `best`, `min`, `max`, `auc`).
     by: the config keys to group by (default: the keys that differ between runs).
@@ -100,7 +101,10 @@ def write_report(path: str | os.PathLike, *, metric: str | None = None,
   runs = load_runs(path)
   if runs.empty:
     raise ValueError(f"no run folders at or below {path}")
-  if metric is None:
+  swept = _sweep_metric(path)
+  if metric is None and swept is not None and f"final.{swept}" in runs.columns:
+    metric, reason = swept, "the sweep's `metric` (sweep.json)"
+  elif metric is None:
     metric, reason = main_metric(runs)
   else:
     reason = "chosen with --metric"
@@ -170,6 +174,17 @@ def write_report(path: str | os.PathLike, *, metric: str | None = None,
                 figures=[os.path.join(out, name) for _, name in figures], metric=metric,
                 metric_reason=reason, groups=groups, comparisons=comparisons,
                 best=[p.best["group"] for p in parts if p.best is not None])
+
+
+def _sweep_metric(path: str) -> str | None:
+  """The metric a sweep at `path` judges its members by (its definition's `metric`), if any."""
+  sweep_json = os.path.join(path, "sweep.json")
+  if not os.path.exists(sweep_json):
+    return None
+  try:
+    return (read_json(sweep_json).get("definition", {}).get("metric") or {}).get("name")
+  except (OSError, ValueError):
+    return None
 
 
 def _pbt_tree(path: str):
