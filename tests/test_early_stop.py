@@ -324,3 +324,23 @@ def test_programs_compiled_ahead_are_the_ones_the_shrunk_population_runs():
   }
   for name, program in real.items():
     assert ahead[name].as_text() == program.as_text(), name
+
+
+def test_an_explicit_members_axis_is_refused_with_early_termination():
+  """A shrunk population's size need not divide `mesh.members` (checked where a sweep builds its
+  populations; on several devices `mesh.members=2` itself is valid)."""
+  import copy
+  import dataclasses
+
+  from gmf_jax import load_config
+  from gmf_jax.sweep.early_stop import check_against
+  from gmf_jax.train.build import build_experiment
+
+  exp = build_experiment(load_config(f"{MLP}:smoke", STEPS))
+  config = copy.deepcopy(exp.config)
+  with config.unlocked():
+    config.mesh.members = 2
+  rule = Rule("hyperband", 10, 3, MIN)
+  with pytest.raises(ConfigError, match="mesh.members=2 need not divide"):
+    check_against(rule, MIN, dataclasses.replace(exp, config=config), "hb")
+  check_against(rule, MIN, exp, "hb")  # mesh.members=0: each size picks its devices
