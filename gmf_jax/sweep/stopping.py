@@ -36,7 +36,8 @@ def make_early_stop(rule: early_stop.Rule, ledger: Ledger, order: dict[str, int]
   def factory(context) -> PeriodicAction:
     exp, record = context.exp, context.record
     population_id = os.path.basename(context.store.directory)
-    like = warm.shapes(context.state) if shrink and not ahead else None  # before it is donated
+    # Read before the first chunk donates the state; only where compiling ahead pays.
+    like = warm.shapes(context.state) if shrink and not ahead and warm.worth_it() else None
 
     def prepare() -> None:  # once the first chunk runs: the sizes to come, compiled beside it
       if like is not None:

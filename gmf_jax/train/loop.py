@@ -219,11 +219,12 @@ def train_population(setups: list[MemberSetup], *, population_dir: str | None = 
         exps[0].config.checkpoint.max_to_keep, exps[0].config.checkpoint.async_save)
     record = PopulationRecord(exps, resolved, names, folders, PrimaryRelay(), store, recording)
     heartbeat = Heartbeat(record.beat)  # started by the session, stopped after the record
+    info = lambda: record_info(run_start, cache_before, cache_dir)  # noqa: E731
     run = _Run(exps, record, guard, heartbeat, _Options(
-        label, list(DEFAULT_ACTIONS if actions is None else actions),
-        lambda: record_info(run_start, cache_before, cache_dir), frozenset(saved_hparams)))
+        label, list(DEFAULT_ACTIONS if actions is None else actions), info,
+        frozenset(saved_hparams)))
     session = session_lib.RunSession(record, guard, heartbeat, run.interrupted_message)
-    session.run(run.train, lambda: record_info(run_start, cache_before, cache_dir))
+    session.run(run.train, info)
   return PopulationResult(
       state=run.state,
       members=[MemberResult(m.name, m.folder.path, m.status, m.failure, m.summary.final())
@@ -331,10 +332,11 @@ class _Run:
       self.pipeline.timer = timer
     return actions
 
-  def _shrink(self, tick: Tick) -> list[PeriodicAction] | None:
+  def _shrink(self, tick: Tick, actions: list[PeriodicAction]) -> list[PeriodicAction] | None:
     """Goes on with the members `tick.shrink` keeps (see `actions.Shrink`): the checkpoint of
     this step saved, the departing members' records finished, the others gathered into a
-    smaller population with its own checkpoints. Returns its actions (None: none is left)."""
+    smaller population with its own checkpoints. Returns its actions (None: none is left;
+    `actions` themselves where the stopped members stay in the program, masked)."""
     shrink, record = tick.shrink, self.record
     self.save(tick.step, tick.state)  # holds the departing members' last state
     tick.finish()
@@ -346,9 +348,9 @@ class _Run:
     if not keep:
       shrink.moved()
       return None
-    if not shrink.gather:  # masked: the same program goes on, the departed unrecorded
+    if not shrink.gather:  # masked: the same program and actions go on, the departed unrecorded
       self.state = tick.state
-      return self._assemble(self.keys, tick.step)
+      return actions
     old_dir = record.store.directory
     record.store.close()
     names = [record.names[i] for i in keep]
@@ -430,13 +432,15 @@ class _Run:
           self._stop(tick, actions)  # raises Preempted before the last step
           break
         if tick.shrink is not None:
-          actions = self._shrink(tick)
-          if actions is None:  # no member goes on
+          went_on = self._shrink(tick, actions)
+          if went_on is None:  # no member goes on
             chunk = None
             break
           pipeline = self.pipeline
           chunk = pipeline.dispatch(self.state, chunk.end)
-          _prepare(actions)
+          if went_on is not actions:  # a smaller program: its actions compile beside it
+            actions = went_on
+            _prepare(actions)
           continue
         queued = pipeline.dispatch(chunk.state, chunk.end)
         tick.finish()  # the actions' host work (files, saves), while the next chunk trains
