@@ -153,8 +153,10 @@ def test_the_best_checkpoint_keeps_each_members_best_state_on_the_device():
   context.store = types.SimpleNamespace(
       keep_best=lambda step, state, meta: kept.append((step, state, meta)))
   context.record = types.SimpleNamespace(windows=lambda: {"windows": "of now"})
+  context.state = State(0, jnp.zeros(3))
   action = make_best_checkpoint(context)
   assert _steps(action.schedule, 100) == [30, 60, 90, 100]
+  action.prepare()  # the pick compiled ahead, in a thread, for the population's shapes
   action.run(Tick(30, State(30, jnp.array([1.0, 2.0, 3.0])), improved=np.ones(3, bool)))
   action.run(Tick(60, State(60, jnp.array([9.0, 9.0, 9.0])), improved=np.array([0, 1, 0], bool)))
   action.run(Tick(90, State(90, jnp.array([7.0, 7.0, 7.0])), improved=np.zeros(3, bool)))
@@ -325,3 +327,21 @@ def test_the_diagnostics_action_ends_chunks_at_the_union_of_the_diagnostics_sche
   assert action.every_stop and action.prepare is not None
   context.exp = types.SimpleNamespace(diagnostics=())
   assert make_diagnostics(context) is None  # no diagnostics: no action
+
+
+def test_a_program_compiled_ahead_serves_the_calls_and_other_shapes_fall_back():
+  """`warm.Ahead`: the executable compiled in the thread is the one the calls run (jit's own
+  cache stays empty: nothing compiled twice); arguments of other shapes go to jit."""
+  import jax
+  import jax.numpy as jnp
+
+  from gmf_jax.train import warm
+
+  jitted = jax.jit(lambda x, y: x * 2 + y)
+  ahead = warm.Ahead(jitted, "double")
+  ahead.start(jax.ShapeDtypeStruct((3,), jnp.float32), jax.ShapeDtypeStruct((), jnp.float32))
+  out = ahead(jnp.arange(3.0), jnp.float32(1))
+  assert out.tolist() == [1.0, 3.0, 5.0]
+  assert jitted._cache_size() == 0  # the ahead executable ran
+  assert ahead(jnp.arange(4.0), jnp.float32(0)).tolist() == [0.0, 2.0, 4.0, 6.0]
+  assert jitted._cache_size() == 1  # other shapes: compiled by jit, once

@@ -145,14 +145,14 @@ class PopulationDiagnostics:
   def warm_up(self, state_like, steps: range | None = None) -> threading.Thread:
     """Compiles every diagnostic in a background thread; join it before the first `run`.
 
-    Started once the first training call is compiled and running, it traces and compiles the
-    diagnostics beside it, on cycles training leaves idle, so a diagnostic's first scheduled run
-    costs no compilation. (Started any earlier, its Python tracing would hold up the training
-    chunk's.) `state_like`: the population's state or its shapes (arrays, host arrays or
-    `jax.ShapeDtypeStruct`s; see `host_like`), read here, before this returns, and never
-    copied. `steps`: only the diagnostics due at one of them (a population that will have
-    shrunk by then needs other programs). Old-form diagnostics are called once on a zero
-    state, their results discarded.
+    Started once the first training chunk is traced (the loop's `prepare`), it traces and
+    compiles the diagnostics beside that chunk's compilation and training, on cycles they leave
+    idle, so a diagnostic's first scheduled run costs no compilation. (Started any earlier, its
+    Python tracing would hold up the training chunk's.) `state_like`: the population's state
+    or its shapes (arrays, host arrays or `jax.ShapeDtypeStruct`s; see `host_like`), read
+    here, before this returns, and never copied. `steps`: only the diagnostics due at one of
+    them (a population that will have shrunk by then needs other programs). Old-form
+    diagnostics are called once on a zero state, their results discarded.
     """
     like = _abstract(state_like)
     due = [d for d in self.diagnostics

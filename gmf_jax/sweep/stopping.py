@@ -39,7 +39,7 @@ def make_early_stop(rule: early_stop.Rule, ledger: Ledger, order: dict[str, int]
     # Read before the first chunk donates the state; only where compiling ahead pays.
     like = warm.shapes(context.state) if shrink and not ahead and warm.worth_it() else None
 
-    def prepare() -> None:  # once the first chunk runs: the sizes to come, compiled beside it
+    def prepare() -> None:  # once the first chunk is traced: the sizes to come, compiled beside it
       if like is not None:
         ahead.append(warm.CompileAhead(exp, like, context.keys, context.train_data(), rule.sizes(
             context.size, exp.num_steps, exp.config.eval_every_steps, context.start_step)))

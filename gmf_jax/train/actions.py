@@ -147,8 +147,9 @@ class PeriodicAction:
     on_signal: also due when a stop signal came (the checkpoint a resume starts from).
     every_stop: also runs at every chunk end where the loop stops for another action (it
       decides inside what to do there; its own schedule still ends chunks).
-    prepare: called once after the first chunk is dispatched, to compile its programs beside
-      the training chunk's (a thread, joined by `run` before its first use).
+    prepare: called once before the population's first chunk is dispatched (once that chunk's
+      program is traced), to compile the action's programs beside the chunk's compilation or
+      training (a thread, joined by `run` before its first use).
     shrinks: it may shrink the population when due (`Tick.shrink`), so what other actions
       compile ahead for this size need only serve them until then (`ActionContext.horizon`).
   """

@@ -33,6 +33,9 @@ class Feed:
   prefetch: Callable[[int, int], None] = lambda start, n: None
   close: Callable[[], None] = lambda: None
   data: Any = None  # the train split on the device (None: streamed)
+  lower: Callable[[Any], None] = lambda state: None  # traces and lowers the program `run`
+  # then compiles (or loads from the cache) for `state`, so other threads may start
+  # compiling theirs beside that compilation without holding up this tracing
 
 
 @dataclasses.dataclass
@@ -111,7 +114,8 @@ def make_feed(exp, keys, state, size: int) -> Feed:
   train_data = layout.put(materialize(exp.dataset.train))  # from the host: any process
   chunk_fn = device_chunk_fn(exp, state, size)
   return Feed(lambda state, start, n: chunk_fn(state, keys, train_data, np.int32(n)),
-              data=train_data)
+              data=train_data,
+              lower=lambda state: chunk_fn.lower(state, keys, train_data, np.int32(0)))
 
 
 def _streamed_feed(exp, keys, state, size, parts, vmapped, shardings) -> Feed:

@@ -32,7 +32,7 @@ def make_diagnostics(context) -> PeriodicAction | None:
   like = _shapes(context.state, relay.multi_process)
   warm_up: list[threading.Thread] = []
 
-  def prepare() -> None:  # the first chunk is compiled and running: compile theirs beside it
+  def prepare() -> None:  # the first chunk is traced: compile theirs beside its compilation
     if relay.primary:  # those due before the population may shrink (see actions.Shrink)
       warm_up.append(diagnostics.warm_up(
           like, range(context.start_step + 1, context.horizon + 1)))

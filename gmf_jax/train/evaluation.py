@@ -16,6 +16,7 @@ import numpy as np
 
 from gmf_jax import failpoints
 from gmf_jax.models.variables import ema_parts
+from gmf_jax.train import warm
 from gmf_jax.train.actions import PeriodicAction, Schedule, Tick
 from gmf_jax.train.pipeline import padded_eval_data
 from gmf_jax.train.step import evaluate
@@ -73,7 +74,11 @@ def make_evaluation(context) -> PeriodicAction:
   # Not rounded to the devices: the batches (and each batch's key) never depend on the layout.
   eval_size = min(exp.config.eval_batch_size, len(exp.dataset.test))
   data, mask = exp.layout.put(padded_eval_data(exp.dataset.test, eval_size))
-  eval_fn = make_eval_fn(exp, context.size, eval_size)
+  eval_fn = warm.Ahead(make_eval_fn(exp, context.size, eval_size), "evaluation")
+  like = warm.shapes((eval_weights(context.state), context.state.hparams))  # before donation
+
+  def prepare() -> None:  # compiled beside the first chunk
+    eval_fn.start(*like, context.keys, data, mask)
 
   def run(tick: Tick) -> None:
     failpoints.reach("eval")
@@ -84,7 +89,7 @@ def make_evaluation(context) -> PeriodicAction:
     tick.improved = context.record.improved(evals)
     tick.defer(lambda: context.record.record_eval(step, evals))  # the rows, while training
 
-  return PeriodicAction("evaluation", eval_schedule(exp), run)
+  return PeriodicAction("evaluation", eval_schedule(exp), run, prepare=prepare)
 
 
 def make_best_checkpoint(context) -> PeriodicAction:
@@ -93,6 +98,10 @@ def make_best_checkpoint(context) -> PeriodicAction:
   writes it with the next checkpoint (periodic, at the last step, at a stop) or, for a run that
   failed, at its close (`PopulationCheckpoints.keep_best`)."""
   best = BestStates(context.store.restore_best(context.state) if context.start_step else None)
+  members = warm.shapes(context.state.replace(step=None))  # before the first chunk donates it
+
+  def prepare() -> None:  # compiled beside the first chunk
+    best.pick.start(members, members, jax.ShapeDtypeStruct((context.size,), bool))
 
   def run(tick: Tick) -> None:
     if tick.improved is None or not tick.improved.any():
@@ -100,7 +109,7 @@ def make_best_checkpoint(context) -> PeriodicAction:
     context.store.keep_best(tick.step, best.update(tick.state, tick.improved),
                             context.record.windows())
 
-  return PeriodicAction("best_checkpoint", eval_schedule(context.exp), run)
+  return PeriodicAction("best_checkpoint", eval_schedule(context.exp), run, prepare=prepare)
 
 
 class BestStates:
@@ -108,6 +117,7 @@ class BestStates:
 
   def __init__(self, restored=None):
     self.state = restored  # None until the first evaluation (or a host copy from a resume)
+    self.pick = warm.Ahead(_pick, "best_pick")
 
   def update(self, state, improved: np.ndarray):
     step = state.step
@@ -115,7 +125,7 @@ class BestStates:
     best = now if self.state is None else self.state.replace(step=None)
     mask = np.asarray(improved) if self.state is not None else np.ones_like(improved)
     # Every array its own (the tick's state goes to the next chunk): the step copied too.
-    self.state = _pick(best, now, mask).replace(step=jnp.copy(step))
+    self.state = self.pick(best, now, mask).replace(step=jnp.copy(step))
     return self.state
 
 

@@ -276,7 +276,10 @@ class _Run:
     store, windows = self.record.store, self.record.windows()
     if store.has(step, best=best):
       return
-    kept = state if tick is None else _copy(state)
+    # A copy where the next chunk takes the tick's arrays over (none follows the last step or
+    # a stop signal).
+    ends = tick is None or tick.step >= self.exp.num_steps or tick.signalled
+    kept = state if ends else _copy(state)
 
     def write():
       with self.record.recording("checkpoints"):
@@ -411,8 +414,7 @@ class _Run:
     pipeline = self.pipeline
     guard, record, relay, num_steps = self.guard, self.record, self.record.relay, self.exp.num_steps
     failpoints.reach("first_call")
-    chunk = pipeline.dispatch(self.state, self.start_step)
-    _prepare(actions)
+    chunk = _first_chunk(pipeline, actions, self.state, self.start_step)
     while True:
       relay.hear()  # an error process 0 held since the last chunk boundary
       # Where no action needs this chunk's state, the next chunk is queued before this one's
@@ -437,10 +439,11 @@ class _Run:
             chunk = None
             break
           pipeline = self.pipeline
-          chunk = pipeline.dispatch(self.state, chunk.end)
-          if went_on is not actions:  # a smaller program: its actions compile beside it
+          if went_on is not actions:  # a smaller program: its actions compile beside its chunk
             actions = went_on
-            _prepare(actions)
+            chunk = _first_chunk(pipeline, actions, self.state, chunk.end)
+          else:
+            chunk = pipeline.dispatch(self.state, chunk.end)
           continue
         queued = pipeline.dispatch(chunk.state, chunk.end)
         tick.finish()  # the actions' host work (files, saves), while the next chunk trains
@@ -481,11 +484,17 @@ def _laid_out(exps: list[Experiment]) -> list[Experiment]:
   return [dataclasses.replace(e, layout=layout) for e in exps]
 
 
-def _prepare(actions: list[PeriodicAction]) -> None:
-  """The first chunk is compiled and running: the actions compile theirs beside it."""
+def _first_chunk(pipeline: ChunkPipeline, actions: list[PeriodicAction], state, start: int):
+  """Dispatches a population's first chunk with its actions' programs compiled beside it: the
+  chunk's program is traced and lowered first (Python work, which the actions' tracing would
+  slow down), then the actions start compiling theirs in background threads (`prepare`) while
+  XLA compiles the chunk's (without Python's lock: one core each) or, where the cache holds it,
+  while the chunk trains."""
+  pipeline.feed.lower(state)
   for action in actions:
     if action.prepare is not None:
       action.prepare()
+  return pipeline.dispatch(state, start)
 
 
 def _run_due(actions: list[PeriodicAction], tick: Tick) -> None:
@@ -499,8 +508,17 @@ def _run_due(actions: list[PeriodicAction], tick: Tick) -> None:
 
 
 def _copy(state):
-  """The state's arrays copied on their devices (queued like any computation)."""
-  return jax.tree_util.tree_map(lambda a: jnp.copy(a) if isinstance(a, jax.Array) else a, state)
+  """The state's arrays copied on their devices, in one program (queued like any computation)."""
+  leaves, treedef = jax.tree_util.tree_flatten(state)
+  where = [i for i, a in enumerate(leaves) if isinstance(a, jax.Array)]
+  for i, copied in zip(where, _copied([leaves[i] for i in where]), strict=True):
+    leaves[i] = copied
+  return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+@jax.jit
+def _copied(arrays: list) -> list:
+  return [jnp.copy(a) for a in arrays]
 
 
 def _stack(trees: list[Any]) -> Any:

@@ -266,11 +266,14 @@ def train_chunk_on_device(state: TrainState, keys: RunKeys, data: Batch, num_act
   steps_per_epoch = num_examples // batch_size
 
   def step_fn(carry, _):
-    state, perm = carry
+    state, perm, first = carry
     step = state.step
     epoch, position = step // steps_per_epoch, step % steps_per_epoch
+    # The epoch's order is drawn at its first step, and at the chunk's first (which may start
+    # mid-epoch). Drawn here alone, the permutation's program is compiled once, not also before
+    # the loop; `first` and the step are shared by the members, so a vmap keeps this a branch.
     perm = jax.lax.cond(
-        position == 0,
+        (position == 0) | first,
         lambda: epoch_permutation(keys.data, epoch, num_examples),
         lambda: perm,
     )
@@ -279,10 +282,11 @@ def train_chunk_on_device(state: TrainState, keys: RunKeys, data: Batch, num_act
     batch = _constrain(batch, batch_sharding)  # data parallel: each device its part of B
     state, metrics = train_step(state, batch, jax.random.fold_in(keys.train, step),
                                 loss_for=loss_for, tx_for=tx_for, options=options)
-    return (state, perm), metrics
+    return (state, perm, jnp.zeros((), bool)), metrics
 
-  perm = epoch_permutation(keys.data, state.step // steps_per_epoch, num_examples)
-  (state, _), metrics = _run_steps(step_fn, (state, perm), num_steps, num_active)
+  unset = jnp.zeros((num_examples,), jnp.int32)
+  (state, _, _), metrics = _run_steps(step_fn, (state, unset, jnp.ones((), bool)), num_steps,
+                                      num_active)
   return state, metrics
 
 

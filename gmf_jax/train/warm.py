@@ -62,6 +62,44 @@ def worth_it() -> bool:
   return jax.default_backend() != "cpu"
 
 
+class Ahead:
+  """A jitted program compiled ahead, in a background thread (`start`), for the shapes it will
+  be called with, while the training chunk compiles or runs. Calls use that executable (jit's
+  own cache would tell committed arrays from uncommitted ones apart and compile again), or the
+  jitted function where the arguments differ or the compilation failed. A call waits for the
+  thread first, so nothing is compiled twice."""
+
+  def __init__(self, jitted, name: str):
+    self.jitted, self.name = jitted, name
+    self._compiled = None
+    self._thread: threading.Thread | None = None
+
+  def start(self, *args_like) -> None:
+    """Compiles for `args_like` (arrays or `jax.ShapeDtypeStruct`s: read now, never copied) in
+    a daemon thread."""
+    def work():
+      try:
+        self._compiled = self.jitted.lower(*args_like).compile()
+      except Exception:  # noqa: BLE001 - the real call compiles (and raises) where it is made
+        log.debug("compiling %s ahead failed", self.name, exc_info=True)
+
+    self._thread = threading.Thread(target=work, name=f"gmf_jax-ahead-{self.name}", daemon=True)
+    self._thread.start()
+
+  def __call__(self, *args):
+    if self._thread is not None:
+      self._thread.join()
+      self._thread = None
+    compiled = self._compiled
+    if compiled is not None:
+      try:
+        return compiled(*args)
+      except (TypeError, ValueError):  # not the shapes or layout it was compiled for
+        log.debug("%s: compiling again for other arguments", self.name, exc_info=True)
+        self._compiled = None
+    return self.jitted(*args)
+
+
 class CompileAhead:
   """Compiles, in a daemon thread, a population's programs at each of `sizes` in turn (each
   size's gathers from the size before it).
