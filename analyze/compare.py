@@ -4,7 +4,8 @@
 
 Prints b - a with its 95% bootstrap interval, paired tests when the two share seeds (else
 Welch's t-test and Mann-Whitney U), Hedges' g, the probability of improvement and warnings in
-plain words. Exit status 2 on bad input (one line naming it).
+plain words; where no difference is clear, about how many seeds per group would detect the
+observed one with 80% power. Exit status 2 on bad input (one line naming it).
 """
 
 from __future__ import annotations

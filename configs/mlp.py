@@ -1,4 +1,5 @@
-"""An MLP classifier on the built-in 8x8 digits (offline). Variants: smoke, moons (2-D data)."""
+"""An MLP classifier on the built-in 8x8 digits (offline). Variants: smoke, moons (2-D data),
+across (the diagnostics across members at the end: for an ensemble, --config.num_seeds=4)."""
 
 from gmf_jax.config import default_config
 
@@ -36,9 +37,12 @@ def get_config(arg=None):
       c.num_steps, c.steps_per_call, c.log_every_steps, c.eval_every_steps = 40, 10, 10, 20
       c.progress_bar = False
       c.diagnostics = c.diagnostics.__class__()
+    elif variant == "across":
+      for name in ("cka", "mode_connectivity", "ensemble"):
+        c.diagnostics[name] = dict(schedule="end")
     elif variant == "moons":
       c.name = "mlp_moons"
       c.data = c.data.__class__({**c.data.to_dict(), "name": "moons", "noise": 0.1})
     else:
-      raise ValueError(f"unknown variant {variant!r}; choose from smoke, moons")
+      raise ValueError(f"unknown variant {variant!r}; choose from smoke, moons, across")
   return c

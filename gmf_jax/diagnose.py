@@ -1,6 +1,13 @@
-"""Backfill: run diagnostics later on the saved checkpoints of a run.
+"""Backfill: run diagnostics later on the saved checkpoints of a run or a sweep.
 
     python -m gmf_jax.diagnose --workdir=runs/<run> --diagnostics=jacobian,hessian [--steps=all]
+    python -m gmf_jax.diagnose --workdir=runs/<sweep> --diagnostics=cka,mode_connectivity,ensemble
+
+On a sweep's folder (or a seed ensemble's), the diagnostics across members (cka,
+mode_connectivity, ensemble) run on each population's checkpoints (`populations/<id>`, every
+population of more than one member) and write where they write during training: that folder's
+`diagnostics/<name>/` and metrics.csv; any other diagnostic named runs on every member's folder
+as on a single run.
 
 writes the same files and `diag/<name>/<key>` rows of metrics.csv as if the diagnostics had run
 during training at those steps (same probe, same random keys). A diagnostic that already ran at
@@ -38,7 +45,7 @@ def diagnose(workdir: str, names: list[str] | None = None,
   """
   from gmf_jax import compile_cache
   from gmf_jax.config import default_config
-  from gmf_jax.diagnostics import DIAGNOSTICS, runner
+  from gmf_jax.diagnostics import runner
   from gmf_jax.members import with_member_axis
   from gmf_jax.runlog.checkpoint import Checkpointer
   from gmf_jax.runlog.population import member_steps, restore_from_population
@@ -48,8 +55,11 @@ def diagnose(workdir: str, names: list[str] | None = None,
 
   given, workdir = workdir, os.path.abspath(workdir)  # orbax takes absolute paths only
   config_path = os.path.join(workdir, "config.json")
+  if not os.path.exists(config_path) and os.path.exists(os.path.join(workdir, "sweep.json")):
+    return diagnose_sweep(workdir, names, steps)
   if not os.path.exists(config_path):
-    raise ConfigError(f"--workdir={given} holds no config.json: not a gmf_jax run.")
+    raise ConfigError(f"--workdir={given} holds no config.json: not a gmf_jax run (nor a "
+                      "sweep: no sweep.json).")
   saved = read_json(config_path)
   try:
     status, why = liveness(read_json(os.path.join(workdir, "metadata.json")))
@@ -59,16 +69,14 @@ def diagnose(workdir: str, names: list[str] | None = None,
     raise ConfigError(f"--workdir={workdir} is a live run ({why}); run diagnostics on it once "
                       "it has ended.")
   entries = saved.get("diagnostics", {})
-  if names:
-    for name in names:
-      if name not in entries and name not in DIAGNOSTICS:
-        raise ConfigError(
-            f"--diagnostics: {name!r} is neither in this run's config nor built in; built-ins: "
-            f"{', '.join(sorted(DIAGNOSTICS))}.")
-    entries = {name: entries.get(name, {}) for name in names}
-  if not entries:
-    raise ConfigError("no diagnostics to run: pass --diagnostics=name,name "
-                      f"(built-ins: {', '.join(sorted(DIAGNOSTICS))}).")
+  from gmf_jax.diagnostics import across_members
+  across = across_members({n: entries.get(n, {}) for n in names or entries})
+  if names and across:
+    raise ConfigError(f"--diagnostics: {across[0]} compares the members of a population; pass "
+                      "the sweep's folder (the parent of this member's) as --workdir.")
+  if not names:  # a member's own config may hold them: they run on its sweep's folder
+    entries = {n: e for n, e in entries.items() if n not in across}
+  entries = _chosen(entries, names, "this run's config")
   saved["diagnostics"] = entries
   config = ml_collections.ConfigDict(saved)
   exp = build_experiment(config)
@@ -99,6 +107,136 @@ def diagnose(workdir: str, names: list[str] | None = None,
                       force=True)
       replace_rows(workdir, step, [f"diag/{n}/" for n in names], rows)
       done[step] = names
+  finally:
+    checkpointer.close()
+  return done
+
+
+def diagnose_sweep(workdir: str, names: list[str] | None = None,
+                   steps: str | list[int] = "all") -> dict[str, dict[int, list[str]]]:
+  """`diagnose` on a sweep's folder: the diagnostics across members on each population's
+  checkpoints, the others on each member's folder. Returns {population or member folder
+  name: {step: diagnostics run}}."""
+  from gmf_jax.diagnostics import across_members
+  from gmf_jax.runlog.population import POINTER
+
+  members = sorted(e.name for e in os.scandir(workdir)
+                   if e.is_dir() and os.path.exists(os.path.join(e.path, "config.json")))
+  if not members:
+    raise ConfigError(f"--workdir={workdir}: a sweep folder without member runs.")
+  for name in members:
+    status, why = _status(os.path.join(workdir, name))
+    if status == "running":
+      raise ConfigError(f"--workdir={workdir}: member {name} is live ({why}); run diagnostics "
+                        "on the sweep once it has ended.")
+  configs = {m: read_json(os.path.join(workdir, m, "config.json")) for m in members}
+  entries = {}
+  for config in configs.values():
+    entries.update({k: v for k, v in config.get("diagnostics", {}).items() if k not in entries})
+  entries = _chosen(entries, names, "this sweep's configs")
+  across = across_members(entries)
+  populations = _populations(workdir)
+  if across:  # on the devices training used (one CPU device per core where it split members)
+    from gmf_jax import cpu_devices
+
+    cpu_devices.spread([len(read_json(os.path.join(p, POINTER))["members"])
+                        for p in populations],
+                       [configs[m].get("mesh", {}) for m in members])
+  done = {}
+  for population in populations:
+    got = _diagnose_population(workdir, population, {n: entries[n] for n in across}, configs,
+                               steps)
+    if got:
+      done[os.path.relpath(population, workdir)] = got
+  if across and not done:
+    raise ConfigError(f"--workdir={workdir}: no population of more than one member has "
+                      f"checkpoints to run {', '.join(across)} on.")
+  others = [n for n in entries if n not in across]
+  if others:
+    for name in members:
+      done[name] = diagnose(os.path.join(workdir, name), others, steps)
+  return done
+
+
+def _chosen(entries: dict, names: list[str] | None, where: str) -> dict:
+  """The config entries of the diagnostics `names` (None: all of `entries`); a name neither
+  configured nor built in, or nothing to run, is a ConfigError."""
+  from gmf_jax.diagnostics import DIAGNOSTICS
+
+  if names:
+    for name in names:
+      if name not in entries and name not in DIAGNOSTICS:
+        raise ConfigError(f"--diagnostics: {name!r} is neither in {where} nor built in; "
+                          f"built-ins: {', '.join(sorted(DIAGNOSTICS))}.")
+    entries = {name: entries.get(name, {}) for name in names}
+  if not entries:
+    raise ConfigError("no diagnostics to run: pass --diagnostics=name,name "
+                      f"(built-ins: {', '.join(sorted(DIAGNOSTICS))}).")
+  return entries
+
+
+def _status(folder: str) -> tuple[str, str]:
+  try:
+    return liveness(read_json(os.path.join(folder, "metadata.json")))
+  except (OSError, ValueError):  # lost or torn: no live run can be shown to own the folder
+    return "unknown", ""
+
+
+def _populations(workdir: str) -> list[str]:
+  """The sweep's population folders of more than one member, in name order."""
+  from gmf_jax.runlog.population import POINTER
+
+  root = os.path.join(workdir, "populations")
+  found = []
+  for entry in sorted(os.scandir(root), key=lambda e: e.name) if os.path.isdir(root) else []:
+    pointer = os.path.join(entry.path, POINTER)
+    if entry.is_dir() and os.path.exists(pointer) and len(
+        read_json(pointer).get("members", [])) > 1:
+      found.append(entry.path)
+  return found
+
+
+def _diagnose_population(workdir: str, folder: str, entries: dict, configs: dict,
+                         steps) -> dict[int, list[str]]:
+  """The diagnostics across members `entries` on one population's checkpoints, written in its
+  folder as during training (same probe, same keys, the same program on the saved state)."""
+  from gmf_jax import compile_cache
+  from gmf_jax.config import default_config
+  from gmf_jax.diagnostics import runner
+  from gmf_jax.runlog.checkpoint import Checkpointer
+  from gmf_jax.runlog.population import POINTER
+  from gmf_jax.train.build import build_experiment, init_population
+  from gmf_jax.train.loop import _stack
+  from gmf_jax.train.step import make_keys
+
+  names = read_json(os.path.join(folder, POINTER))["members"]
+  missing = [n for n in names if n not in configs]
+  if missing:
+    raise ConfigError(f"population {folder}: member folder {missing[0]} is missing from "
+                      f"{workdir}.")
+  saved = dict(configs[names[0]])
+  saved["diagnostics"] = entries
+  config = ml_collections.ConfigDict(saved)
+  exp = build_experiment(config, population=len(names))
+  compile_cache.enable(config.get("compile_cache", default_config().compile_cache))
+  keys = _stack([make_keys(configs[n]["seed"], configs[n].get("data_seed")) for n in names])
+  # A restore target laid out as training laid the population out (its devices, its split).
+  like, keys = exp.layout.put_population(
+      init_population(exp, keys, _stack([exp.hparams] * len(names))), keys)
+  diagnostics = runner.PopulationDiagnostics(
+      list(exp.diagnostics), runner.probe_batch(exp, config.probe_size), keys.diag, draw=True)
+  target = runner.population_target(folder)
+  checkpointer = Checkpointer(folder, max_to_keep=config.checkpoint.max_to_keep,
+                              async_save=False)
+  done = {}
+  try:
+    available = checkpointer.steps()
+    if not available:
+      return done
+    for step in _choose_steps(steps, available, folder):
+      state, _ = checkpointer.restore(step, like)
+      diagnostics.run(step, state, [], force=True, population=target)
+      done[step] = list(entries)
   finally:
     checkpointer.close()
   return done
@@ -144,7 +282,17 @@ def _choose_steps(steps, available: list[int], workdir: str) -> list[int]:
   return list(steps)
 
 
+def _steps_listed(value: str) -> list[int]:
+  try:
+    return [int(s) for s in value.split(",")]
+  except ValueError:
+    raise ConfigError(f"--steps={value}: give all, latest, or steps such as 2000,4000.") from None
+
+
 def main(argv: list[str] | None = None) -> int:
+  from gmf_jax import cpu_devices
+
+  cpu_devices.allow()  # a sweep's populations restore on the devices they trained on
   argv = sys.argv[1:] if argv is None else argv
   workdir, names, steps = None, None, "all"
   try:
@@ -155,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
       elif key == "--diagnostics":
         names = [n for n in value.split(",") if n]
       elif key == "--steps":
-        steps = value if value in ("all", "latest") else [int(s) for s in value.split(",")]
+        steps = value if value in ("all", "latest") else _steps_listed(value)
       elif key in ("-h", "--help"):
         print(__doc__)
         return 0
@@ -167,11 +315,12 @@ def main(argv: list[str] | None = None) -> int:
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  except ValueError as e:
-    print(f"error: --steps: {e}", file=sys.stderr)
-    return 2
-  for step, ran in done.items():
-    print(f"step {step}: {', '.join(ran)}")
+  for key, ran in done.items():
+    if isinstance(ran, dict):  # a sweep: per population or member folder
+      for step, names in ran.items():
+        print(f"{key} step {step}: {', '.join(names)}")
+    else:
+      print(f"step {key}: {', '.join(ran)}")
   return 0
 
 

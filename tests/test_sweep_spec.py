@@ -258,7 +258,7 @@ def test_relative_config_is_found_from_cwd_then_the_sweep_folders_parent_then_it
 
 @pytest.mark.parametrize("name, count", [("vae_lr_beta", 18), ("mlp_random", 16),
                                          ("mlp_seeds", 16), ("mlp_hyperband", 27),
-                                         ("mlp_pbt", 16)])
+                                         ("mlp_pbt", 16), ("mlp_seed_rounds", 9)])
 def test_shipped_sweeps_load(name, count, monkeypatch):
   monkeypatch.chdir(ROOT)
   sweep = spec.load_sweep(f"sweeps/{name}.py")

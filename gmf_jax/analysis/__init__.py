@@ -4,6 +4,7 @@
     runs = analysis.load_runs("runs/vae_lr_beta")           # one row per run
     analysis.summarize(runs, "eval/nelbo")                   # per setting: mean, CI, IQM...
     print(analysis.compare(runs, "eval/nelbo", {"loss.beta": 1.0}, {"loss.beta": 2.0}))
+    analysis.seeds_needed(a_values, b_values)               # seeds per group for 80% power
     metrics = analysis.load_metrics(runs, names=["eval/nelbo"])
     fig = analysis.plots.plot_curves(analysis.curve_stats(metrics, runs, "eval/nelbo"))
     analysis.write_report("runs/vae_lr_beta")                # report.md, groups.csv, PNGs
@@ -12,6 +13,8 @@ Everything is read from the run folders' files; nothing of a run's code is impor
 """
 
 from gmf_jax.analysis.loading import find_runs, load_diagnostics, load_metrics, load_runs
+from gmf_jax.analysis.power import seeds_needed
+from gmf_jax.analysis.similarity import linear_cka
 from gmf_jax.analysis.stats import (
     Comparison,
     best_group,
@@ -43,5 +46,5 @@ def __getattr__(name: str):
 
 __all__ = ["Comparison", "Report", "best_group", "cohort_keys", "compare", "compare_groups",
            "curve_stats", "find_runs", "group_keys", "higher_is_better", "holm",
-           "load_diagnostics", "load_metrics", "load_runs", "main_metric", "plots",
-           "split_cohorts", "summarize", "write_report"]
+           "linear_cka", "load_diagnostics", "load_metrics", "load_runs", "main_metric", "plots",
+           "seeds_needed", "split_cohorts", "summarize", "write_report"]

@@ -2,8 +2,9 @@
 
     <out>/report.md          the groups table, the best setting with its interval (never a
                              group of one run; one per dataset and loss), every group against
-                             the best (Holm-corrected), runs that failed, crashed, are running
-                             or were preempted, and the figures
+                             the best (Holm-corrected; where no difference is clear, about how
+                             many seeds per group would detect it), runs that failed, crashed,
+                             are running or were preempted, and the figures
     <out>/groups.csv         `summarize`'s table
     <out>/comparisons.csv    `compare_groups`' tables, each row naming its `baseline`
     <out>/*.png              learning curves, the metric against each swept key, a heatmap for
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from gmf_jax.analysis import stats
+from gmf_jax.analysis import across, stats
 from gmf_jax.analysis.loading import load_metrics, load_runs
 from gmf_jax.runlog.files import read_json
 
@@ -165,6 +166,8 @@ def write_report(path: str | os.PathLike, *, metric: str | None = None,
                     "member's new one", "pbt_lineage.png"))
   text = _markdown(path, runs, metric, reason, stat, groups, parts, figures,
                    pbt=None if pbt is None else pbt[0])
+  text += across.markdown_section(path, out)  # diagnostics across members, where any ran
+  text += _seed_rounds(path)
   markdown = os.path.join(out, "report.md")
   with open(f"{markdown}.tmp", "w") as f:
     f.write(text)
@@ -206,6 +209,43 @@ def _pbt_tree(path: str):
   if not initial:
     return None
   return data.get("pbt", {}).get("events", []), initial, num_steps
+
+
+def _seed_rounds(path: str) -> str:
+  """The seed rounds' section of a sweep at `path` that ran them (`sweep.json`'s `seed_rounds`,
+  see `gmf_jax.sweep.seed_rounds`): each point's seeds, mean, interval and why it stopped, and
+  what each round added; "" for anything else."""
+  sweep_json = os.path.join(path, "sweep.json")
+  try:
+    section = read_json(sweep_json).get("seed_rounds") if os.path.exists(sweep_json) else None
+  except (OSError, ValueError):
+    return ""
+  if not section:
+    return ""
+  rule, rounds = section["rule"], section["rounds"]
+  points = list(dict.fromkeys(label for r in rounds for label in r["seeds"]))
+  latest = section.get("points", {})
+  going = {label: r["round"] for r in rounds if "after" not in r for label in r["seeds"]}
+  rows = []
+  for label in points:
+    state = latest.get(label)
+    if label in going or state is None:
+      why = f"round {going.get(label, 0)} not yet judged"
+    else:
+      why = state["stopped"] or "going on"
+    rows.append([label, str(state["seeds"]) if state else "-", _num(state and state["mean"], 6),
+                 _num(state and state["half_width"]), why])
+  lines = ["", "## Seed rounds", "",
+           f"Each point trained {rule['min']} seeds, then, in rounds, as many more as it had "
+           f"(at most {rule['max']}) until the 95% Student t interval of its mean final "
+           f"{section['metric']['name']} had a half-width <= {rule['ci_half_width']:g} (the "
+           "groups table's intervals are bootstrap intervals; this rule uses the t interval). "
+           "The record is `sweep.json`'s `seed_rounds`.", "",
+           _table(["point", "seeds", "mean", "half-width", "why it stopped"], rows), "",
+           _table(["round", "points given seeds", "seeds added"],
+                  [[str(r["round"]), ", ".join(r["seeds"]),
+                    str(sum(len(s) for s in r["seeds"].values()))] for r in rounds]), ""]
+  return "\n".join(lines) + "\n"
 
 
 def _report_folder(path: str, out: str | os.PathLike | None) -> str:
@@ -402,6 +442,7 @@ def _against_best(part: _Part) -> list[str]:
                        _num(row["pvalue_holm"], 3), _num(row["pvalue_rank_holm"], 3),
                        _num(row["hedges_g"], 3), _num(row["prob_improvement"], 3),
                        row["verdict"]] for _, row in comparisons.iterrows()]), ""]
+    lines += _seeds_needed(comparisons)
     notes = sorted({w for ws in comparisons["warnings"] for w in ws.split("; ") if w})
     if notes:
       lines += ["Warnings:", ""] + [f"- {w}" for w in notes] + [""]
@@ -409,6 +450,23 @@ def _against_best(part: _Part) -> list[str]:
     lines += ["Not compared with the best:", ""] + [
         f"- {group}: {why}" for group, why in part.not_compared.items()] + [""]
   return lines
+
+
+def _seeds_needed(comparisons: pd.DataFrame) -> list[str]:
+  """For each group whose difference from the best is not clear, the seeds per group that
+  would detect it (`compare_groups`' `seeds_needed`), at the level it was sized at."""
+  sized = comparisons[comparisons["seeds_needed"].notna()]
+  if sized.empty:
+    return []
+  level, tested = comparisons.attrs["seeds_alpha"], int(comparisons["pvalue"].notna().sum())
+  where = f"a t-test at p < {level:.3g}" + (
+      f", below which Holm's correction over the {tested} comparisons always rejects"
+      if tested > 1 else "")
+  lines = [f"Where no difference is clear ({where}):", ""]
+  for _, row in sized.iterrows():
+    statement = stats._seeds_statement(int(row["seeds_needed"]), _num(row["difference"]))
+    lines.append(f"- {row['group']}: {statement}")
+  return lines + [""]
 
 
 def _interval(low: float, high: float, n: int, digits: int = 4) -> str:

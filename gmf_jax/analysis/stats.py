@@ -465,6 +465,10 @@ class Comparison:
   higher_is_better: bool
   verdict: str
   warnings: list[str]
+  # Where no difference is clear: about how many seeds per group would detect `difference`
+  # with 80% power (`seeds_needed`). None when the difference is clear, or nothing can be sized
+  # (too few runs, no spread, a difference of 0, or beyond `power.MAX_SEEDS`: a warning).
+  seeds_needed: int | None = None
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -491,6 +495,8 @@ class Comparison:
     g = f"{self.hedges_g:.3g}" if np.isfinite(self.hedges_g) else "undefined"
     lines.append(f"  Hedges' g {g}; P(b better than a) = {self.prob_improvement:.3f}")
     lines.append(f"  {self.verdict}")
+    if self.seeds_needed is not None:
+      lines.append(f"  {_seeds_statement(self.seeds_needed, f'{self.difference:.6g}')}")
     lines.extend(f"  warning: {w}" for w in self.warnings)
     return "\n".join(lines)
 
@@ -586,9 +592,21 @@ def compare(runs: pd.DataFrame | None, metric: str, a, b, *, stat: str = "final"
     alpha: the level the warnings and the verdict judge p-values against.
     seed: of the bootstrap resampling.
 
+  When no difference is clear, `seeds_needed` is about how many seeds per group a t-test (the
+  one run here) would need to detect the observed difference with 80% power at `alpha`
+  (`gmf_jax.analysis.seeds_needed`), and the summary says so.
+
   Returns:
     A `Comparison`; `print` it for a plain-words summary.
   """
+  return _compare(runs, metric, a, b, stat=stat, by=by, metrics=metrics, status=status,
+                  confidence=confidence, alpha=alpha, seed=seed, sized=True)[0]
+
+
+def _compare(runs, metric, a, b, *, stat, by, metrics, status, confidence, alpha, seed,
+             sized: bool) -> tuple[Comparison, np.ndarray, np.ndarray]:
+  """`compare`, and the values it tested: a's and b's, aligned by seed when paired.
+  `seeds_needed` is left None unless `sized`."""
   keys = _resolve_by(_selected(runs, status), by) if runs is not None else []
   group_a, label_a = _select(runs, a, keys)
   group_b, label_b = _select(runs, b, keys)
@@ -614,7 +632,7 @@ def compare(runs: pd.DataFrame | None, metric: str, a, b, *, stat: str = "final"
   # Paired when the groups ran (nearly) the same seeds; a few shared seeds among many would
   # throw most runs away, so those are compared unpaired.
   shared = _shared_seeds(seeds_a, seeds_b)
-  paired = len(shared) >= 2 and len(shared) >= PAIRED_SHARE * max(len(xa), len(xb))
+  paired = _pairs(len(shared), len(xa), len(xb))
   rng = _rng(f"{label_a}|{label_b}", seed)
   tests: dict[str, dict[str, float]] = {}
   if paired:
@@ -657,14 +675,18 @@ def compare(runs: pd.DataFrame | None, metric: str, a, b, *, stat: str = "final"
     notes.append(f"with {min(len(xa), len(xb))} runs in a group a bootstrap interval is too "
                  "narrow to trust (it cannot show what so few runs did not): use 5 or more")
   p = tests.get("ttest_rel" if paired else "welch_ttest", {}).get("pvalue", math.nan)
-  return Comparison(
+  needed = None if not sized or _clear(low, high, p, alpha) else _sized(
+      xa, xb, paired, alpha, notes, f"{difference:.6g}")
+  comparison = Comparison(
       metric=metric, stat=stat, a=label_a, b=label_b, n_a=len(xa), n_b=len(xb),
       mean_a=float(np.mean(xa)) if len(xa) else math.nan,
       mean_b=float(np.mean(xb)) if len(xb) else math.nan, difference=difference,
       ci_low=low, ci_high=high, confidence=confidence, paired=paired,
       n_pairs=len(shared) if paired else 0, tests=tests, hedges_g=hedges_g(xa, xb),
       prob_improvement=probability_of_improvement(xa, xb, higher), higher_is_better=higher,
-      verdict=_verdict(difference, low, high, p, alpha, higher, confidence), warnings=notes)
+      verdict=_verdict(difference, low, high, p, alpha, higher, confidence), warnings=notes,
+      seeds_needed=needed)
+  return comparison, xa, xb
 
 
 def _known(runs: pd.DataFrame, key: str) -> set[Any]:
@@ -725,6 +747,41 @@ def _shared_seeds(seeds_a: np.ndarray, seeds_b: np.ndarray) -> list[int]:
   return sorted(once(seeds_a) & once(seeds_b))
 
 
+def _pairs(shared: int, n_a: int, n_b: int) -> bool:
+  """Whether two groups are compared paired: their shared seeds are at least 2, and at least
+  `PAIRED_SHARE` of each group (a few shared seeds among many would throw most runs away)."""
+  return shared >= 2 and shared >= PAIRED_SHARE * max(n_a, n_b)
+
+
+def _clear(low: float, high: float, p: float, alpha: float) -> bool:
+  """Whether `_verdict` names a winner: a finite interval that excludes 0, and p < alpha."""
+  return bool(np.isfinite(low) and np.isfinite(high) and not low <= 0 <= high and p < alpha)
+
+
+def _seeds_statement(n: int, difference: str) -> str:
+  from gmf_jax.analysis.power import POWER
+
+  return (f"about {n} seeds per group would detect a difference of {difference} with "
+          f"{round(POWER * 100)}% power")
+
+
+def _sized(xa: np.ndarray, xb: np.ndarray, paired: bool, alpha: float,
+           notes: list[str], difference: str) -> int | None:
+  """`seeds_needed` for the observed difference of values `compare` tested (aligned by seed
+  when paired); None where nothing can be sized, with a note when the difference is too small
+  against the spread for `power.MAX_SEEDS` seeds per group."""
+  from gmf_jax.analysis.power import MAX_SEEDS, POWER, PowerOutOfReach, seeds_needed
+
+  try:
+    return seeds_needed(xa, xb, paired=paired, alpha=alpha)
+  except PowerOutOfReach:
+    notes.append(f"a difference of {difference} is too small against the spread to detect "
+                 f"with {round(POWER * 100)}% power with up to {MAX_SEEDS} seeds per group")
+  except ValueError:  # too few runs, no spread or no difference: nothing to size a test by
+    pass
+  return None
+
+
 def _test(run) -> dict[str, float]:
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -766,9 +823,12 @@ def compare_groups(runs: pd.DataFrame, metric: str, baseline=None, *, stat: str 
   Returns:
     One row per other group: `group, n, mean, difference, ci_low, ci_high, paired, pvalue`
     (t-test), `pvalue_holm`, `pvalue_rank` (Wilcoxon or Mann-Whitney), `pvalue_rank_holm`,
-    `hedges_g, prob_improvement, verdict, warnings`. `.attrs["baseline"]` is its label;
-    `.attrs["not_compared"]` maps the groups left out to why: another dataset or loss than the
-    baseline's, or no run with a finite value.
+    `hedges_g, prob_improvement, verdict, seeds_needed, warnings`. `seeds_needed` (where the
+    verdict names no winner; else NA) is about how many seeds per group would detect the
+    observed difference with 80% power at `.attrs["seeds_alpha"]` = alpha / the number of
+    comparisons, a level at which Holm's correction rejects whatever the other p-values.
+    `.attrs["baseline"]` is its label; `.attrs["not_compared"]` maps the groups left out to
+    why: another dataset or loss than the baseline's, or no run with a finite value.
 
   Raises:
     ValueError: `baseline` is None and no group has 2 runs with a value, or the runs span
@@ -785,7 +845,7 @@ def compare_groups(runs: pd.DataFrame, metric: str, baseline=None, *, stat: str 
     baseline = _default_baseline(table, metric)
   base_runs, base_label = _select(_selected(runs, status), baseline, keys)
   base_set = set(base_runs["run"])
-  rows, not_compared = [], {}
+  rows, not_compared, samples = [], {}, []
   for _, group in table.iterrows():
     label, members = group["group"], group["runs"]
     if label == base_label or (members and set(members) <= base_set):
@@ -794,8 +854,10 @@ def compare_groups(runs: pd.DataFrame, metric: str, baseline=None, *, stat: str 
     if reason:
       not_compared[label] = reason
       continue
-    c = compare(runs, metric, baseline, label, stat=stat, by=keys, metrics=metrics,
-                status=status, confidence=confidence, alpha=alpha, seed=seed)
+    c, xa, xb = _compare(runs, metric, baseline, label, stat=stat, by=keys, metrics=metrics,
+                         status=status, confidence=confidence, alpha=alpha, seed=seed,
+                         sized=False)
+    samples.append((xa, xb, c.paired))
     rank = c.tests.get("wilcoxon" if c.paired else "mannwhitneyu", {}).get("pvalue", math.nan)
     rows.append({"group": label, "n": c.n_b, "mean": c.mean_b, "difference": c.difference,
                  "ci_low": c.ci_low, "ci_high": c.ci_high, "paired": c.paired,
@@ -805,7 +867,10 @@ def compare_groups(runs: pd.DataFrame, metric: str, baseline=None, *, stat: str 
   out = pd.DataFrame(rows, columns=["group", "n", "mean", "difference", "ci_low", "ci_high",
                                     "paired", "pvalue", "pvalue_holm", "pvalue_rank",
                                     "pvalue_rank_holm", "hedges_g", "prob_improvement",
-                                    "verdict", "warnings", "higher"])
+                                    "verdict", "seeds_needed", "warnings", "higher"])
+  # Holm's correction surely rejects a p-value below alpha / m: sized at that level, the power
+  # holds whatever the other comparisons' p-values.
+  level = alpha / max(1, int(np.isfinite(out["pvalue"].to_numpy(float)).sum()))
   if rows:
     out["pvalue_holm"] = holm(out["pvalue"].to_numpy(float))
     out["pvalue_rank_holm"] = holm(out["pvalue_rank"].to_numpy(float))
@@ -814,8 +879,16 @@ def compare_groups(runs: pd.DataFrame, metric: str, baseline=None, *, stat: str 
         _verdict(r["difference"], r["ci_low"], r["ci_high"], r["pvalue_holm"], alpha,
                  r["higher"], confidence, than="the baseline", holm=True)
         for _, r in out.iterrows()]
+    needed = []
+    for i, (xa, xb, paired) in enumerate(samples):
+      r, notes = out.iloc[i], [w for w in out.at[i, "warnings"].split("; ") if w]
+      needed.append(None if _clear(r["ci_low"], r["ci_high"], r["pvalue_holm"], alpha) else
+                    _sized(xa, xb, paired, level, notes, f"{r['difference']:.6g}"))
+      out.at[i, "warnings"] = "; ".join(notes)
+    out["seeds_needed"] = pd.array(needed, dtype="Int64")
   out = out.drop(columns="higher")
-  out.attrs.update(baseline=base_label, metric=metric, stat=stat, not_compared=not_compared)
+  out.attrs.update(baseline=base_label, metric=metric, stat=stat, not_compared=not_compared,
+                   seeds_alpha=level)
   return out
 
 

@@ -43,6 +43,7 @@ from gmf_jax.diagnostics.base import (
   Draw,
   Factory,
   PerMemberDiagnostic,
+  PopulationDiagnostic,
 )
 from gmf_jax.diagnostics.classification import draw_confusion_matrix, make_confusion_matrix
 from gmf_jax.diagnostics.generative import (
@@ -57,6 +58,14 @@ from gmf_jax.diagnostics.generative import (
 )
 from gmf_jax.diagnostics.geometry import draw_jacobian, make_hessian, make_jacobian
 from gmf_jax.diagnostics.network import make_activation_stats, make_weight_stats
+from gmf_jax.diagnostics.population import (
+  draw_cka,
+  draw_ensemble,
+  draw_mode_connectivity,
+  make_cka,
+  make_ensemble,
+  make_mode_connectivity,
+)
 from gmf_jax.diagnostics.schedule import Schedule, make_schedule
 from gmf_jax.errors import ConfigError
 from gmf_jax.models.variables import WEIGHTS
@@ -72,6 +81,10 @@ DIAGNOSTICS: dict[str, Factory] = {
     "weight_stats": make_weight_stats,
     "activation_stats": make_activation_stats,
     "confusion_matrix": make_confusion_matrix,
+    # Across members: the whole population at once (PopulationDiagnostic).
+    "cka": make_cka,
+    "mode_connectivity": make_mode_connectivity,
+    "ensemble": make_ensemble,
 }
 
 # The built-ins that draw, by name: each draws from exactly what its npz holds.
@@ -82,15 +95,32 @@ DRAWERS: dict[str, Draw] = {
     "latent_traversal": draw_latent_traversal,
     "jacobian": draw_jacobian,
     "confusion_matrix": draw_confusion_matrix,
+    "cka": draw_cka,
+    "mode_connectivity": draw_mode_connectivity,
+    "ensemble": draw_ensemble,
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class ScheduledDiagnostic:
   name: str
-  diagnostic: Diagnostic | PerMemberDiagnostic  # the old form: a plain callable
+  diagnostic: Diagnostic | PopulationDiagnostic | PerMemberDiagnostic  # old form: a callable
   schedule: Schedule
   weights: str = "live"  # 'live' | 'ema': the weights it runs on (see gmf_jax.models.variables)
+
+
+ACROSS_MEMBERS = (make_cka, make_mode_connectivity, make_ensemble)
+
+
+def across_members(diag_config: Mapping[str, Any]) -> list[str]:
+  """The configured diagnostics whose factory is a built-in across members (cka,
+  mode_connectivity, ensemble): what a single run cannot compute."""
+  names = []
+  for name, entry in dict(diag_config).items():
+    fn = dict(entry).get("fn", name) if isinstance(entry, Mapping) else name
+    if DIAGNOSTICS.get(fn) in ACROSS_MEMBERS:
+      names.append(name)
+  return names
 
 
 def make_diagnostics(diag_config: Mapping[str, Any], exp) -> list[ScheduledDiagnostic]:
@@ -117,7 +147,7 @@ def make_diagnostics(diag_config: Mapping[str, Any], exp) -> list[ScheduledDiagn
     kwargs = checked_kwargs(factory, {k: v for k, v in entry.items()}, key=key)
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
     made = factory(exp, **kwargs)
-    if not (isinstance(made, Diagnostic) or callable(made)):
+    if not (isinstance(made, (Diagnostic, PopulationDiagnostic)) or callable(made)):
       raise ConfigError(f"{key}.fn returned a {type(made).__name__}; a diagnostic factory "
                         "returns gmf_jax.diagnostics.Diagnostic(compute, draw=...) (or, the old "
                         "form, a callable (state, probe, rng) -> DiagnosticResult).")
@@ -151,5 +181,6 @@ def draw_figures(fn_name: str, arrays: Mapping[str, np.ndarray],
   return drawer({k: np.asarray(v) for k, v in arrays.items()}, dict(scalars or {}))
 
 
-__all__ = ["DIAGNOSTICS", "DRAWERS", "Diagnostic", "DiagnosticResult", "ScheduledDiagnostic",
-           "draw_figures", "make_diagnostics"]
+__all__ = ["ACROSS_MEMBERS", "DIAGNOSTICS", "DRAWERS", "Diagnostic", "DiagnosticResult",
+           "PopulationDiagnostic", "ScheduledDiagnostic", "across_members", "draw_figures",
+           "make_diagnostics"]

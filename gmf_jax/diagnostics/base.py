@@ -54,6 +54,21 @@ class Diagnostic:
   static: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass(frozen=True)
+class PopulationDiagnostic:
+  """A diagnostic of the whole population at once (how its members differ from each other):
+  `compute(states, probe, rng) -> (scalars, arrays)` takes the population's state, every leaf
+  with a leading member axis (the step shared), and is jitted as it is, not vmapped. Its
+  results are the population's, written once in the population's folder
+  (`populations/<id>/diagnostics/<name>/`, scalars in that folder's metrics.csv), not in the
+  members' folders. A population of one has nothing to compare: it is refused at build time
+  (`make_diagnostics`), and a population that shrank to one member skips it."""
+
+  compute: Compute
+  draw: Draw | None = None
+  static: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+
 @dataclasses.dataclass
 class DiagnosticResult:
   """What an old-form diagnostic returns: host numpy arrays, and matplotlib Figures or

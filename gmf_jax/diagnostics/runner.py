@@ -25,10 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmf_jax.diagnostics import ScheduledDiagnostic
-from gmf_jax.diagnostics.base import Diagnostic, DiagnosticResult
+from gmf_jax.diagnostics.base import Diagnostic, DiagnosticResult, PopulationDiagnostic
 from gmf_jax.members import member
 from gmf_jax.models.variables import with_weights
 from gmf_jax.runlog.plots import save_png
+from gmf_jax.runlog.writers import RowBuffer, rewrite_metrics
 
 log = logging.getLogger("gmf_jax")
 
@@ -113,6 +114,44 @@ class _Program:
     return {k: values[k] for k in order}
 
 
+class _AcrossMembers(_Program):
+  """A diagnostic across members (`PopulationDiagnostic`): `compute` on the whole population's
+  state, jitted as it is; its key is member 0's diagnostic key, folded as `diagnostic_rng`'s."""
+
+  def __init__(self, name: str, diagnostic: PopulationDiagnostic, weights: str = "live"):
+    self.order = None
+    name_hash = _name_hash(name)
+
+    def program(states, probe, keys, step):
+      rng = jax.random.fold_in(jax.random.fold_in(keys[0], name_hash), step)
+      scalars, arrays = diagnostic.compute(with_weights(states, weights), probe, rng)
+      self.order = (list(scalars), list(arrays))
+      return dict(scalars), dict(arrays)
+
+    program.__name__ = program.__qualname__ = f"diagnostic_{name}"
+    self._jitted = jax.jit(program)
+    self._compiled = None
+
+
+class PopulationRows:
+  """A population folder's metrics.csv (the rows of its diagnostics across members): each write
+  replaces the rows of that step and those names, so a rerun or backfill never doubles them."""
+
+  def __init__(self, folder: str):
+    self.path = os.path.join(folder, "metrics.csv")
+
+  def write(self, step: int, scalars: dict[str, float]) -> None:
+    rows = RowBuffer()
+    rows.write(step, scalars)
+    rewrite_metrics(self.path, step, lambda name: name in scalars, rows.rows)
+
+
+def population_target(folder: str) -> Target:
+  """Where a population's diagnostics across members go: its folder (`populations/<id>`),
+  `diagnostics/<name>/` for arrays and figures, metrics.csv for scalars."""
+  return Target(-1, folder, PopulationRows(folder))
+
+
 class PopulationDiagnostics:
   """The configured diagnostics of a population (a single run is a population of one).
 
@@ -131,9 +170,16 @@ class PopulationDiagnostics:
     self.steps: frozenset[int] = frozenset().union(*(d.schedule.steps for d in self.diagnostics))
     self._programs = {d.name: _Program(d.name, d.diagnostic, self.size, d.weights)
                       for d in self.diagnostics if isinstance(d.diagnostic, Diagnostic)}
+    # Across members: nothing to compare in a population of one (a member trained on alone).
+    self._across = {d.name: _AcrossMembers(d.name, d.diagnostic, d.weights)
+                    for d in self.diagnostics
+                    if isinstance(d.diagnostic, PopulationDiagnostic) and self.size > 1}
+    self.diagnostics = [d for d in self.diagnostics
+                        if not isinstance(d.diagnostic, PopulationDiagnostic)
+                        or d.name in self._across]
     self._unstack = None
     for d in self.diagnostics:
-      if d.name not in self._programs:
+      if d.name not in self._programs and d.name not in self._across:
         log.info("diagnostic %r is a plain callable returning a DiagnosticResult (the old form): "
                  "it is not vmapped and runs once per member (%d here); return "
                  "gmf_jax.diagnostics.Diagnostic(compute) to compute every member in one call.",
@@ -161,8 +207,9 @@ class PopulationDiagnostics:
     def work():
       for d in due:
         try:
-          if d.name in self._programs:
-            self._programs[d.name].compile(like, self.probe, self.diag_keys)
+          program = self._programs.get(d.name) or self._across.get(d.name)
+          if program is not None:
+            program.compile(like, self.probe, self.diag_keys)
           else:
             d.diagnostic(_zero_member(like), self.probe,
                          diagnostic_rng(self.diag_keys[0], d.name, 0))
@@ -174,10 +221,12 @@ class PopulationDiagnostics:
     return thread
 
   def run(self, step: int, state, targets: list[Target], *, force: bool = False,
-          seconds: dict[str, float] | None = None, defer=None) -> dict[str, float]:
+          seconds: dict[str, float] | None = None, defer=None,
+          population: Target | None = None) -> dict[str, float]:
     """Runs the diagnostics due at `step` (all of them with `force`) for every member of
     `state` (a population: a leading member axis, the step shared) and writes the results of
-    the members in `targets`.
+    the members in `targets`; those across members go to `population` (`population_target`;
+    None: they are not run).
 
     `defer(work)`: where given, the files of the vmapped diagnostics are written by `work()`,
     which the caller runs later (the training loop: once the next chunk is queued); their
@@ -190,12 +239,20 @@ class PopulationDiagnostics:
     due = self.diagnostics if force else self.due(step)
     seconds = {} if seconds is None else seconds
     timed = functools.partial(_timed, seconds)
-    queued = {d.name: timed(d.name, self._programs[d.name], state, self.probe, self.diag_keys,
-                            step)
-              for d in due if d.name in self._programs}  # dispatched first: the device works
+    across = {} if population is None else self._across
+    due = [d for d in due if not isinstance(d.diagnostic, PopulationDiagnostic)
+           or d.name in across]
+    programs = {**self._programs, **across}
+    queued = {d.name: timed(d.name, programs[d.name], state, self.probe, self.diag_keys, step)
+              for d in due if d.name in programs}  # dispatched first: the device works
     members = None
     for d in due:
-      if d.name in queued:
+      if d.name in across:
+        scalars, arrays = timed(d.name, self._fetch, d.name, queued.pop(d.name))
+        write = functools.partial(timed, d.name, self._write_across, d, step, population,
+                                  scalars, arrays)
+        write() if defer is None else defer(write)
+      elif d.name in queued:
         scalars, arrays = timed(d.name, self._fetch, d.name, queued.pop(d.name))
         write = functools.partial(timed, d.name, self._write_all, d, step, targets, scalars,
                                   arrays)
@@ -209,8 +266,8 @@ class PopulationDiagnostics:
     return seconds
 
   def _fetch(self, name: str, queued) -> tuple[dict, dict]:
-    """A vmapped diagnostic's results on the host (one transfer), in compute's own order."""
-    program = self._programs[name]
+    """A diagnostic's results on the host (one transfer), in compute's own order."""
+    program = self._programs.get(name) or self._across[name]
     scalars, arrays = jax.device_get(queued)
     return program.in_order(scalars, 0), program.in_order(arrays, 1)
 
@@ -219,6 +276,17 @@ class PopulationDiagnostics:
     for t in targets:
       self._write(d, step, t, {k: v[t.index] for k, v in scalars.items()},
                   {**d.diagnostic.static, **{k: v[t.index] for k, v in arrays.items()}})
+
+  def _write_across(self, d: ScheduledDiagnostic, step: int, target: Target, scalars,
+                    arrays) -> None:
+    """A diagnostic across members: one result, the population's, figures drawn."""
+    arrays = {**d.diagnostic.static, **arrays}
+    scalars = {k: float(v) for k, v in scalars.items()}
+    figures = {} if d.diagnostic.draw is None else d.diagnostic.draw(
+        {k: np.asarray(v) for k, v in arrays.items()}, scalars)
+    remove_outputs(target.workdir, d.name, step)
+    write_result(d.name, step, DiagnosticResult(scalars, arrays, figures), target.workdir,
+                 target.writer, target.image_writer)
 
   def _run_old_form(self, d: ScheduledDiagnostic, step: int, members: list,
                     targets: list[Target]) -> None:

@@ -4,7 +4,8 @@
 python -m gmf_jax.sweep --replay=runs/<sweep>/<member> [--workdir=DIR]
 
 Runs every member of a sweep file, grouped into populations that each train in one vmapped
-program; every member is a complete run folder under runs/<sweep>/<member>/. Running the same
+program; every member is a complete run folder under runs/<sweep>/<member>/. A sweep whose
+`seeds` has `until` runs its seed rounds to the end (gmf_jax/sweep/seed_rounds.py). Running the same
 command again skips completed members, resumes preempted and crashed ones, and leaves failed
 ones alone unless --retry-failed.
 

@@ -78,6 +78,10 @@ def run_worker(sweep_file: str, workdir: str, population_id: str) -> None:
   from gmf_jax.sweep import spec as spec_lib
 
   sweep = spec_lib.load_sweep(sweep_file, data["definition"].get("overrides") or None)
+  if sweep.seed_rounds is not None:  # the members of every recorded round
+    from gmf_jax.sweep import seed_rounds
+
+    sweep = seed_rounds.planned(sweep, data)
   by_name = {m.name: m for m in sweep.members}
   members = [by_name[n] for n in work["members"]]
   configs = {m.name: run_lib.member_config(sweep, m) for m in members}

@@ -29,7 +29,7 @@ from gmf_jax.errors import ConfigError
 from gmf_jax.job import job_arguments
 from gmf_jax.runlog.files import read_json
 from gmf_jax.runlog.record import foreign_entries
-from gmf_jax.sweep import early_stop, ledger
+from gmf_jax.sweep import early_stop, ledger, seed_rounds
 from gmf_jax.sweep import pbt as pbt_lib
 from gmf_jax.sweep import spec as spec_lib
 
@@ -141,10 +141,13 @@ def plan_sweep(sweep: spec_lib.Sweep, workdir: str | None = None, *,
                        if statuses[n] not in ("failed", "new")})
       recorded.update({n: decision["to"] for n in decision["continued"]})
   groups: dict[tuple, list[spec_lib.Member]] = {}
-  for m in sweep.members:
-    groups.setdefault(program_key(configs[m.name]), []).append(m)
+  for m in sweep.members:  # a seed round's members train in populations of their own
+    groups.setdefault((m.round, program_key(configs[m.name])), []).append(m)
   populations = []
-  for i, members in enumerate(groups.values()):
+  index = collections.Counter()  # groups so far per round
+  for (round_, _), members in groups.items():
+    i, prefix = index[round_], f"r{round_}." if round_ else ""
+    index[round_] += 1
     size = max_population or len(members)
     shrunk: dict[str, list[spec_lib.Member]] = {}  # populations that went on smaller
     for m in members:
@@ -155,7 +158,7 @@ def plan_sweep(sweep: spec_lib.Sweep, workdir: str | None = None, *,
                and not any(m in ms for ms in shrunk.values())]
       if not chunk:
         continue
-      pid = f"p{i}" if size >= len(members) else f"p{i}.{j // size}"
+      pid = f"{prefix}p{i}" if size >= len(members) else f"{prefix}p{i}.{j // size}"
       # A rerun keeps the populations of the first session (their checkpoints hold them).
       ids = {recorded.get(m.name) for m in chunk} - {None}
       pid = ids.pop() if len(ids) == 1 else pid
@@ -243,8 +246,9 @@ def _read_sweep_json(workdir: str) -> dict[str, Any] | None:
 
 def write_sweep_json(plan: SweepPlan, executor: str) -> None:
   """sweep.json: the definition and every member's name, overrides, seed, population, status
-  and folder (statuses read from the member folders). What else it holds (early termination's
-  record, a population a member moved to since the plan) is kept."""
+  and folder (statuses read from the member folders), and with seed rounds its round and
+  round 0's plan. What else it holds (early termination's record, the seed rounds' record, a
+  population a member moved to since the plan) is kept."""
   population_of = {m.name: p.id for p in plan.populations for m, t in zip(p.members, p.train,
                                                                           strict=True) if t}
 
@@ -254,11 +258,14 @@ def write_sweep_json(plan: SweepPlan, executor: str) -> None:
     for m in plan.sweep.members:
       members.append({"name": m.name, "overrides": m.overrides, "seed": m.seed,
                       "population": _newest(population_of.get(m.name), recorded.get(m.name)),
-                      "status": member_status(plan.member_dir(m.name)), "folder": m.name})
+                      "status": member_status(plan.member_dir(m.name)), "folder": m.name,
+                      **({"round": m.round} if plan.sweep.seed_rounds else {})})
     populations = data.get("populations", {})
     populations.update({p.id: [m.name for m in p.members] for p in plan.populations})
     data.update(name=plan.sweep.name, file=plan.sweep.file, executor=executor,
                 definition=plan.sweep.definition, members=members, populations=populations)
+    if plan.sweep.seed_rounds is not None:
+      seed_rounds.start(data, plan.sweep)
 
   ledger.update(plan.workdir, change)
 
@@ -278,7 +285,8 @@ def run_sweep(sweep: spec_lib.Sweep | str, workdir: str | None = None, *,
               max_workers: int = 2, submitit_options: Mapping[str, Any] | None = None
               ) -> SweepResult:
   """Runs a sweep: every population trained in one vmapped program, each member recorded in
-  its own run folder under `workdir` (default `runs/<sweep name>`).
+  its own run folder under `workdir` (default `runs/<sweep name>`). A sweep whose `seeds` has
+  `until` runs its seed rounds to the end, one pass per round (`gmf_jax.sweep.seed_rounds`).
 
   Args:
     sweep: a sweep file's path (`sweeps/vae_lr_beta.py`) or a `gmf_jax.sweep.Sweep`.
@@ -319,6 +327,33 @@ def run_sweep(sweep: spec_lib.Sweep | str, workdir: str | None = None, *,
   if executor != "vmap" and sweep.file is None:
     raise ConfigError(f"--executor={executor} runs populations in other processes, which load "
                       "the sweep from its file: pass a sweep file's path.")
+  if sweep.seed_rounds is not None:
+    workdir = os.path.abspath(workdir or os.path.join("runs", sweep.name))
+  figures_ready = None
+  while True:  # one pass, or with seed rounds one per round (see gmf_jax.sweep.seed_rounds)
+    current = sweep
+    if sweep.seed_rounds is not None:
+      _check_same_sweep(workdir, sweep)  # before its rounds are read
+      current = seed_rounds.planned(sweep, _read_sweep_json(workdir))
+    plan, statuses, figures_ready = _train(
+        current, workdir, executor=executor, retry_failed=retry_failed,
+        max_population=max_population, max_workers=max_workers,
+        submitit_options=submitit_options, figures_ready=figures_ready)
+    if sweep.seed_rounds is None or not seed_rounds.advance(current, plan.workdir, statuses):
+      break
+  result = SweepResult(plan.workdir, statuses)
+  log.info("sweep %s: %s", sweep.name, result.describe())
+  draw_population_figures(plan.workdir, figures_ready)
+  return result
+
+
+def _train(sweep: spec_lib.Sweep, workdir: str | None, *, executor: str, retry_failed: bool,
+           max_population: int | None, max_workers: int,
+           submitit_options: Mapping[str, Any] | None, figures_ready):
+  """One pass of `run_sweep` over the sweep's members: plan, check every member, train what
+  is left. Returns the plan, every member's status (sweep.json's) and the figures' warm-up."""
+  from gmf_jax.sweep import executors
+
   plan = plan_sweep(sweep, workdir, max_population=max_population, retry_failed=retry_failed)
   todo = [p for p in plan.populations if any(p.train)]
   if executor == "vmap":  # a command line's populations use every CPU core (before JAX starts)
@@ -336,7 +371,8 @@ def run_sweep(sweep: spec_lib.Sweep | str, workdir: str | None = None, *,
     stopping.catch_up(plan.workdir, sweep.early_terminate, plan.pending,
                       os.path.join(plan.workdir, POPULATIONS_DIR))
   write_sweep_json(plan, executor)
-  figures_ready = _warm_up_figures()
+  if figures_ready is None:
+    figures_ready = _warm_up_figures()
   try:
     if executor == "vmap":
       executors.run_in_process(plan, todo, built)
@@ -348,10 +384,7 @@ def run_sweep(sweep: spec_lib.Sweep | str, workdir: str | None = None, *,
     write_sweep_json(plan, executor)
   statuses = {m["name"]: m["status"]
               for m in read_json(os.path.join(plan.workdir, SWEEP_FILE))["members"]}
-  result = SweepResult(plan.workdir, statuses)
-  log.info("sweep %s: %s", sweep.name, result.describe())
-  draw_population_figures(plan.workdir, figures_ready)
-  return result
+  return plan, statuses, figures_ready
 
 
 def _warm_up_figures():

@@ -15,6 +15,10 @@ configs plus `seeds`, `zip` and `config`:
           "seeds": 3,                          # every point over seeds base..base+2
       }
 
+Seeds until the interval is narrow: `"seeds": {"min": 3, "max": 20, "until": {"ci_half_width":
+0.01}}` with the sweep's `metric`; the members are then round 0's (`min` seeds per point) and
+`python -m gmf_jax.sweep` adds seeds in rounds (see `gmf_jax.sweep.seed_rounds`).
+
 Early termination: `metric` ({"name": "eval/loss", "goal": "minimize"}) and `early_terminate`
 ({"type": "hyperband", "min_iter": 1000, "eta": 3} or {"type": "median", "min_iter": 1000});
 see `gmf_jax.sweep.early_stop` for the rules.
@@ -61,6 +65,7 @@ import ml_collections
 from gmf_jax import config as config_lib
 from gmf_jax.errors import ConfigError
 from gmf_jax.sweep import early_stop
+from gmf_jax.sweep import seed_rounds as rounds_lib
 
 MAX_MEMBERS = 100_000
 MAX_NAME_LENGTH = 120
@@ -81,6 +86,7 @@ class Member:
   name: str  # folder name from its overrides, e.g. "lr=0.0003,beta=2,seed=1"
   overrides: dict[str, Any]  # canonical config key -> value; always includes "seed"
   seed: int
+  round: int = 0  # the seed round that planned it (see gmf_jax.sweep.seed_rounds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +102,8 @@ class Sweep:
   metric: early_stop.Metric | None = None  # what members are judged by
   early_terminate: early_stop.Rule | None = None  # see gmf_jax.sweep.early_stop
   pbt: Any = None  # gmf_jax.sweep.pbt.Pbt
+  seed_rounds: rounds_lib.SeedRounds | None = None  # "seeds": {"min", "max", "until"}
+  points: tuple[rounds_lib.Point, ...] = ()  # with seed_rounds: each point's possible seeds
 
 
 def load_sweep(path: str, overrides: config_lib.Overrides = None) -> Sweep:
@@ -248,6 +256,7 @@ def _build(raw: Mapping[str, Any], overrides, *, file: str | None, name: str | N
     raise fail(f"the base config's 'seed' must be an int, got {base_seed!r}.")
 
   metric, rule = early_stop.parse(raw, fail)
+  rounds = rounds_lib.parse(raw, metric, fail)
   method = raw.get("method", "grid")
   if method not in METHODS:
     raise fail(f"unknown method {method!r}; choose 'grid' or 'random'.")
@@ -262,8 +271,8 @@ def _build(raw: Mapping[str, Any], overrides, *, file: str | None, name: str | N
 
   param_keys = [p.key for p in params]
   if "seed" in param_keys and seeds > 1:
-    raise fail(f"'seeds': {seeds} repeats every point over seeds, but 'seed' is also a "
-               "parameter; drop one of them.")
+    raise fail(f"'seeds': {raw['seeds']!r} repeats every point over seeds, but 'seed' is also "
+               "a parameter; drop one of them.")
   for key in global_overrides:
     if key in param_keys:
       raise fail(f"override {key!r} sets a key the sweep's parameters set too; drop it from the "
@@ -288,7 +297,12 @@ def _build(raw: Mapping[str, Any], overrides, *, file: str | None, name: str | N
   else:
     points = _sample_points(swept, groups, count, sampler_seed, base, fail)
 
-  members = _members(points, params, seeds, base_seed)
+  members = _members(points, params, seeds, base_seed)  # with seed rounds: `max` seeds each
+  rounded: tuple[rounds_lib.Point, ...] = ()
+  if rounds is not None:  # a point's label: its member names less the seed ("base": no keys)
+    rounded = tuple(rounds_lib.Point(label or "base", tuple(members[i * seeds:(i + 1) * seeds]))
+                    for i, label in enumerate(member_names(points)))
+    members = [m for p in rounded for m in p.members[:rounds.min]]  # round 0
   if name is None:
     name = raw.get("name")
   if name is None:
@@ -311,7 +325,7 @@ def _build(raw: Mapping[str, Any], overrides, *, file: str | None, name: str | N
       "parameters": {p.key: _param_definition(p) for p in params},
       "count": count,
       "seed": sampler_seed,
-      "seeds": seeds,
+      "seeds": rounds.definition() if rounds is not None else seeds,
       "zip": [list(group) for group in groups],
       "overrides": {key: _plain_tree(value) for key, value in global_overrides.items()},
       **early_stop.definition(metric, rule),
@@ -319,7 +333,7 @@ def _build(raw: Mapping[str, Any], overrides, *, file: str | None, name: str | N
   }
   return Sweep(name=name, file=file, config=config_path, definition=definition,
                members=tuple(members), overrides=global_overrides, metric=metric,
-               early_terminate=rule, pbt=pbt)
+               early_terminate=rule, pbt=pbt, seed_rounds=rounds, points=rounded)
 
 
 def _resolve_config(given: str, file: str | None, fail) -> str:
@@ -375,8 +389,11 @@ def _check_counts(raw, method: str, fail) -> tuple[int | None, int | None, int]:
       raise fail(f"'seed': {seed!r} is the random sampler's seed and a grid has none; set the "
                  "runs' seed with parameters {'seed': {'value': ...}} or the overrides.")
   seeds = raw.get("seeds", 1)
+  if isinstance(seeds, Mapping):  # seed rounds (checked by rounds_lib.parse): `max` per point
+    seeds = seeds["max"]
   if not _is_int(seeds) or seeds < 1:
-    raise fail(f"'seeds' must be an integer >= 1, got {seeds!r}.")
+    raise fail(f"'seeds' must be an integer >= 1 or a dict such as {{'min': 3, 'max': 20, "
+               f"'until': {{'ci_half_width': 0.01}}}}, got {seeds!r}.")
   return (int(count) if count is not None else None,
           int(seed) if seed is not None else None, int(seeds))
 

@@ -31,6 +31,10 @@ def make_diagnostics(context) -> PeriodicAction | None:
   seconds = context.timings.setdefault("diagnostics", {"build": exp.diagnostics_build_sec})
   like = _shapes(context.state, relay.multi_process)
   warm_up: list[threading.Thread] = []
+  # Those across members write in the population's own folder (a sweep's `populations/<id>`).
+  store = context.store
+  population = (runner.population_target(store.directory)
+                if getattr(store, "stacked", False) else None)
 
   def prepare() -> None:  # the first chunk is traced: compile theirs beside its compilation
     if relay.primary:  # those due before the population may shrink (see actions.Shrink)
@@ -51,7 +55,8 @@ def make_diagnostics(context) -> PeriodicAction | None:
       with relay.work():
         targets = [runner.Target(*t) for t in context.record.targets()]
         diagnostics.run(tick.step, state, targets, seconds=seconds,
-                        defer=lambda work: tick.defer(relay.as_work(work)))
+                        defer=lambda work: tick.defer(relay.as_work(work)),
+                        population=population)
 
   schedule = Schedule.make(exp.num_steps, steps=diagnostics.steps, end=False)
   # At every stop of the loop: the warm-up is joined at the first (the compilation it waited

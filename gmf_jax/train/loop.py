@@ -125,6 +125,7 @@ def train_and_evaluate(
         f"num_seeds={config.num_seeds} makes a seed ensemble, which train_and_evaluate does not "
         "train: call gmf_jax.run(config, workdir) (one run or an ensemble, as the command line "
         "does) or gmf_jax.sweep.run_seed_ensemble(config, workdir).")
+  _check_not_across_members(config, workdir)
   source = getattr(config, "_gmf_config_source", (None, None))  # set by load_config
   config_file, variant = (config_file, None) if config_file else source
   result = train_population([MemberSetup(config, workdir, config_file, variant)])
@@ -136,6 +137,21 @@ def train_and_evaluate(
   if "eval/nelbo" in final:
     log.info("test-set negative ELBO: %.3f nats per example", final["eval/nelbo"])
   return TrainResult(state=member(result.state, 0), metrics=final, workdir=outcome.workdir)
+
+
+def _check_not_across_members(config, workdir: str | None) -> None:
+  """A single run has no other members to compare: the diagnostics across members are refused
+  there (a sweep member trained on alone, whose folder points to its population, may keep
+  them: they are skipped while it trains alone)."""
+  from gmf_jax.diagnostics import across_members
+  from gmf_jax.runlog.population import POINTER
+
+  names = across_members(config.get("diagnostics", {}))
+  if names and not (workdir and os.path.exists(os.path.join(workdir, POINTER))):
+    raise ConfigError(
+        f"diagnostics.{names[0]} compares the members of a population; this is a single run. "
+        "Train several members together (--config.num_seeds=4, or a sweep), or remove "
+        + ", ".join(f"diagnostics.{n}" for n in names) + ".")
 
 
 def build_population(setups: list[MemberSetup]) -> tuple[list[Experiment], list[dict[str, Any]]]:
