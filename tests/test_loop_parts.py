@@ -321,7 +321,8 @@ def test_the_diagnostics_action_ends_chunks_at_the_union_of_the_diagnostics_sche
   values = {k: np.stack([np.asarray(v)] * 2) for k, v in exp.hparams.items()}
   context = types.SimpleNamespace(
       exp=exp, size=2, keys=keys, state=init_population(exp, keys, values), timings={},
-      relay=PrimaryRelay(multi_process=False, primary=True))
+      relay=PrimaryRelay(multi_process=False, primary=True),
+      store=types.SimpleNamespace(stacked=False))  # a single run's: no population folder
   action = make_diagnostics(context)
   assert _steps(action.schedule, 100) == [45, 90, 100]
   assert action.every_stop and action.prepare is not None
