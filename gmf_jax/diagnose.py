@@ -61,10 +61,7 @@ def diagnose(workdir: str, names: list[str] | None = None,
     raise ConfigError(f"--workdir={given} holds no config.json: not a gmf_jax run (nor a "
                       "sweep: no sweep.json).")
   saved = read_json(config_path)
-  try:
-    status, why = liveness(read_json(os.path.join(workdir, "metadata.json")))
-  except (OSError, ValueError):  # lost or torn: no live run can be shown to own the folder
-    status, why = "unknown", ""
+  status, why = _status(workdir)
   if status == "running":  # its metrics.csv has a writer already; rows would interleave
     raise ConfigError(f"--workdir={workdir} is a live run ({why}); run diagnostics on it once "
                       "it has ended.")
@@ -118,7 +115,6 @@ def diagnose_sweep(workdir: str, names: list[str] | None = None,
   checkpoints, the others on each member's folder. Returns {population or member folder
   name: {step: diagnostics run}}."""
   from gmf_jax.diagnostics import across_members
-  from gmf_jax.runlog.population import POINTER
 
   members = sorted(e.name for e in os.scandir(workdir)
                    if e.is_dir() and os.path.exists(os.path.join(e.path, "config.json")))
@@ -139,13 +135,12 @@ def diagnose_sweep(workdir: str, names: list[str] | None = None,
   if across:  # on the devices training used (one CPU device per core where it split members)
     from gmf_jax import cpu_devices
 
-    cpu_devices.spread([len(read_json(os.path.join(p, POINTER))["members"])
-                        for p in populations],
+    cpu_devices.spread([len(names) for names in populations.values()],
                        [configs[m].get("mesh", {}) for m in members])
   done = {}
-  for population in populations:
-    got = _diagnose_population(workdir, population, {n: entries[n] for n in across}, configs,
-                               steps)
+  for population, names in populations.items():
+    got = _diagnose_population(workdir, population, names, {n: entries[n] for n in across},
+                               configs, steps)
     if got:
       done[os.path.relpath(population, workdir)] = got
   if across and not done:
@@ -182,34 +177,33 @@ def _status(folder: str) -> tuple[str, str]:
     return "unknown", ""
 
 
-def _populations(workdir: str) -> list[str]:
-  """The sweep's population folders of more than one member, in name order."""
+def _populations(workdir: str) -> dict[str, list[str]]:
+  """The sweep's population folders of more than one member, in name order: {folder: the
+  members' names}."""
   from gmf_jax.runlog.population import POINTER
 
   root = os.path.join(workdir, "populations")
-  found = []
+  found = {}
   for entry in sorted(os.scandir(root), key=lambda e: e.name) if os.path.isdir(root) else []:
     pointer = os.path.join(entry.path, POINTER)
-    if entry.is_dir() and os.path.exists(pointer) and len(
-        read_json(pointer).get("members", [])) > 1:
-      found.append(entry.path)
+    names = read_json(pointer).get("members", []) if os.path.exists(pointer) else []
+    if entry.is_dir() and len(names) > 1:
+      found[entry.path] = names
   return found
 
 
-def _diagnose_population(workdir: str, folder: str, entries: dict, configs: dict,
-                         steps) -> dict[int, list[str]]:
+def _diagnose_population(workdir: str, folder: str, names: list[str], entries: dict,
+                         configs: dict, steps) -> dict[int, list[str]]:
   """The diagnostics across members `entries` on one population's checkpoints, written in its
   folder as during training (same probe, same keys, the same program on the saved state)."""
   from gmf_jax import compile_cache
   from gmf_jax.config import default_config
   from gmf_jax.diagnostics import runner
   from gmf_jax.runlog.checkpoint import Checkpointer
-  from gmf_jax.runlog.population import POINTER
   from gmf_jax.train.build import build_experiment, init_population
   from gmf_jax.train.loop import _stack
   from gmf_jax.train.step import make_keys
 
-  names = read_json(os.path.join(folder, POINTER))["members"]
   missing = [n for n in names if n not in configs]
   if missing:
     raise ConfigError(f"population {folder}: member folder {missing[0]} is missing from "
